@@ -1,0 +1,49 @@
+// Random orthogonal rotations Π applied to keys, values and queries before scalar quantization.
+//   haar:     Q·diag(sign(diag R)) from the QR of a seeded Gaussian matrix (Haar-distributed), any d.
+//   hadamard: randomized Walsh–Hadamard H·D/√d (D a random ±1 diagonal), O(d log d), d = 2^k.
+// Both are exact orthogonal maps: inverse_apply(apply(x)) == x up to rounding.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tq {
+
+enum class RotationKind { Haar, Hadamard };
+
+RotationKind parse_rotation_kind(std::string_view name);  // "haar" | "hadamard"
+std::string to_string(RotationKind kind);
+
+class Rotation {
+ public:
+  Rotation(RotationKind kind, int dim, std::uint64_t seed);
+
+  RotationKind kind() const { return kind_; }
+  int dim() const { return dim_; }
+  std::uint64_t seed() const { return seed_; }
+
+  // out = Π·in for `count` row vectors of length dim (row-major). in may equal out.
+  void apply(const float* in, float* out, std::size_t count = 1) const;
+  // out = Πᵀ·in (the inverse).
+  void apply_inverse(const float* in, float* out, std::size_t count = 1) const;
+
+  // Π as a dense row-major dim×dim matrix (for GPU upload and tests).
+  std::vector<float> dense_matrix() const;
+  // For hadamard: the random ±1 diagonal D (empty for haar).
+  const std::vector<float>& hadamard_signs() const { return signs_; }
+
+ private:
+  RotationKind kind_;
+  int dim_;
+  std::uint64_t seed_;
+  std::vector<float> matrix_;  // haar: row-major Π
+  std::vector<float> signs_;   // hadamard: D
+};
+
+// In-place unnormalized fast Walsh–Hadamard transform of one vector of length n = 2^k.
+void fast_walsh_hadamard(float* x, int n);
+
+}  // namespace tq

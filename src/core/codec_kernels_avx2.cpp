@@ -1,0 +1,171 @@
+// AVX2/FMA fast paths of the codec hot loops (compiled with -mavx2 -mfma; only called after
+// cpu_has_avx2()). Table look-ups for b <= 4 stay in registers: 8 codes are 8·b bits = b bytes,
+// broadcast and shifted per lane with vpsrlvd, then looked up with vpermps (and a blend on bit 3
+// for 16-entry tables) — no gathers and no memory traffic besides the codes themselves.
+#include "codec_kernels.hpp"
+
+#include <immintrin.h>
+
+#include <cstring>
+
+namespace tq::kernels {
+namespace {
+
+inline float horizontal_sum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 shuf = _mm_movehdup_ps(lo);
+  __m128 sums = _mm_add_ps(lo, shuf);
+  shuf = _mm_movehl_ps(shuf, sums);
+  sums = _mm_add_ss(sums, shuf);
+  return _mm_cvtss_f32(sums);
+}
+
+template <int kBits>
+struct TableLookup {
+  __m256 low;   // centroids 0..7 (or fewer, zero padded)
+  __m256 high;  // centroids 8..15 (b = 4 only)
+  __m256i shifts;
+  __m256i mask;
+
+  explicit TableLookup(const float* centroids) {
+    alignas(32) float lo[8] = {}, hi[8] = {};
+    constexpr int kEntries = 1 << kBits;
+    for (int i = 0; i < kEntries && i < 8; ++i) lo[i] = centroids[i];
+    for (int i = 8; i < kEntries; ++i) hi[i - 8] = centroids[i];
+    low = _mm256_load_ps(lo);
+    high = _mm256_load_ps(hi);
+    shifts = _mm256_setr_epi32(0, kBits, 2 * kBits, 3 * kBits, 4 * kBits, 5 * kBits, 6 * kBits,
+                               7 * kBits);
+    mask = _mm256_set1_epi32((1 << kBits) - 1);
+  }
+
+  // The 8 centroids of the 8 codes stored in the kBits bytes at p.
+  inline __m256 operator()(const std::uint8_t* p) const {
+    std::uint32_t word = 0;
+    std::memcpy(&word, p, kBits);
+    const __m256i idx =
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
+    if constexpr (kBits <= 3) {
+      return _mm256_permutevar8x32_ps(low, idx);
+    } else {
+      const __m256 a = _mm256_permutevar8x32_ps(low, idx);
+      const __m256 b = _mm256_permutevar8x32_ps(high, idx);
+      // Bit 3 of the code picks the high table: move it to the sign bit for blendv.
+      return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+    }
+  }
+};
+
+template <int kBits>
+void segment_dot_impl(const float* q, int count, const float* centroids, const std::uint8_t* codes,
+                      std::size_t stride, std::size_t n, float* out) {
+  const TableLookup<kBits> lookup(centroids);
+  const int groups = count / 8;
+  for (std::size_t t = 0; t < n; ++t) {
+    const std::uint8_t* c = codes + t * stride;
+    __m256 acc0 = _mm256_setzero_ps();
+    __m256 acc1 = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 1 < groups; g += 2) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * g), lookup(c + g * kBits), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * g + 8), lookup(c + (g + 1) * kBits), acc1);
+    }
+    if (g < groups) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * g), lookup(c + g * kBits), acc0);
+    out[t] = horizontal_sum(_mm256_add_ps(acc0, acc1));
+  }
+}
+
+template <int kBits>
+void segment_axpy_impl(const float* w, int count, const float* centroids,
+                       const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc) {
+  const TableLookup<kBits> lookup(centroids);
+  const int groups = count / 8;
+  for (std::size_t t = 0; t < n; ++t) {
+    const std::uint8_t* c = codes + t * stride;
+    const __m256 weight = _mm256_set1_ps(w[t]);
+    for (int g = 0; g < groups; ++g) {
+      float* a = acc + 8 * g;
+      _mm256_storeu_ps(a, _mm256_fmadd_ps(weight, lookup(c + g * kBits), _mm256_loadu_ps(a)));
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_avx2(const float* y, int count, const float* thresholds, int bits,
+                   std::uint8_t* idx) {
+  if (bits > 4) {
+    quantize_scalar(y, count, thresholds, bits, idx);
+    return;
+  }
+  const int levels = (1 << bits) - 1;
+  int j = 0;
+  for (; j + 8 <= count; j += 8) {
+    const __m256 v = _mm256_loadu_ps(y + j);
+    // Count thresholds strictly below y: each compare yields −1 in the lanes where it holds.
+    __m256i cells = _mm256_setzero_si256();
+    for (int k = 0; k < levels; ++k) {
+      const __m256 below = _mm256_cmp_ps(_mm256_set1_ps(thresholds[k]), v, _CMP_LT_OQ);
+      cells = _mm256_sub_epi32(cells, _mm256_castps_si256(below));
+    }
+    alignas(32) std::int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), cells);
+    for (int l = 0; l < 8; ++l) idx[j + l] = static_cast<std::uint8_t>(lanes[l]);
+  }
+  if (j < count) quantize_scalar(y + j, count - j, thresholds, bits, idx + j);
+}
+
+void segment_dot_avx2(const float* q, int count, int bits, const float* centroids,
+                      const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out) {
+  if (count % 8 != 0 || bits > 4) {
+    segment_dot_scalar(q, count, bits, centroids, codes, stride, n, out);
+    return;
+  }
+  switch (bits) {
+    case 1: return segment_dot_impl<1>(q, count, centroids, codes, stride, n, out);
+    case 2: return segment_dot_impl<2>(q, count, centroids, codes, stride, n, out);
+    case 3: return segment_dot_impl<3>(q, count, centroids, codes, stride, n, out);
+    default: return segment_dot_impl<4>(q, count, centroids, codes, stride, n, out);
+  }
+}
+
+void segment_axpy_avx2(const float* w, int count, int bits, const float* centroids,
+                       const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc) {
+  if (count % 8 != 0 || bits > 4) {
+    segment_axpy_scalar(w, count, bits, centroids, codes, stride, n, acc);
+    return;
+  }
+  switch (bits) {
+    case 1: return segment_axpy_impl<1>(w, count, centroids, codes, stride, n, acc);
+    case 2: return segment_axpy_impl<2>(w, count, centroids, codes, stride, n, acc);
+    case 3: return segment_axpy_impl<3>(w, count, centroids, codes, stride, n, acc);
+    default: return segment_axpy_impl<4>(w, count, centroids, codes, stride, n, acc);
+  }
+}
+
+void sign_dot_avx2(const float* sketch, int dim, const std::uint8_t* signs, std::size_t stride,
+                   std::size_t n, float* out) {
+  if (dim % 8 != 0) {
+    sign_dot_scalar(sketch, dim, signs, stride, n, out);
+    return;
+  }
+  // Σ_i ±sketch_i = 2·Σ_{bit=1} sketch_i − Σ_i sketch_i.
+  __m256 total = _mm256_setzero_ps();
+  for (int i = 0; i < dim; i += 8) total = _mm256_add_ps(total, _mm256_loadu_ps(sketch + i));
+  const float sketch_sum = horizontal_sum(total);
+  const __m256i lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (std::size_t t = 0; t < n; ++t) {
+    const std::uint8_t* s = signs + t * stride;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < dim; i += 8) {
+      const __m256i byte = _mm256_set1_epi32(s[i >> 3]);
+      const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bits), lane_bits);
+      acc = _mm256_add_ps(acc, _mm256_and_ps(_mm256_castsi256_ps(set), _mm256_loadu_ps(sketch + i)));
+    }
+    out[t] = 2.0f * horizontal_sum(acc) - sketch_sum;
+  }
+}
+
+}  // namespace tq::kernels
