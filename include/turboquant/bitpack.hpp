@@ -30,7 +30,8 @@ inline unsigned read_code(const std::uint8_t* packed, std::size_t j, int bits) {
   // A code of <= 8 bits starting at bit offset <= 7 spans at most two bytes; the second byte is
   // read only if the code crosses into it, so this never reads past the segment.
   unsigned value = packed[byte] >> shift;
-  if (shift + static_cast<unsigned>(bits) > 8u) value |= static_cast<unsigned>(packed[byte + 1]) << (8u - shift);
+  if (shift + static_cast<unsigned>(bits) > 8u)
+    value |= static_cast<unsigned>(packed[byte + 1]) << (8u - shift);
   return value & ((1u << bits) - 1u);
 }
 

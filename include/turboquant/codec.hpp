@@ -60,10 +60,12 @@ struct CodeLayout {
 
 // Non-owning view of n encoded tokens stored as separate token-major arrays.
 struct EncodedView {
-  std::uint8_t* codes = nullptr;          // n × code_bytes
-  std::uint8_t* signs = nullptr;          // n × sign_bytes (prod only)
-  half_bits* norms = nullptr;             // n
-  half_bits* residual_norms = nullptr;    // n (prod only)
+  std::uint8_t* codes = nullptr;        // n × code_bytes
+  std::uint8_t* signs = nullptr;        // n × sign_bytes (prod only)
+  half_bits* norms = nullptr;           // n
+  half_bits* residual_norms = nullptr;  // n (prod only)
+  // View of the tokens from `first` on.
+  EncodedView offset(std::size_t first, const CodeLayout& layout) const;
 };
 struct ConstEncodedView {
   const std::uint8_t* codes = nullptr;

@@ -11,14 +11,14 @@ namespace tq {
 
 struct DistortionReport {
   std::size_t vectors = 0;
-  double mse = 0.0;              // measured d·MSE = E‖x − x̂‖² over unit x
-  double mse_theory = 0.0;       // exact expectation from the codebooks' integrals
-  double ip_distortion = 0.0;    // measured d·E[(⟨q,x⟩ − est)²], q and x independent unit vectors
-  double ip_theory = 0.0;        // mse: d·D_mse(b);  prod: (π/2)·d·D_mse(b−1)
+  double mse = 0.0;         // measured d·MSE = E‖x − x̂‖² over unit x
+  double mse_theory = 0.0;  // exact expectation from the codebooks' integrals
+  double ip_distortion = 0.0;  // measured d·E[(⟨q,x⟩ − est)²], q and x independent unit vectors
+  double ip_theory = 0.0;      // mse: d·D_mse(b);  prod: (π/2)·d·D_mse(b−1)
   // Mean signed error est − ⟨q,x⟩ on correlated pairs (⟨q,x⟩ ≈ 0.7), where shrinkage shows.
   double ip_bias = 0.0;
-  double ip_bias_stderr = 0.0;   // its standard error
-  double ip_slope = 0.0;         // least-squares slope of est on ⟨q,x⟩ (1 = unbiased scale)
+  double ip_bias_stderr = 0.0;  // its standard error
+  double ip_slope = 0.0;        // least-squares slope of est on ⟨q,x⟩ (1 = unbiased scale)
   double ip_slope_stderr = 0.0;
   double bits_per_value = 0.0;
 };

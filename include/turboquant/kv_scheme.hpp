@@ -71,9 +71,9 @@ const std::vector<ModelShape>& model_shape_presets();
 const ModelShape& find_model_shape(std::string_view name);
 
 struct KvSizeBreakdown {
-  std::size_t bytes = 0;       // total K+V bytes for `context` tokens, all layers and heads
-  std::size_t fp16_bytes = 0;  // the same cache in fp16
-  double bits_per_value = 0.0; // 8·bytes / (number of stored K and V values)
+  std::size_t bytes = 0;        // total K+V bytes for `context` tokens, all layers and heads
+  std::size_t fp16_bytes = 0;   // the same cache in fp16
+  double bits_per_value = 0.0;  // 8·bytes / (number of stored K and V values)
   double ratio() const { return fp16_bytes ? static_cast<double>(bytes) / fp16_bytes : 0.0; }
 };
 

@@ -52,7 +52,8 @@ void pack_codes(const std::uint8_t* codes, std::size_t count, int bits, std::uin
 
 void unpack_codes(const std::uint8_t* packed, std::size_t count, int bits, std::uint8_t* codes) {
   check_bits(bits);
-  for (std::size_t j = 0; j < count; ++j) codes[j] = static_cast<std::uint8_t>(read_code(packed, j, bits));
+  for (std::size_t j = 0; j < count; ++j)
+    codes[j] = static_cast<std::uint8_t>(read_code(packed, j, bits));
 }
 
 }  // namespace tq

@@ -72,8 +72,8 @@ double incomplete_beta_fraction(double a, double b, double x) {
 double regularized_incomplete_beta(double a, double b, double x) {
   if (x <= 0.0) return 0.0;
   if (x >= 1.0) return 1.0;
-  const double log_front = std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) +
-                           b * std::log1p(-x);
+  const double log_front =
+      std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x);
   const double front = std::exp(log_front);
   if (x < (a + 1.0) / (a + b + 2.0)) return front * incomplete_beta_fraction(a, b, x) / a;
   return 1.0 - front * incomplete_beta_fraction(b, a, 1.0 - x) / b;
@@ -85,8 +85,7 @@ struct CellStats {
 };
 
 CellStats cell_stats(int dim, double lo, double hi) {
-  return {coordinate_cdf(dim, hi) - coordinate_cdf(dim, lo),
-          coordinate_first_moment(dim, lo, hi)};
+  return {coordinate_cdf(dim, hi) - coordinate_cdf(dim, lo), coordinate_first_moment(dim, lo, hi)};
 }
 
 std::vector<double> midpoints(const std::vector<double>& centroids) {

@@ -21,7 +21,9 @@ std::string format_bits(double bits) {
   return out.str();
 }
 
-std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+std::vector<float> to_float(const std::vector<double>& v) {
+  return {v.begin(), v.end()};
+}
 
 // Integer part of the MSE bits and the number of coordinates that get one more bit.
 struct BitSplit {
@@ -42,17 +44,22 @@ BitSplit split_bits(double mse_bits, int dim, const std::string& what) {
   return {lo, hi_count};
 }
 
-bool use_avx2(SimdLevel level) { return level == SimdLevel::Avx2; }
+bool use_avx2(SimdLevel level) {
+  return level == SimdLevel::Avx2;
+}
 
 }  // namespace
 
 CodecKind parse_codec_kind(std::string_view name) {
   if (name == "mse") return CodecKind::Mse;
   if (name == "prod") return CodecKind::Prod;
-  throw std::invalid_argument("codec '" + std::string(name) + "' is unknown; expected 'mse' or 'prod'");
+  throw std::invalid_argument("codec '" + std::string(name) +
+                              "' is unknown; expected 'mse' or 'prod'");
 }
 
-std::string to_string(CodecKind kind) { return kind == CodecKind::Mse ? "mse" : "prod"; }
+std::string to_string(CodecKind kind) {
+  return kind == CodecKind::Mse ? "mse" : "prod";
+}
 
 bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -107,6 +114,12 @@ ConstEncodedView ConstEncodedView::offset(std::size_t first, const CodeLayout& l
                           residual_norms ? residual_norms + first : nullptr);
 }
 
+EncodedView EncodedView::offset(std::size_t first, const CodeLayout& layout) const {
+  return {codes ? codes + first * layout.code_bytes : nullptr,
+          signs ? signs + first * layout.sign_bytes : nullptr, norms ? norms + first : nullptr,
+          residual_norms ? residual_norms + first : nullptr};
+}
+
 EncodedBatch::EncodedBatch(const CodeLayout& layout, std::size_t count)
     : count_(count),
       codes_(layout.code_bytes * count),
@@ -154,7 +167,8 @@ Codec& Codec::operator=(Codec&&) noexcept = default;
 
 void Codec::set_simd(SimdLevel level) {
   if (level == SimdLevel::Avx2 && !cpu_has_avx2()) {
-    throw std::invalid_argument("codec: AVX2 requested but this CPU does not support AVX2/FMA/F16C");
+    throw std::invalid_argument(
+        "codec: AVX2 requested but this CPU does not support AVX2/FMA/F16C");
   }
   simd_ = level == SimdLevel::Auto ? (cpu_has_avx2() ? SimdLevel::Avx2 : SimdLevel::Scalar) : level;
 }
@@ -192,14 +206,16 @@ void Codec::encode(const float* x, std::size_t count, EncodedView out) const {
     float stored_norm = norm;
     std::fill(recon.begin(), recon.end(), 0.0f);
     if (L.code_bytes > 0) {
-      if (L.hi_count > 0) quantize(y.data(), L.hi_count, thresholds_hi_.data(), L.hi_bits, idx.data());
+      if (L.hi_count > 0)
+        quantize(y.data(), L.hi_count, thresholds_hi_.data(), L.hi_bits, idx.data());
       if (L.lo_count() > 0) {
         quantize(y.data() + L.hi_count, L.lo_count(), thresholds_lo_.data(), L.lo_bits,
                  idx.data() + L.hi_count);
       }
       std::uint8_t* codes = out.codes + t * L.code_bytes;
       if (L.hi_count > 0) pack_codes(idx.data(), L.hi_count, L.hi_bits, codes);
-      if (L.lo_count() > 0) pack_codes(idx.data() + L.hi_count, L.lo_count(), L.lo_bits, codes + L.hi_bytes);
+      if (L.lo_count() > 0)
+        pack_codes(idx.data() + L.hi_count, L.lo_count(), L.lo_bits, codes + L.hi_bytes);
       double c_norm_sq = 0.0;
       for (int j = 0; j < d; ++j) {
         recon[j] = j < L.hi_count ? centroids_hi_[idx[j]] : centroids_lo_[idx[j]];
@@ -243,7 +259,8 @@ void Codec::decode(ConstEncodedView in, std::size_t count, float* x) const {
     std::fill(rotated.begin(), rotated.end(), 0.0f);
     if (L.code_bytes > 0) {
       const std::uint8_t* codes = in.codes + t * L.code_bytes;
-      for (int j = 0; j < L.hi_count; ++j) rotated[j] = norm * centroids_hi_[read_code(codes, j, L.hi_bits)];
+      for (int j = 0; j < L.hi_count; ++j)
+        rotated[j] = norm * centroids_hi_[read_code(codes, j, L.hi_bits)];
       for (int j = 0; j < L.lo_count(); ++j) {
         rotated[L.hi_count + j] = norm * centroids_lo_[read_code(codes + L.hi_bytes, j, L.lo_bits)];
       }
@@ -294,8 +311,8 @@ void Codec::score(const PreparedQuery& query, ConstEncodedView in, std::size_t c
   std::fill(scores, scores + count, 0.0f);
   if (L.code_bytes > 0) {
     if (L.hi_count > 0) {
-      dot(query.rotated.data(), L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes,
-          L.code_bytes, count, partial.data());
+      dot(query.rotated.data(), L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes, L.code_bytes,
+          count, partial.data());
       for (std::size_t t = 0; t < count; ++t) scores[t] += partial[t];
     }
     if (L.lo_count() > 0) {

@@ -17,8 +17,7 @@ void segment_dot_scalar(const float* q, int count, int bits, const float* centro
                         const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out);
 // acc[j] += Σ_t w[t] · centroids[code_tj]
 void segment_axpy_scalar(const float* w, int count, int bits, const float* centroids,
-                         const std::uint8_t* codes, std::size_t stride, std::size_t n,
-                         float* acc);
+                         const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc);
 // out[t] = Σ_i sketch[i] · (2·bit_ti − 1)
 void sign_dot_scalar(const float* sketch, int dim, const std::uint8_t* signs, std::size_t stride,
                      std::size_t n, float* out);
@@ -28,8 +27,7 @@ void sign_axpy_scalar(const float* w, int dim, const std::uint8_t* signs, std::s
 
 // AVX2 versions. They fall back to the scalar code for shapes they do not cover (bits > 4 for
 // the table kernels, counts that are not a multiple of 8), so they are always safe to call.
-void quantize_avx2(const float* y, int count, const float* thresholds, int bits,
-                   std::uint8_t* idx);
+void quantize_avx2(const float* y, int count, const float* thresholds, int bits, std::uint8_t* idx);
 void segment_dot_avx2(const float* q, int count, int bits, const float* centroids,
                       const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out);
 void segment_axpy_avx2(const float* w, int count, int bits, const float* centroids,

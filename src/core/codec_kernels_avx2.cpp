@@ -45,8 +45,8 @@ struct TableLookup {
   inline __m256 operator()(const std::uint8_t* p) const {
     std::uint32_t word = 0;
     std::memcpy(&word, p, kBits);
-    const __m256i idx =
-        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
+    const __m256i idx = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
     if constexpr (kBits <= 3) {
       return _mm256_permutevar8x32_ps(low, idx);
     } else {
@@ -78,8 +78,8 @@ void segment_dot_impl(const float* q, int count, const float* centroids, const s
 }
 
 template <int kBits>
-void segment_axpy_impl(const float* w, int count, const float* centroids,
-                       const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc) {
+void segment_axpy_impl(const float* w, int count, const float* centroids, const std::uint8_t* codes,
+                       std::size_t stride, std::size_t n, float* acc) {
   const TableLookup<kBits> lookup(centroids);
   const int groups = count / 8;
   for (std::size_t t = 0; t < n; ++t) {
@@ -124,10 +124,14 @@ void segment_dot_avx2(const float* q, int count, int bits, const float* centroid
     return;
   }
   switch (bits) {
-    case 1: return segment_dot_impl<1>(q, count, centroids, codes, stride, n, out);
-    case 2: return segment_dot_impl<2>(q, count, centroids, codes, stride, n, out);
-    case 3: return segment_dot_impl<3>(q, count, centroids, codes, stride, n, out);
-    default: return segment_dot_impl<4>(q, count, centroids, codes, stride, n, out);
+    case 1:
+      return segment_dot_impl<1>(q, count, centroids, codes, stride, n, out);
+    case 2:
+      return segment_dot_impl<2>(q, count, centroids, codes, stride, n, out);
+    case 3:
+      return segment_dot_impl<3>(q, count, centroids, codes, stride, n, out);
+    default:
+      return segment_dot_impl<4>(q, count, centroids, codes, stride, n, out);
   }
 }
 
@@ -138,10 +142,14 @@ void segment_axpy_avx2(const float* w, int count, int bits, const float* centroi
     return;
   }
   switch (bits) {
-    case 1: return segment_axpy_impl<1>(w, count, centroids, codes, stride, n, acc);
-    case 2: return segment_axpy_impl<2>(w, count, centroids, codes, stride, n, acc);
-    case 3: return segment_axpy_impl<3>(w, count, centroids, codes, stride, n, acc);
-    default: return segment_axpy_impl<4>(w, count, centroids, codes, stride, n, acc);
+    case 1:
+      return segment_axpy_impl<1>(w, count, centroids, codes, stride, n, acc);
+    case 2:
+      return segment_axpy_impl<2>(w, count, centroids, codes, stride, n, acc);
+    case 3:
+      return segment_axpy_impl<3>(w, count, centroids, codes, stride, n, acc);
+    default:
+      return segment_axpy_impl<4>(w, count, centroids, codes, stride, n, acc);
   }
 }
 
@@ -162,7 +170,8 @@ void sign_dot_avx2(const float* sketch, int dim, const std::uint8_t* signs, std:
     for (int i = 0; i < dim; i += 8) {
       const __m256i byte = _mm256_set1_epi32(s[i >> 3]);
       const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, lane_bits), lane_bits);
-      acc = _mm256_add_ps(acc, _mm256_and_ps(_mm256_castsi256_ps(set), _mm256_loadu_ps(sketch + i)));
+      acc =
+          _mm256_add_ps(acc, _mm256_and_ps(_mm256_castsi256_ps(set), _mm256_loadu_ps(sketch + i)));
     }
     out[t] = 2.0f * horizontal_sum(acc) - sketch_sum;
   }

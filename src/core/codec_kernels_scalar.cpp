@@ -13,7 +13,10 @@ void quantize_scalar(const float* y, int count, const float* thresholds, int bit
     int lo = 0, hi = levels;
     while (lo < hi) {
       const int mid = (lo + hi) / 2;
-      if (thresholds[mid] < y[j]) lo = mid + 1; else hi = mid;
+      if (thresholds[mid] < y[j])
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     idx[j] = static_cast<std::uint8_t>(lo);
   }
@@ -30,8 +33,7 @@ void segment_dot_scalar(const float* q, int count, int bits, const float* centro
 }
 
 void segment_axpy_scalar(const float* w, int count, int bits, const float* centroids,
-                         const std::uint8_t* codes, std::size_t stride, std::size_t n,
-                         float* acc) {
+                         const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc) {
   for (std::size_t t = 0; t < n; ++t) {
     const std::uint8_t* c = codes + t * stride;
     for (int j = 0; j < count; ++j) acc[j] += w[t] * centroids[read_code(c, j, bits)];

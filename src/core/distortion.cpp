@@ -58,7 +58,8 @@ DistortionReport measure_distortion(const Codec& codec, std::size_t vectors, std
       q_corr[v * d + j] = x[v * d + j] + q[v * d + j];
       n2 += static_cast<double>(q_corr[v * d + j]) * q_corr[v * d + j];
     }
-    for (int j = 0; j < d; ++j) q_corr[v * d + j] = static_cast<float>(q_corr[v * d + j] / std::sqrt(n2));
+    for (int j = 0; j < d; ++j)
+      q_corr[v * d + j] = static_cast<float>(q_corr[v * d + j] / std::sqrt(n2));
   }
 
   EncodedBatch batch(layout, vectors);

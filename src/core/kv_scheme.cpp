@@ -15,7 +15,8 @@ namespace {
 
 std::string lower(std::string_view s) {
   std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return out;
 }
 
@@ -59,10 +60,14 @@ std::string format_number(double v) {
 
 std::string side_name(const KvSideSpec& s) {
   switch (s.format) {
-    case KvFormat::Fp16: return "fp16";
-    case KvFormat::Int8Block: return s.rotated ? "q8r" : "q8";
-    case KvFormat::Int4Block: return s.rotated ? "q4r" : "q4";
-    case KvFormat::TurboQuant: return format_number(s.bits);
+    case KvFormat::Fp16:
+      return "fp16";
+    case KvFormat::Int8Block:
+      return s.rotated ? "q8r" : "q8";
+    case KvFormat::Int4Block:
+      return s.rotated ? "q4r" : "q4";
+    case KvFormat::TurboQuant:
+      return format_number(s.bits);
   }
   return "?";
 }
@@ -70,8 +75,9 @@ std::string side_name(const KvSideSpec& s) {
 std::string canonical_name(const KvScheme& s) {
   std::string base;
   if (s.key.format == KvFormat::TurboQuant) {
-    base = s.key.bits == s.value.bits ? "tq" + format_number(s.key.bits)
-                                      : "k" + format_number(s.key.bits) + "v" + format_number(s.value.bits);
+    base = s.key.bits == s.value.bits
+               ? "tq" + format_number(s.key.bits)
+               : "k" + format_number(s.key.bits) + "v" + format_number(s.value.bits);
   } else {
     base = side_name(s.key);
   }
@@ -83,7 +89,8 @@ std::string canonical_name(const KvScheme& s) {
     if (s.norm_correction) opts.push_back("normcorr=1");
   }
   if (s.protect_first || s.protect_last) {
-    opts.push_back("protect=" + std::to_string(s.protect_first) + "/" + std::to_string(s.protect_last));
+    opts.push_back("protect=" + std::to_string(s.protect_first) + "/" +
+                   std::to_string(s.protect_last));
   }
   if (s.window) opts.push_back("window=" + std::to_string(s.window));
   if (s.seed != KvScheme{}.seed) opts.push_back("seed=" + std::to_string(s.seed));
@@ -95,7 +102,7 @@ std::string canonical_name(const KvScheme& s) {
 }  // namespace
 
 const std::vector<std::string>& kv_scheme_presets() {
-  static const std::vector<std::string> presets = {"fp16", "q8",  "q8r",   "q4",  "q4r",
+  static const std::vector<std::string> presets = {"fp16", "q8",    "q8r",  "q4",  "q4r",
                                                    "tq4",  "tq3.5", "k4v3", "tq3", "tq2.5"};
   return presets;
 }
@@ -118,8 +125,10 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
     scheme.key = scheme.value = turboquant_side(bits, text_in);
   } else if (base.size() > 1 && base[0] == 'k' && base.find('v') != std::string::npos) {
     const std::size_t v = base.find('v');
-    scheme.key = turboquant_side(parse_number(std::string_view(base).substr(1, v - 1), text_in), text_in);
-    scheme.value = turboquant_side(parse_number(std::string_view(base).substr(v + 1), text_in), text_in);
+    scheme.key =
+        turboquant_side(parse_number(std::string_view(base).substr(1, v - 1), text_in), text_in);
+    scheme.value =
+        turboquant_side(parse_number(std::string_view(base).substr(v + 1), text_in), text_in);
   } else {
     std::string known;
     for (const auto& p : kv_scheme_presets()) known += (known.empty() ? "" : ", ") + p;
@@ -153,7 +162,8 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
         const std::size_t slash = value.find('/');
         if (slash == std::string::npos) {
           throw std::invalid_argument("kv scheme '" + std::string(text_in) +
-                                      "': protect expects F/L (first/last layers), got '" + value + "'");
+                                      "': protect expects F/L (first/last layers), got '" + value +
+                                      "'");
         }
         scheme.protect_first = static_cast<int>(parse_integer(value.substr(0, slash), text_in, 0));
         scheme.protect_last = static_cast<int>(parse_integer(value.substr(slash + 1), text_in, 0));
@@ -165,7 +175,8 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
         scheme.seed = static_cast<std::uint64_t>(parse_integer(value, text_in, 0));
       } else {
         throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': unknown option '" +
-                                    key + "'; expected kcodec, vcodec, rot, protect, window, "
+                                    key +
+                                    "'; expected kcodec, vcodec, rot, protect, window, "
                                     "normcorr or seed");
       }
     }
@@ -188,9 +199,12 @@ std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, Rotati
   const std::size_t d = static_cast<std::size_t>(head_dim);
   const std::size_t blocks = (d + kIntBlockSize - 1) / kIntBlockSize;
   switch (side.format) {
-    case KvFormat::Fp16: return 2 * d;
-    case KvFormat::Int8Block: return d + 2 * blocks;
-    case KvFormat::Int4Block: return (d + 1) / 2 + 2 * blocks;
+    case KvFormat::Fp16:
+      return 2 * d;
+    case KvFormat::Int8Block:
+      return d + 2 * blocks;
+    case KvFormat::Int4Block:
+      return (d + 1) / 2 + 2 * blocks;
     case KvFormat::TurboQuant: {
       CodecSpec spec;
       spec.dim = head_dim;
@@ -211,7 +225,8 @@ CodecSpec kv_codec_spec(const KvScheme& scheme, KvSide side, int layer, int head
   spec.kind = s.codec;
   spec.rotation = scheme.rotation;
   spec.norm_correction = scheme.norm_correction;
-  spec.seed = derive_seed(scheme.seed, static_cast<std::uint32_t>(layer), side, SeedPurpose::Rotation);
+  spec.seed =
+      derive_seed(scheme.seed, static_cast<std::uint32_t>(layer), side, SeedPurpose::Rotation);
   return spec;
 }
 
@@ -232,15 +247,18 @@ const ModelShape& find_model_shape(std::string_view name) {
   }
   std::string known;
   for (const auto& shape : model_shape_presets()) known += (known.empty() ? "" : ", ") + shape.name;
-  throw std::invalid_argument("model '" + std::string(name) + "' is not a known shape; expected one of " +
-                              known + " (or pass --layers, --kv-heads and --head-dim)");
+  throw std::invalid_argument("model '" + std::string(name) +
+                              "' is not a known shape; expected one of " + known +
+                              " (or pass --layers, --kv-heads and --head-dim)");
 }
 
-KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme, std::size_t context) {
+KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
+                              std::size_t context) {
   if (shape.layers <= 0 || shape.kv_heads <= 0 || shape.head_dim <= 0) {
     throw std::invalid_argument("kv size: layers, kv heads and head dim must be positive (got " +
-                                std::to_string(shape.layers) + ", " + std::to_string(shape.kv_heads) +
-                                ", " + std::to_string(shape.head_dim) + ")");
+                                std::to_string(shape.layers) + ", " +
+                                std::to_string(shape.kv_heads) + ", " +
+                                std::to_string(shape.head_dim) + ")");
   }
   KvSizeBreakdown out;
   const std::size_t fp16_token = 2 * static_cast<std::size_t>(shape.head_dim);
@@ -251,14 +269,16 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme, s
     if (scheme.layer_is_protected(layer, shape.layers)) {
       per_head = 2 * fp16_token * context;
     } else {
-      per_head = 2 * fp16_token * exact +
-                 compressed * (kv_side_bytes_per_token(scheme.key, shape.head_dim, scheme.rotation) +
-                               kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation));
+      per_head =
+          2 * fp16_token * exact +
+          compressed * (kv_side_bytes_per_token(scheme.key, shape.head_dim, scheme.rotation) +
+                        kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation));
     }
     out.bytes += per_head * static_cast<std::size_t>(shape.kv_heads);
     out.fp16_bytes += 2 * fp16_token * context * static_cast<std::size_t>(shape.kv_heads);
   }
-  const double values = 2.0 * shape.layers * shape.kv_heads * shape.head_dim * static_cast<double>(context);
+  const double values =
+      2.0 * shape.layers * shape.kv_heads * shape.head_dim * static_cast<double>(context);
   out.bits_per_value = values > 0 ? 8.0 * static_cast<double>(out.bytes) / values : 0.0;
   return out;
 }

@@ -12,7 +12,9 @@
 namespace tq {
 namespace {
 
-bool is_power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+bool is_power_of_two(int n) {
+  return n > 0 && (n & (n - 1)) == 0;
+}
 
 std::vector<float> haar_matrix(int d, std::uint64_t seed) {
   Xoshiro256 rng(seed);
@@ -38,7 +40,8 @@ std::vector<float> haar_matrix(int d, std::uint64_t seed) {
   std::vector<float> pi(static_cast<std::size_t>(d) * d);
   for (int i = 0; i < d; ++i) {
     for (int r = 0; r < d; ++r) {
-      pi[static_cast<std::size_t>(i) * d + r] = static_cast<float>(cols[static_cast<std::size_t>(i) * d + r]);
+      pi[static_cast<std::size_t>(i) * d + r] =
+          static_cast<float>(cols[static_cast<std::size_t>(i) * d + r]);
     }
   }
   return pi;
@@ -97,7 +100,7 @@ void Rotation::apply(const float* in, float* out, std::size_t count) const {
       float* o = out + v * d;
       const float* x = in + v * d;
       for (std::size_t i = 0; i < d; ++i) o[i] = x[i] * signs_[i];  // D first
-      fast_walsh_hadamard(o, dim_);                                   // then H
+      fast_walsh_hadamard(o, dim_);                                 // then H
       for (std::size_t i = 0; i < d; ++i) o[i] *= scale;
     }
     return;
