@@ -43,8 +43,22 @@ struct TableLookup {
 
   // The 8 centroids of the 8 codes stored in the kBits bytes at p.
   inline __m256 operator()(const std::uint8_t* p) const {
-    std::uint32_t word = 0;
-    std::memcpy(&word, p, kBits);
+    // Read exactly kBits bytes (never past the segment). For 3 bytes, compose a 16-bit and an
+    // 8-bit load: a 3-byte memcpy into a zeroed word stalls on store forwarding.
+    std::uint32_t word;
+    if constexpr (kBits == 1) {
+      word = p[0];
+    } else if constexpr (kBits == 2) {
+      std::uint16_t w16;
+      std::memcpy(&w16, p, 2);
+      word = w16;
+    } else if constexpr (kBits == 3) {
+      std::uint16_t w16;
+      std::memcpy(&w16, p, 2);
+      word = w16 | (static_cast<std::uint32_t>(p[2]) << 16);
+    } else {
+      std::memcpy(&word, p, 4);
+    }
     const __m256i idx = _mm256_and_si256(
         _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
     if constexpr (kBits <= 3) {

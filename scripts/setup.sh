@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the build needs (Debian packages, when run as root and something is missing),
+# then configures and builds the project into build/release (CUDA when nvcc is found).
+# Sourced by scripts/test.sh and scripts/run_main.sh; usable alone: scripts/setup.sh
+set -euo pipefail
+TQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TQ_BUILD="${TQ_BUILD:-$TQ_ROOT/build/release}"
+
+tq_packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
+             libcli11-dev nlohmann-json3-dev python3 python3-pip)
+
+tq_install_deps() {
+  local missing=()
+  for p in "${tq_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "error: missing Debian packages: ${missing[*]} (run as root or install them)" >&2
+      return 1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+  # nvcc is optional; the CUDA toolkit is often outside PATH.
+  if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+  fi
+}
+
+tq_build() {
+  local jobs
+  jobs="$(nproc)"
+  cmake -S "$TQ_ROOT" -B "$TQ_BUILD" -DCMAKE_BUILD_TYPE=Release "$@" >&2
+  cmake --build "$TQ_BUILD" -j "$jobs" >&2
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  tq_install_deps
+  tq_build "$@"
+fi
