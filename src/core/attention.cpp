@@ -53,13 +53,17 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
   threads = 1;
 #endif
   threads = std::max(1, std::min(threads, items));
+  // Below ~0.1 ms of work a parallel region costs more than it saves (and on a loaded machine
+  // a barrier can cost a scheduler time slice); an explicit thread count forces it.
+  const double work = static_cast<double>(items) * static_cast<double>(first_query_pos + n_q) * d;
+  const bool parallel = threads > 1 && (options.threads > 1 || work >= 1 << 18);
   const Side& key_side = sides_[0];
   const Side& value_side = sides_[1];
   const Codec* key_codec = fast ? key_side.codec.get() : key_side.codec_scalar.get();
   const Codec* value_codec = fast ? value_side.codec.get() : value_side.codec_scalar.get();
   const std::size_t W = static_cast<std::size_t>(window_);
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads) if (parallel)
   {
     std::vector<float> scores, qr(ud), acc(ud), tmp(ud);
 #pragma omp for schedule(dynamic, 1)

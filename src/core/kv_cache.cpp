@@ -193,7 +193,7 @@ void LayerKvCache::append(const float* k, const float* v, std::size_t n_tokens) 
   // (their fp16 values), the rest straight from the input (rounded through fp16 when W > 0, as
   // if they had passed through the window). Encoding happens before the window is overwritten.
   const int jobs = 2 * static_cast<int>(heads);
-#pragma omp parallel for schedule(dynamic, 1) if (n_encode * heads >= 64)
+#pragma omp parallel for schedule(dynamic, 1) if (n_encode * heads * d >= (1u << 16))
   for (int job = 0; job < jobs; ++job) {
     Side& side = sides_[job / static_cast<int>(heads)];
     const std::size_t h = static_cast<std::size_t>(job) % heads;
