@@ -155,6 +155,7 @@ class Codec {
   std::vector<float> centroids_hi_, centroids_lo_;
   std::vector<float> thresholds_hi_, thresholds_lo_;
   std::vector<float> qjl_;
+  std::vector<float> qjl_transposed_;  // Sᵀ, for column-wise S·r in encode
   SimdLevel simd_ = SimdLevel::Scalar;
 };
 

@@ -157,6 +157,13 @@ Codec::Codec(const CodecSpec& spec)
     Xoshiro256 rng(derive_seed(spec.seed, 0, KvSide::Key, SeedPurpose::QjlMatrix));
     qjl_.resize(static_cast<std::size_t>(spec.dim) * spec.dim);
     for (auto& v : qjl_) v = static_cast<float>(rng.gaussian());
+    qjl_transposed_.resize(qjl_.size());
+    for (int i = 0; i < spec.dim; ++i) {
+      for (int j = 0; j < spec.dim; ++j) {
+        qjl_transposed_[static_cast<std::size_t>(j) * spec.dim + i] =
+            qjl_[static_cast<std::size_t>(i) * spec.dim + j];
+      }
+    }
   }
   set_simd(SimdLevel::Auto);
 }
@@ -239,10 +246,15 @@ void Codec::encode(const float* x, std::size_t count, EncodedView out) const {
       out.residual_norms[t] = float_to_half(static_cast<float>(std::sqrt(gamma_sq)));
       std::uint8_t* signs = out.signs + t * L.sign_bytes;
       std::fill(signs, signs + L.sign_bytes, 0);
+      // S·r as a sum of columns of S (rows of Sᵀ): contiguous axpys the compiler vectorises.
+      std::fill(projected.begin(), projected.end(), 0.0f);
+      for (int j = 0; j < d; ++j) {
+        const float* column = &qjl_transposed_[static_cast<std::size_t>(j) * d];
+        const float r = residual[j];
+        for (int i = 0; i < d; ++i) projected[i] += column[i] * r;
+      }
       for (int i = 0; i < d; ++i) {
-        const float* row = &qjl_[static_cast<std::size_t>(i) * d];
-        float acc = 0.0f;
-        for (int j = 0; j < d; ++j) acc += row[j] * residual[j];
+        const float acc = projected[i];
         if (acc >= 0.0f) signs[i >> 3] |= static_cast<std::uint8_t>(1u << (i & 7));
       }
     }
