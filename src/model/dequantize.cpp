@@ -4,6 +4,7 @@
 // clarity wins over speed here.
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "turboquant/gguf.hpp"
 #include "turboquant/half.hpp"
@@ -16,10 +17,21 @@ constexpr std::size_t kQK = 32;           // elements per block of the classic f
 constexpr std::size_t kQKK = 256;         // elements per super-block of the K-quant formats
 constexpr std::size_t kKScaleBytes = 12;  // packed 6-bit scales and mins of Q4_K / Q5_K
 
+// fp16 -> fp32 through a 256 KiB table built once: the bit-exact converter is branchy, and
+// F16 tensors and every block scale go through here at load time.
+const float* half_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (std::uint32_t h = 0; h < 65536; ++h) t[h] = half_to_float(static_cast<half_bits>(h));
+    return t;
+  }();
+  return table.data();
+}
+
 float load_half(const std::uint8_t* p) {
   std::uint16_t h;
   std::memcpy(&h, p, 2);
-  return half_to_float(h);
+  return half_table()[h];
 }
 
 // Q4_K and Q5_K pack eight 6-bit scales and eight 6-bit mins into 12 bytes: sub-blocks 0..3 use

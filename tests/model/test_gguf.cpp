@@ -1,0 +1,412 @@
+// Tests of the GGUF loader: every metadata value type, the typed getters, tensor directory and
+// alignment, every class of malformed file (each must raise FormatError, never crash), and the
+// real default model when it is present.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "test_gguf_writer.hpp"
+#include "turboquant/gguf.hpp"
+
+namespace tq::gguf {
+namespace {
+
+using testing::GgufBuilder;
+using testing::TensorSpec;
+
+// A small valid file with a few keys and two F32 tensors.
+GgufBuilder small_valid_builder() {
+  GgufBuilder b;
+  b.add_string("general.architecture", "llama");
+  b.add<std::uint32_t>("llama.block_count", ValueType::kUint32, 2);
+  b.add_string_array("tokenizer.ggml.tokens", {"a", "b", "c"});
+  b.add_tensor({"t0", {4, 2}, 0, testing::f32_bytes({1, 2, 3, 4, 5, 6, 7, 8}), {}});
+  b.add_tensor({"t1", {3}, 0, testing::f32_bytes({-1, -2, -3}), {}});
+  return b;
+}
+
+File parse(const std::vector<std::uint8_t>& bytes) {
+  return File::from_bytes(bytes);
+}
+
+// Expects FormatError whose message contains `needle`.
+void expect_format_error(const std::vector<std::uint8_t>& bytes, const std::string& needle) {
+  try {
+    parse(bytes);
+    FAIL() << "expected FormatError containing '" << needle << "'";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << "message: " << e.what() << "\nexpected to contain: " << needle;
+  }
+}
+
+TEST(GgufMetadata, EveryValueTypeRoundTrips) {
+  GgufBuilder b;
+  b.add<std::uint8_t>("u8", ValueType::kUint8, 200);
+  b.add<std::int8_t>("i8", ValueType::kInt8, -100);
+  b.add<std::uint16_t>("u16", ValueType::kUint16, 60000);
+  b.add<std::int16_t>("i16", ValueType::kInt16, -30000);
+  b.add<std::uint32_t>("u32", ValueType::kUint32, 4000000000u);
+  b.add<std::int32_t>("i32", ValueType::kInt32, -2000000000);
+  b.add<float>("f32", ValueType::kFloat32, 1.5f);
+  b.add<std::uint8_t>("bool", ValueType::kBool, 1);
+  b.add_string("str", "h\xc3\xa9llo");
+  b.add<std::uint64_t>("u64", ValueType::kUint64, 1ull << 40);
+  b.add<std::int64_t>("i64", ValueType::kInt64, -(1ll << 40));
+  b.add<double>("f64", ValueType::kFloat64, 2.25);
+  b.add_string_array("strs", {"x", "", "yz"});
+  b.add_array<float>("floats", ValueType::kFloat32, {0.5f, -1.0f});
+  b.add_array<std::int32_t>("ints", ValueType::kInt32, {3, -4, 5});
+  {  // array of arrays of uint8
+    auto& w = b.begin_kv("nested", ValueType::kArray);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(ValueType::kArray));
+    w.put<std::uint64_t>(2);
+    for (int i = 0; i < 2; ++i) {
+      w.put<std::uint32_t>(static_cast<std::uint32_t>(ValueType::kUint8));
+      w.put<std::uint64_t>(1);
+      w.put<std::uint8_t>(static_cast<std::uint8_t>(7 + i));
+    }
+  }
+  const File f = parse(b.build());
+  EXPECT_EQ(f.version(), 3u);
+  EXPECT_EQ(f.metadata().size(), 16u);
+  EXPECT_EQ(std::get<std::uint8_t>(f.get("u8").data), 200);
+  EXPECT_EQ(std::get<std::int8_t>(f.get("i8").data), -100);
+  EXPECT_EQ(std::get<std::uint16_t>(f.get("u16").data), 60000);
+  EXPECT_EQ(std::get<std::int16_t>(f.get("i16").data), -30000);
+  EXPECT_EQ(f.get_u32("u32"), 4000000000u);
+  EXPECT_EQ(f.get_i32("i32"), -2000000000);
+  EXPECT_EQ(f.get_f32("f32"), 1.5f);
+  EXPECT_TRUE(f.get_bool("bool"));
+  EXPECT_EQ(f.get_string("str"), "h\xc3\xa9llo");
+  EXPECT_EQ(f.get_u64("u64"), 1ull << 40);
+  EXPECT_EQ(std::get<std::int64_t>(f.get("i64").data), -(1ll << 40));
+  EXPECT_EQ(std::get<double>(f.get("f64").data), 2.25);
+  EXPECT_EQ(f.get_string_array("strs"), (std::vector<std::string>{"x", "", "yz"}));
+  EXPECT_EQ(f.get_f32_array("floats"), (std::vector<float>{0.5f, -1.0f}));
+  EXPECT_EQ(f.get_i32_array("ints"), (std::vector<std::int32_t>{3, -4, 5}));
+  const Array& nested = f.get_array("nested");
+  ASSERT_EQ(nested.element_type, ValueType::kArray);
+  ASSERT_EQ(nested.items.size(), 2u);
+  EXPECT_EQ(std::get<std::uint8_t>(std::get<Array>(nested.items[1].data).items[0].data), 8);
+  // Integer conversions accept any integer type.
+  EXPECT_EQ(f.get_integer("u8"), 200);
+  EXPECT_EQ(f.get_integer("i16"), -30000);
+  EXPECT_EQ(f.get_integer("u64"), 1ll << 40);
+  EXPECT_EQ(f.get("f64").as_number().value(), 2.25);
+  EXPECT_FALSE(f.get("str").as_integer().has_value());
+}
+
+TEST(GgufMetadata, GettersThrowOnMissingOrWrongType) {
+  GgufBuilder b;
+  b.add<std::uint32_t>("n", ValueType::kUint32, 5);
+  b.add_string("s", "text");
+  b.add_array<float>("floats", ValueType::kFloat32, {1.0f});
+  const File f = parse(b.build());
+  EXPECT_THROW(f.get_u32("missing"), FormatError);
+  try {
+    f.get_string("n");
+    FAIL();
+  } catch (const FormatError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("'n'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("uint32"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("expected string"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(f.get_f32("n"), FormatError);
+  EXPECT_THROW(f.get_u64("n"), FormatError);
+  EXPECT_THROW(f.get_integer("s"), FormatError);
+  EXPECT_THROW(f.get_string_array("floats"), FormatError);
+  EXPECT_THROW(f.get_array("s"), FormatError);
+  // Optional variants: nullopt when missing, throw when present with another type.
+  EXPECT_FALSE(f.find_u32("missing").has_value());
+  EXPECT_FALSE(f.find_string("missing").has_value());
+  EXPECT_EQ(f.find_u32("n").value(), 5u);
+  EXPECT_EQ(f.find_string("s").value(), "text");
+  EXPECT_THROW(f.find_f32("n"), FormatError);
+  EXPECT_THROW(f.find_bool("s"), FormatError);
+  EXPECT_EQ(f.find(std::string_view("missing")), nullptr);
+}
+
+TEST(GgufTensors, DirectoryAndDataAreRead) {
+  for (std::uint32_t version : {2u, 3u}) {
+    GgufBuilder b = small_valid_builder();
+    b.version = version;
+    const File f = parse(b.build());
+    EXPECT_EQ(f.version(), version);
+    ASSERT_EQ(f.tensors().size(), 2u);
+    const TensorInfo& t0 = f.tensor("t0");
+    EXPECT_EQ(t0.dims, (std::vector<std::uint64_t>{4, 2}));
+    EXPECT_EQ(t0.n_elements, 8u);
+    EXPECT_EQ(t0.n_rows(), 2u);
+    EXPECT_EQ(t0.n_bytes, 32u);
+    EXPECT_EQ(f.data_offset() % 32, 0u);
+    EXPECT_EQ(f.dequantize(t0), (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
+    std::vector<float> row(4);
+    f.dequantize_rows(t0, 1, 1, row.data());
+    EXPECT_EQ(row, (std::vector<float>{5, 6, 7, 8}));
+    EXPECT_THROW(f.dequantize_rows(t0, 1, 2, row.data()), std::out_of_range);
+    EXPECT_EQ(f.dequantize(f.tensor("t1")), (std::vector<float>{-1, -2, -3}));
+    EXPECT_EQ(f.find_tensor("nope"), nullptr);
+    EXPECT_THROW(f.tensor("nope"), FormatError);
+  }
+}
+
+TEST(GgufTensors, CustomAlignmentIsHonoured) {
+  GgufBuilder b = small_valid_builder();
+  b.alignment = 64;
+  b.add<std::uint32_t>("general.alignment", ValueType::kUint32, 64);
+  const File f = parse(b.build());
+  EXPECT_EQ(f.alignment(), 64u);
+  EXPECT_EQ(f.data_offset() % 64, 0u);
+  EXPECT_EQ(f.tensor("t1").offset, 64u);
+  EXPECT_EQ(f.dequantize(f.tensor("t1")), (std::vector<float>{-1, -2, -3}));
+}
+
+TEST(GgufTensors, OpensFromDiskWithMmap) {
+  const auto path = testing::write_temp_file("tq_test_small.gguf", small_valid_builder().build());
+  const File f = File::open(path);
+  EXPECT_EQ(f.dequantize(f.tensor("t0"))[7], 8.0f);
+  std::filesystem::remove(path);
+  EXPECT_THROW(File::open("/nonexistent/tq/model.gguf"), std::runtime_error);
+}
+
+// ---- malformed files -------------------------------------------------------------------------
+
+TEST(GgufMalformed, BadMagic) {
+  GgufBuilder b = small_valid_builder();
+  b.magic = 0x4c4c4747;  // "GGLL"
+  expect_format_error(b.build(), "bad magic");
+  expect_format_error({}, "truncated");
+}
+
+TEST(GgufMalformed, UnsupportedVersion) {
+  for (std::uint32_t v : {0u, 1u, 4u, 0xffffffffu}) {
+    GgufBuilder b = small_valid_builder();
+    b.version = v;
+    expect_format_error(b.build(), "unsupported version " + std::to_string(v));
+  }
+}
+
+TEST(GgufMalformed, EveryTruncationIsRejected) {
+  const auto bytes = small_valid_builder().build();
+  // Bytes after the last tensor's data are padding: cutting them leaves a valid file.
+  const File full = parse(bytes);
+  std::size_t needed = 0;
+  for (const auto& t : full.tensors()) {
+    needed = std::max<std::size_t>(needed, full.data_offset() + t.offset + t.n_bytes);
+  }
+  ASSERT_LT(needed, bytes.size());
+  for (std::size_t len = 0; len < bytes.size(); ++len) {
+    std::vector<std::uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len));
+    if (len < needed) {
+      EXPECT_THROW(parse(cut), FormatError) << "prefix of " << len << " bytes";
+    } else {
+      EXPECT_NO_THROW(parse(cut)) << "prefix of " << len << " bytes";
+    }
+  }
+}
+
+TEST(GgufMalformed, AbsurdCounts) {
+  {
+    GgufBuilder b = small_valid_builder();
+    b.tensor_count_override = 1ull << 60;
+    expect_format_error(b.build(), "tensor count is 1152921504606846976");
+  }
+  {
+    GgufBuilder b = small_valid_builder();
+    b.kv_count_override = 1ull << 60;
+    expect_format_error(b.build(), "metadata key/value count");
+  }
+  {
+    GgufBuilder b;
+    auto& w = b.begin_kv("arr", ValueType::kArray);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(ValueType::kUint64));
+    w.put<std::uint64_t>(1ull << 60);
+    expect_format_error(b.build(), "array length");
+  }
+  {  // string length larger than the file
+    GgufBuilder b;
+    auto& w = b.begin_kv("s", ValueType::kString);
+    w.put<std::uint64_t>(1ull << 63);
+    expect_format_error(b.build(), "length of string value");
+  }
+  {  // key length larger than the file
+    GgufBuilder b;
+    b.kv_count_override = 1;
+    auto bytes = b.build();
+    testing::ByteWriter w;
+    w.put<std::uint64_t>(~0ull);
+    bytes.insert(bytes.end(), w.bytes.begin(), w.bytes.end());
+    bytes.resize(bytes.size() + 16, 0);
+    expect_format_error(bytes, "length of metadata key");
+  }
+}
+
+TEST(GgufMalformed, BadValues) {
+  {
+    GgufBuilder b;
+    b.begin_kv("x", static_cast<ValueType>(13)).put<std::uint32_t>(0);
+    expect_format_error(b.build(), "value type 13");
+  }
+  {
+    GgufBuilder b;
+    b.add<std::uint8_t>("flag", ValueType::kBool, 2);
+    expect_format_error(b.build(), "bool value is 2");
+  }
+  {
+    GgufBuilder b;
+    auto& w = b.begin_kv("arr", ValueType::kArray);
+    w.put<std::uint32_t>(77);
+    w.put<std::uint64_t>(0);
+    expect_format_error(b.build(), "array element type 77");
+  }
+  {  // arrays nested 100 deep: bounded recursion
+    GgufBuilder b;
+    auto& w = b.begin_kv("deep", ValueType::kArray);
+    for (int i = 0; i < 100; ++i) {
+      w.put<std::uint32_t>(static_cast<std::uint32_t>(ValueType::kArray));
+      w.put<std::uint64_t>(1);
+    }
+    w.put<std::uint32_t>(0);
+    w.put<std::uint64_t>(0);
+    expect_format_error(b.build(), "nested deeper");
+  }
+  {
+    GgufBuilder b = small_valid_builder();
+    b.add<std::uint32_t>("llama.block_count", ValueType::kUint32, 3);
+    expect_format_error(b.build(), "'llama.block_count' appears twice");
+  }
+  for (std::uint32_t align : {0u, 3u, 48u}) {
+    GgufBuilder b = small_valid_builder();
+    b.add<std::uint32_t>("general.alignment", ValueType::kUint32, align);
+    expect_format_error(b.build(), "general.alignment is " + std::to_string(align));
+  }
+  {
+    GgufBuilder b = small_valid_builder();
+    b.add_string("general.alignment", "32");
+    expect_format_error(b.build(), "general.alignment");
+  }
+}
+
+TEST(GgufMalformed, BadTensorInfos) {
+  auto one_tensor = [](TensorSpec t) {
+    GgufBuilder b;
+    b.add_tensor(std::move(t));
+    return b.build();
+  };
+  const auto data = testing::f32_bytes(std::vector<float>(8, 1.0f));
+  expect_format_error(one_tensor({"t", {8}, 99, data, {}}), "type type#99");
+  expect_format_error(one_tensor({"t", {256}, 10, std::vector<std::uint8_t>(84), {}}),
+                      "type Q2_K");  // known to ggml but not supported here
+  expect_format_error(one_tensor({"t", {1ull << 40, 1ull << 40}, 0, data, {}}), "overflows");
+  expect_format_error(one_tensor({"t", {1ull << 63}, 0, data, {}}), "overflows");  // bytes
+  expect_format_error(one_tensor({"t", {2, 1, 1, 1, 4}, 0, data, {}}), "5 dimensions");
+  expect_format_error(one_tensor({"t", {48}, 8, std::vector<std::uint8_t>(64), {}}),
+                      "not a multiple of the Q8_0 block size 32");
+  expect_format_error(one_tensor({"t", {8}, 0, data, 16}), "not a multiple of the alignment");
+  expect_format_error(one_tensor({"t", {8}, 0, data, 1ull << 40}), "data section");
+  expect_format_error(one_tensor({"t", {8}, 0, data, ~0ull - 31}), "data section");
+  expect_format_error(one_tensor({"t", {1000}, 0, data, {}}), "data section");
+  {  // two tensors sharing bytes
+    GgufBuilder b;
+    b.add_tensor({"a", {16}, 0, testing::f32_bytes(std::vector<float>(16)), {}});
+    b.add_tensor({"b", {8}, 0, data, 32});
+    expect_format_error(b.build(), "overlaps tensor 'a'");
+  }
+  {
+    GgufBuilder b;
+    b.add_tensor({"a", {8}, 0, data, {}});
+    b.add_tensor({"a", {8}, 0, data, {}});
+    expect_format_error(b.build(), "'a' appears twice");
+  }
+}
+
+// Random byte flips in a valid file: the parser either accepts the file or throws FormatError;
+// anything else (crash, other exception, huge allocation) fails the test.
+TEST(GgufMalformed, RandomCorruptionNeverCrashes) {
+  const auto bytes = small_valid_builder().build();
+  std::mt19937 rng(1234);
+  int accepted = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    auto copy = bytes;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) {
+      copy[rng() % copy.size()] = static_cast<std::uint8_t>(rng());
+    }
+    try {
+      const File f = parse(copy);
+      for (const auto& t : f.tensors()) f.dequantize(t);
+      ++accepted;
+    } catch (const FormatError&) {
+    }
+  }
+  EXPECT_LT(accepted, 3000);  // some corruptions must have been detected
+}
+
+// ---- the real default model -------------------------------------------------------------------
+
+const char* kModelPath = TQ_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+TEST(GgufRealModel, SmolLM2MetadataAndTensors) {
+  if (!std::filesystem::exists(kModelPath)) {
+    GTEST_SKIP() << "model not found at " << kModelPath << " (run scripts/fetch_model.sh)";
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const File f = File::open(kModelPath);
+  EXPECT_EQ(f.get_string("general.architecture"), "llama");
+  EXPECT_EQ(f.get_u32("llama.block_count"), 30u);
+  EXPECT_EQ(f.get_u32("llama.attention.head_count"), 9u);
+  EXPECT_EQ(f.get_u32("llama.attention.head_count_kv"), 3u);
+  EXPECT_EQ(f.get_u32("llama.embedding_length"), 576u);
+  EXPECT_EQ(f.get_f32("llama.rope.freq_base"), 100000.0f);
+  EXPECT_EQ(f.get_string("tokenizer.ggml.pre"), "smollm");
+  EXPECT_EQ(f.get_string_array("tokenizer.ggml.tokens").size(), 49152u);
+  ASSERT_EQ(f.tensors().size(), 272u);
+
+  // Reference values computed with the `gguf` Python package's dequantizer.
+  struct Expect {
+    const char* name;
+    TensorType type;
+    double first, sum, abs_sum;
+  };
+  const Expect expects[] = {
+      {"token_embd.weight", TensorType::kQ8_0, -0.10654449462890625, -15353.04449415207,
+       2802153.619805813},
+      {"blk.0.attn_norm.weight", TensorType::kF32, 0.01397705078125, 0.6129436492919922,
+       15.815359115600586},
+      {"blk.0.attn_q.weight", TensorType::kQ4_1, -0.0963134765625, 59.22322082519531,
+       63395.39872741699},
+      {"blk.29.ffn_down.weight", TensorType::kQ4_1, -0.2733154296875, 49.83570861816406,
+       126250.91435241699},
+  };
+  for (const auto& e : expects) {
+    const TensorInfo& t = f.tensor(e.name);
+    EXPECT_EQ(t.type, e.type) << e.name;
+    const auto values = f.dequantize(t);
+    double sum = 0, abs_sum = 0;
+    for (float v : values) sum += v, abs_sum += std::fabs(v);
+    EXPECT_EQ(values[0], static_cast<float>(e.first)) << e.name;
+    EXPECT_NEAR(sum, e.sum, 1e-6 * e.abs_sum) << e.name;
+    EXPECT_NEAR(abs_sum, e.abs_sum, 1e-6 * e.abs_sum) << e.name;
+  }
+
+  // Dequantize every tensor (what the runner does at load time).
+  std::size_t total = 0;
+  for (const auto& t : f.tensors()) {
+    const auto values = f.dequantize(t);
+    for (float v : values) ASSERT_TRUE(std::isfinite(v)) << t.name;
+    total += values.size();
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(total, 134515008u);
+  std::printf("[ timing ] open + dequantize all %zu values: %.3f s\n", total, seconds);
+  EXPECT_LT(seconds, 5.0);  // well under 1-2 s in Release; generous for debug/sanitizer builds
+}
+
+}  // namespace
+}  // namespace tq::gguf
