@@ -1,0 +1,53 @@
+"""Joins bench_attention.cpp and sdpa_bench.py results into one JSON and a markdown table with
+ratios to SDPA and to our fp16 kernel (all measured in the same run on the same card).
+Usage: python3 report.py ours.json sdpa.json OUT_PREFIX"""
+import json
+import sys
+
+
+def main():
+    ours = json.load(open(sys.argv[1]))
+    sdpa = json.load(open(sys.argv[2]))
+    prefix = sys.argv[3]
+    key = lambda r: (r["shape"], r["context"], r["batch"])
+    sd = {key(r): r for r in sdpa["rows"]}
+    f16 = {key(r): r for r in ours["rows"] if r["kernel"] == "fp16_ours"}
+    copy = ours["copy_gbs"]
+    for r in sdpa["rows"]:
+        r["pct_copy"] = 100.0 * r["gbs"] / copy
+    rows = ours["rows"] + sdpa["rows"]
+    for r in rows:
+        if r["kernel"].startswith("quantize"):
+            continue
+        s = sd.get(key(r))
+        h = f16.get(key(r))
+        r["speedup_vs_sdpa"] = s["us"] / r["us"] if s else None
+        r["speedup_vs_fp16_ours"] = h["us"] / r["us"] if h else None
+    json.dump(dict(device=ours["device"], sms=ours["sms"], copy_gbs=copy, torch=sdpa["torch"],
+                   rows=rows), open(prefix + ".json", "w"), indent=1)
+    lines = [f"# CUDA attention benchmark — {ours['device']} ({ours['sms']} SMs)", "",
+             f"Copy bandwidth (1 GiB D2D, read+write) measured in the same run: {copy:.0f} GB/s. "
+             f"PyTorch {sdpa['torch']}. Median µs, cold L2. GB/s over the bytes each kernel must read "
+             "(compressed codes + norms for tq; fp16 K+V for fp16 kernels).", "",
+             "| kernel | shape | context | batch | µs | GB/s | % copy | × vs SDPA | × vs our fp16 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    order = {"tq4_tc": 0, "tq3_generic": 1, "fp16_ours": 2, "sdpa_fp16": 3}
+    for r in sorted((r for r in rows if not r["kernel"].startswith("quantize")),
+                    key=lambda r: (r["shape"], r["batch"], r["context"], order.get(r["kernel"], 9))):
+        sv = r.get("speedup_vs_sdpa")
+        fv = r.get("speedup_vs_fp16_ours")
+        lines.append(f"| {r['kernel']} | {r['shape']} | {r['context']} | {r['batch']} | {r['us']:.1f} | "
+                     f"{r['gbs']:.0f} | {r['pct_copy']:.1f} | {sv:.2f} | {fv:.2f} |" if sv and fv else
+                     f"| {r['kernel']} | {r['shape']} | {r['context']} | {r['batch']} | {r['us']:.1f} | "
+                     f"{r['gbs']:.0f} | {r['pct_copy']:.1f} | {'' if not sv else f'{sv:.2f}'} | {'' if not fv else f'{fv:.2f}'} |")
+    lines += ["", "| quantize-append (K, 4-bit, fp16 in) | shape | tokens | batch | µs |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        if r["kernel"].startswith("quantize"):
+            lines.append(f"| {r['kernel']} | {r['shape']} | {r['context']} | {r['batch']} | {r['us']:.1f} |")
+    open(prefix + ".md", "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+// Host side of the GPU attention: validation, the split plan, query preparation (rotate once,
+// fold in the softmax scale and log2 e, QJL sketch for prod keys), dispatch of the split kernel
+// (tensor-core or generic) and the merge kernel that combines the splits, rotates back once
+// (Πᵀ, plus Sᵀ of the sign accumulator for prod values) and folds in the exact fp16 window.
+#include "attention_kernels.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tq::cuda {
+namespace {
+
+using detail::kNegBig;
+using detail::kRowsPerChunk;
+using detail::SplitParams;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kSqrtHalfPi = 1.2533141373155002512;
+
+struct RowShape {
+  int batch, kv_heads, q_heads, group, n_queries, rows;
+};
+
+__global__ void prepare_queries_kernel(const float* __restrict__ q, RowShape s, int dim,
+                                       float scale_log2, const float* __restrict__ pi_t,
+                                       const float* __restrict__ qjl_t, float qjl_scale,
+                                       float* __restrict__ q_prep, float* __restrict__ q_sketch) {
+  extern __shared__ float sh[];
+  float* x = sh;
+  float* y = sh + dim;
+  const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, j = threadIdx.x;
+  const int i = r / s.group, qh = kvh * s.group + r % s.group;
+  x[j] = q[((static_cast<long long>(b) * s.n_queries + i) * s.q_heads + qh) * dim + j] * scale_log2;
+  __syncthreads();
+  float acc = x[j];
+  if (pi_t) {
+    acc = 0.0f;
+    for (int k = 0; k < dim; ++k) acc += pi_t[k * dim + j] * x[k];
+  }
+  const long long out = ((static_cast<long long>(b) * s.kv_heads + kvh) * s.rows + r) * dim + j;
+  q_prep[out] = acc;
+  if (qjl_t) {
+    y[j] = acc;
+    __syncthreads();
+    float sk = 0.0f;
+    for (int k = 0; k < dim; ++k) sk += qjl_t[k * dim + j] * y[k];
+    q_sketch[out] = sk * qjl_scale;
+  }
+}
+
+struct MergeParams {
+  RowShape s;
+  int dim, splits;
+  const float* part_o;
+  const float* part_s;
+  const float* part_ml;
+  const float* pi;   // Π row-major (null: identity, fp16 cache)
+  const float* qjl;  // S row-major (prod values)
+  float qjl_scale;
+  const float* q;  // original queries (window scores)
+  float scale_log2;
+  const __half* k_win;
+  const __half* v_win;
+  const int* window_lengths;
+  int window_capacity;
+  float* out;
+};
+
+__global__ void merge_kernel(const MergeParams p) {
+  extern __shared__ float sh[];
+  const int D = p.dim;
+  float* z = sh;           // combined rotated accumulator
+  float* zs = sh + D;      // combined sign accumulator (prod values)
+  float* qo = sh + 2 * D;  // query, original domain, scaled
+  float* sw = sh + 3 * D;  // window scores
+  const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, j = threadIdx.x;
+  const RowShape& s = p.s;
+  const long long slot0 = ((static_cast<long long>(b) * s.kv_heads + kvh) * s.rows + r) * p.splits;
+  float mmax = kNegBig;
+  for (int k = 0; k < p.splits; ++k) mmax = fmaxf(mmax, p.part_ml[(slot0 + k) * 2]);
+  float acc = 0.0f, accs = 0.0f, l = 0.0f;
+  for (int k = 0; k < p.splits; ++k) {
+    const float f = exp2f(p.part_ml[(slot0 + k) * 2] - mmax);
+    l += f * p.part_ml[(slot0 + k) * 2 + 1];
+    acc += f * p.part_o[(slot0 + k) * D + j];
+    if (p.part_s) accs += f * p.part_s[(slot0 + k) * D + j];
+  }
+  z[j] = acc;
+  zs[j] = accs;
+  __syncthreads();
+  if (p.part_s) {
+    float t = 0.0f;  // (Sᵀ zs)_j
+    for (int k = 0; k < D; ++k) t += p.qjl[k * D + j] * zs[k];
+    acc += p.qjl_scale * t;
+    __syncthreads();
+    z[j] = acc;
+    __syncthreads();
+  }
+  if (p.pi) {
+    float t = 0.0f;  // (Πᵀ z)_j
+    for (int k = 0; k < D; ++k) t += p.pi[k * D + j] * z[k];
+    acc = t;
+  }
+  const int i = r / s.group, qh = kvh * s.group + r % s.group;
+  const long long qoff = ((static_cast<long long>(b) * s.n_queries + i) * s.q_heads + qh) * D;
+  const int W = p.window_lengths ? p.window_lengths[b] : 0;
+  if (W > 0) {
+    qo[j] = p.q[qoff + j] * p.scale_log2;
+    __syncthreads();
+    const long long wbase = (static_cast<long long>(b) * s.kv_heads + kvh) * p.window_capacity;
+    const int warp = j >> 5, lane = j & 31, nw = blockDim.x >> 5;
+    for (int t = warp; t < W; t += nw) {
+      const __half* k = p.k_win + (wbase + t) * D;
+      float d = 0.0f;
+      for (int c = lane; c < D; c += 32) d += __half2float(k[c]) * qo[c];
+      for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+      if (lane == 0) sw[t] = d;
+    }
+    __syncthreads();
+    float m2 = mmax;
+    for (int t = 0; t < W; ++t) m2 = fmaxf(m2, sw[t]);
+    const float f = exp2f(mmax - m2);
+    acc *= f;
+    l *= f;
+    for (int t = 0; t < W; ++t) {
+      const float w = exp2f(sw[t] - m2);
+      l += w;
+      acc += w * __half2float(p.v_win[(wbase + t) * D + j]);
+    }
+  }
+  p.out[qoff + j] = l > 0.0f ? acc / l : 0.0f;
+}
+
+int sm_count_cached() {
+  static const int sms = device_sm_count();
+  return sms;
+}
+
+struct Plan {
+  int splits, tokens_per_split, row_chunks;
+};
+
+Plan make_plan(const AttentionArgs& a, int kv_heads, int rows) {
+  Plan plan{};
+  plan.row_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  const int max_len = std::max(a.max_length, 1);
+  int want = a.splits;
+  if (want <= 0) {
+    const long long ctas = static_cast<long long>(a.batch) * kv_heads * plan.row_chunks;
+    want = static_cast<int>(std::max<long long>(1, (4LL * sm_count_cached() + ctas - 1) / ctas));
+  }
+  int tps = (max_len + want - 1) / want;
+  tps = std::max(256, (tps + 63) / 64 * 64);
+  plan.tokens_per_split = tps;
+  plan.splits = (max_len + tps - 1) / tps;
+  return plan;
+}
+
+void check_common(const AttentionArgs& a, int kv_heads, int dim) {
+  if (!a.q || !a.out || !a.lengths) {
+    throw std::invalid_argument("attention: q, out and lengths must be device pointers, got null");
+  }
+  if (a.batch <= 0 || a.q_heads <= 0 || a.n_queries <= 0) {
+    throw std::invalid_argument("attention: batch " + std::to_string(a.batch) + ", q_heads " +
+                                std::to_string(a.q_heads) + ", n_queries " +
+                                std::to_string(a.n_queries) + " must be positive");
+  }
+  if (a.q_heads % kv_heads != 0 || a.q_heads / kv_heads > 64) {
+    throw std::invalid_argument("attention: q_heads " + std::to_string(a.q_heads) +
+                                " must be a multiple of kv_heads " + std::to_string(kv_heads));
+  }
+  if (dim != 64 && dim != 128 && dim != 256) {
+    throw std::invalid_argument("attention: head dim " + std::to_string(dim) +
+                                " unsupported; expected 64, 128 or 256");
+  }
+  if (a.max_length < 0 || a.max_window < 0) {
+    throw std::invalid_argument("attention: max_length / max_window must be >= 0");
+  }
+  if (a.n_queries > 1 && a.window_lengths) {
+    throw std::invalid_argument("attention: the exact window is supported for n_queries = 1 only");
+  }
+  if (a.max_window > 8192) {
+    throw std::invalid_argument("attention: max_window " + std::to_string(a.max_window) +
+                                " exceeds 8192");
+  }
+}
+
+template <typename F>
+void dispatch_dim(int dim, F&& f) {
+  switch (dim) {
+    case 64:
+      f(std::integral_constant<int, 64>{});
+      break;
+    case 128:
+      f(std::integral_constant<int, 128>{});
+      break;
+    default:
+      f(std::integral_constant<int, 256>{});
+      break;
+  }
+}
+
+struct Buffers {
+  float *q_prep, *q_sketch, *part_o, *part_s, *part_ml;
+};
+
+Buffers carve(AttentionWorkspace& ws, long long q_elems, long long part_elems, bool sketch_q,
+              bool sketch_v, long long ml_elems) {
+  auto round = [](long long n) { return (n + 63) / 64 * 64; };
+  const long long total = round(q_elems) * (sketch_q ? 2 : 1) +
+                          round(part_elems) * (sketch_v ? 2 : 1) + round(ml_elems);
+  float* base = static_cast<float*>(ws.reserve(static_cast<std::size_t>(total) * sizeof(float)));
+  Buffers bf{};
+  bf.q_prep = base;
+  base += round(q_elems);
+  bf.q_sketch = sketch_q ? base : nullptr;
+  if (sketch_q) base += round(q_elems);
+  bf.part_o = base;
+  base += round(part_elems);
+  bf.part_s = sketch_v ? base : nullptr;
+  if (sketch_v) base += round(part_elems);
+  bf.part_ml = base;
+  return bf;
+}
+
+void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf, const float* pi,
+               const float* qjl, const AttentionArgs& a, float scale_log2, const GpuKvCache* cache,
+               cudaStream_t stream) {
+  MergeParams mp{};
+  mp.s = rs;
+  mp.dim = dim;
+  mp.splits = plan.splits;
+  mp.part_o = bf.part_o;
+  mp.part_s = bf.part_s;
+  mp.part_ml = bf.part_ml;
+  mp.pi = pi;
+  mp.qjl = bf.part_s ? qjl : nullptr;
+  mp.qjl_scale = static_cast<float>(kSqrtHalfPi / dim);
+  mp.q = a.q;
+  mp.scale_log2 = scale_log2;
+  mp.out = a.out;
+  if (cache && a.window_lengths) {
+    if (!cache->key_window || !cache->value_window || cache->window_capacity < a.max_window) {
+      throw std::invalid_argument("attention: window_lengths given but the cache window holds " +
+                                  std::to_string(cache->window_capacity) + " tokens < max_window " +
+                                  std::to_string(a.max_window));
+    }
+    mp.k_win = reinterpret_cast<const __half*>(cache->key_window);
+    mp.v_win = reinterpret_cast<const __half*>(cache->value_window);
+    mp.window_lengths = a.window_lengths;
+    mp.window_capacity = cache->window_capacity;
+  }
+  const int smem = (3 * dim + std::max(a.max_window, 1)) * static_cast<int>(sizeof(float));
+  static bool configured = false;
+  if (!configured) {
+    TQ_CUDA_CHECK(
+        cudaFuncSetAttribute(merge_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024));
+    configured = true;
+  }
+  merge_kernel<<<dim3(rs.rows, rs.kv_heads, rs.batch), dim, smem, stream>>>(mp);
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+bool tensor_core_path_supports(const CodecSpec& key, const CodecSpec& value) {
+  auto ok = [](const CodecSpec& s) {
+    return s.kind == CodecKind::Mse && s.bits == 4.0 &&
+           (s.dim == 64 || s.dim == 128 || s.dim == 256);
+  };
+  return ok(key) && ok(value) && key.dim == value.dim;
+}
+
+void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
+               const GpuKvCache& cache, const AttentionArgs& a, AttentionWorkspace& ws,
+               void* stream_ptr) {
+  const int D = cache.head_dim;
+  if (key_codec.spec().dim != D || value_codec.spec().dim != D) {
+    throw std::invalid_argument("attention: codec dims " + std::to_string(key_codec.spec().dim) +
+                                "/" + std::to_string(value_codec.spec().dim) +
+                                " differ from the cache head dim " + std::to_string(D));
+  }
+  check_common(a, cache.kv_heads, D);
+  if (a.batch > cache.batch || a.max_length > cache.capacity) {
+    throw std::invalid_argument("attention: batch " + std::to_string(a.batch) + " / max_length " +
+                                std::to_string(a.max_length) + " exceed the cache (" +
+                                std::to_string(cache.batch) + ", " +
+                                std::to_string(cache.capacity) + ")");
+  }
+  const bool tc_ok = tensor_core_path_supports(key_codec.spec(), value_codec.spec());
+  if (a.path == AttentionPath::TensorCore && !tc_ok) {
+    throw std::invalid_argument(
+        "attention: the tensor-core path needs 4-bit mse keys and values with d = 64/128/256");
+  }
+  const bool use_tc = tc_ok && a.path != AttentionPath::Generic;
+  const auto& kd = key_codec.impl();
+  const auto& vd = value_codec.impl();
+  const CodeLayout& KL = key_codec.layout();
+  const CodeLayout& VL = value_codec.layout();
+  cudaStream_t stream = as_stream(stream_ptr);
+
+  RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
+  rs.rows = rs.group * a.n_queries;
+  const Plan plan = make_plan(a, cache.kv_heads, rs.rows);
+  const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
+  const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, kd.prod, vd.prod,
+                           2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
+  const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  const float scale_log2 = scale * kLog2e;
+
+  prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
+                           stream>>>(a.q, rs, D, scale_log2, kd.pi_t, kd.prod ? kd.qjl_t : nullptr,
+                                     static_cast<float>(kSqrtHalfPi / D), bf.q_prep, bf.q_sketch);
+  TQ_CUDA_CHECK(cudaGetLastError());
+
+  SplitParams sp{};
+  sp.k_data = cache.key.codes;
+  sp.v_data = cache.value.codes;
+  sp.k_norms = reinterpret_cast<const __half*>(cache.key.norms);
+  sp.v_norms = reinterpret_cast<const __half*>(cache.value.norms);
+  sp.k_signs = cache.key.signs;
+  sp.v_signs = cache.value.signs;
+  sp.k_rnorms = reinterpret_cast<const __half*>(cache.key.residual_norms);
+  sp.v_rnorms = reinterpret_cast<const __half*>(cache.value.residual_norms);
+  sp.k_cent_hi = kd.cent_hi;
+  sp.k_cent_lo = kd.cent_lo;
+  sp.v_cent_hi = vd.cent_hi;
+  sp.v_cent_lo = vd.cent_lo;
+  sp.k_hi_count = KL.hi_count;
+  sp.k_hi_bits = KL.hi_bits;
+  sp.k_lo_bits = KL.lo_bits;
+  sp.k_hi_bytes = static_cast<int>(KL.hi_bytes);
+  sp.k_code_bytes = static_cast<int>(KL.code_bytes);
+  sp.k_sign_bytes = static_cast<int>(KL.sign_bytes);
+  sp.v_hi_count = VL.hi_count;
+  sp.v_hi_bits = VL.hi_bits;
+  sp.v_lo_bits = VL.lo_bits;
+  sp.v_hi_bytes = static_cast<int>(VL.hi_bytes);
+  sp.v_code_bytes = static_cast<int>(VL.code_bytes);
+  sp.v_sign_bytes = static_cast<int>(VL.sign_bytes);
+  sp.k_prod = kd.prod;
+  sp.v_prod = vd.prod;
+  sp.q_prep = bf.q_prep;
+  sp.q_sketch = bf.q_sketch;
+  sp.rows = rs.rows;
+  sp.group = rs.group;
+  sp.n_queries = a.n_queries;
+  sp.row_chunks = plan.row_chunks;
+  sp.lengths = a.lengths;
+  sp.capacity = cache.capacity;
+  sp.kv_heads = cache.kv_heads;
+  sp.tokens_per_split = plan.tokens_per_split;
+  sp.splits = plan.splits;
+  sp.part_o = bf.part_o;
+  sp.part_s = bf.part_s;
+  sp.part_ml = bf.part_ml;
+  if (use_tc) {
+    dispatch_dim(D, [&](auto d) {
+      detail::launch_tensor_core_split<decltype(d)::value, true>(sp, a.batch, stream);
+    });
+  } else {
+    dispatch_dim(
+        D, [&](auto d) { detail::launch_generic_split<decltype(d)::value>(sp, a.batch, stream); });
+  }
+  run_merge(rs, D, plan, bf, kd.pi, vd.qjl, a, scale_log2, &cache, stream);
+}
+
+void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, AttentionWorkspace& ws,
+                    void* stream_ptr) {
+  const int D = cache.head_dim;
+  check_common(a, cache.kv_heads, D);
+  if (a.window_lengths) {
+    throw std::invalid_argument("attention_fp16: the fp16 cache has no separate window");
+  }
+  if (!cache.keys || !cache.values || a.batch > cache.batch || a.max_length > cache.capacity) {
+    throw std::invalid_argument("attention_fp16: null cache or batch/max_length beyond the cache");
+  }
+  cudaStream_t stream = as_stream(stream_ptr);
+  RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
+  rs.rows = rs.group * a.n_queries;
+  const Plan plan = make_plan(a, cache.kv_heads, rs.rows);
+  const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
+  const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, false, false,
+                           2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
+  const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  const float scale_log2 = scale * kLog2e;
+  prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
+                           stream>>>(a.q, rs, D, scale_log2, nullptr, nullptr, 0.0f, bf.q_prep,
+                                     nullptr);
+  TQ_CUDA_CHECK(cudaGetLastError());
+  SplitParams sp{};
+  sp.k_data = cache.keys;
+  sp.v_data = cache.values;
+  sp.q_prep = bf.q_prep;
+  sp.rows = rs.rows;
+  sp.group = rs.group;
+  sp.n_queries = a.n_queries;
+  sp.row_chunks = plan.row_chunks;
+  sp.lengths = a.lengths;
+  sp.capacity = cache.capacity;
+  sp.kv_heads = cache.kv_heads;
+  sp.tokens_per_split = plan.tokens_per_split;
+  sp.splits = plan.splits;
+  sp.part_o = bf.part_o;
+  sp.part_ml = bf.part_ml;
+  dispatch_dim(D, [&](auto d) {
+    detail::launch_tensor_core_split<decltype(d)::value, false>(sp, a.batch, stream);
+  });
+  run_merge(rs, D, plan, bf, nullptr, nullptr, a, scale_log2, nullptr, stream);
+}
+
+}  // namespace tq::cuda

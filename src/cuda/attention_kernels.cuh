@@ -1,0 +1,61 @@
+// Parameters and launchers shared by the attention sources: the split (flash-decoding) kernels
+// write partial softmax states (o, m, l) per (sequence, KV head, row, split); the merge kernel
+// combines them, rotates back once and folds in the exact window.
+// A "row" is one (query position, query head of the GQA group) pair of a KV head:
+// row r = i·G + h_in_group for query i; rows are processed in chunks of kRowsPerChunk (the mma
+// N dimension). Scores are kept in the log2 domain: the prepared query carries
+// scale·log2(e), so softmax weights are exp2(s − m).
+#pragma once
+
+#include "internal.cuh"
+
+namespace tq::cuda::detail {
+
+constexpr int kRowsPerChunk = 8;
+constexpr float kNegBig = -1e30f;  // "no token yet": finite so exp2(m_old − m_new) never NaNs
+
+struct SplitParams {
+  // compressed (or fp16) segment of one side each
+  const void* k_data;  // codes (tq) or fp16 keys
+  const void* v_data;
+  const __half* k_norms;
+  const __half* v_norms;
+  const unsigned char* k_signs;
+  const unsigned char* v_signs;
+  const __half* k_rnorms;
+  const __half* v_rnorms;
+  // codebooks (generic path: both segments; tensor-core path: k lo segment = 16 entries)
+  const float* k_cent_hi;
+  const float* k_cent_lo;
+  const float* v_cent_hi;
+  const float* v_cent_lo;
+  int k_hi_count, k_hi_bits, k_lo_bits, k_hi_bytes, k_code_bytes, k_sign_bytes;
+  int v_hi_count, v_hi_bits, v_lo_bits, v_hi_bytes, v_code_bytes, v_sign_bytes;
+  bool k_prod, v_prod;
+  // queries, prepared: [batch][kv_heads][rows][D] (rotated, scaled) and sketch (prod keys)
+  const float* q_prep;
+  const float* q_sketch;
+  int rows;   // rows per KV head = G · n_queries
+  int group;  // G
+  int n_queries;
+  int row_chunks;
+  const int* lengths;
+  int capacity;
+  int kv_heads;
+  int tokens_per_split;
+  int splits;
+  // outputs: partial o [batch][kv_heads][rows][splits][D], sketch acc likewise (prod values),
+  // m and l [batch][kv_heads][rows][splits][2]
+  float* part_o;
+  float* part_s;
+  float* part_ml;
+};
+
+// Tensor-core split kernel: kTq = 4-bit MSE codes for K and V, else fp16 K/V.
+template <int D, bool kTq>
+void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stream);
+// Generic split kernel: any bits, mse or prod, fp32 math.
+template <int D>
+void launch_generic_split(const SplitParams& p, int batch, cudaStream_t stream);
+
+}  // namespace tq::cuda::detail

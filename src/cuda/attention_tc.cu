@@ -1,0 +1,354 @@
+// Tensor-core split kernel of the decode / multi-query attention (one CTA = one split of the
+// sequence of one (sequence, KV head, chunk of 8 rows); 4 warps take 16-token tiles in turn).
+//
+// Why this shape (DESIGN.md §4: the fp32 table kernel was instruction-bound at 409 µs):
+//  * Scores S = K·Qᵀ run on mma.m16n8k16 with tokens on M and the GQA rows on N. With 4-bit codes
+//    one byte holds two adjacent coordinates, and a byte → half2 table turns it into exactly one
+//    mma A register: one shared load per two coordinates, no per-code arithmetic. The rotated
+//    coordinates may be summed in any order, so the k index of the mma is permuted such that each
+//    thread's A operands come from one contiguous 16-byte load of its token row; the prepared
+//    query is permuted the same way when its B fragment is built.
+//  * Values O += P·V run as Oᵀ = Vᵀ·Pᵀ (dims on M, rows on N): the byte of two coordinates of one
+//    token gives rows g and g+8 of the A tile, two tokens are paired with one byte_perm each.
+//    P leaves the score accumulators through a 256-byte per-warp tile and ldmatrix.trans.
+//  * The table is replicated per lane ([256][32] words, lane-indexed) so lookups never conflict.
+//  * Key norms scale scores after the mma, value norms scale P before it; everything stays in
+//    the rotated domain; the merge kernel rotates back once.
+// The same kernel with kTq = false reads fp16 K/V (the baseline): the half2 words then come
+// straight from the loads and the permutations are identical.
+#include "attention_kernels.cuh"
+
+#include <cstdint>
+
+namespace tq::cuda::detail {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+template <int N>
+__device__ __forceinline__ void load_words(const void* ptr, uint32_t (&w)[N]) {
+  if constexpr (N % 4 == 0) {
+    const uint4* p = static_cast<const uint4*>(ptr);
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const uint4 v = __ldg(p + i);
+      w[4 * i] = v.x;
+      w[4 * i + 1] = v.y;
+      w[4 * i + 2] = v.z;
+      w[4 * i + 3] = v.w;
+    }
+  } else if constexpr (N == 2) {
+    const uint2 v = __ldg(static_cast<const uint2*>(ptr));
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+    static_assert(N == 1, "unsupported load width");
+    w[0] = __ldg(static_cast<const uint32_t*>(ptr));
+  }
+}
+
+template <int D, bool kTq>
+struct TileRegs {
+  static constexpr int KW = kTq ? D / 32 : D / 8;   // words of one K row per thread
+  static constexpr int VW = kTq ? D / 64 : D / 16;  // words of one V token per thread
+  uint32_t ka[KW], kb[KW];
+  uint32_t v[4][VW];
+  float kna, knb, vna, vnb;
+};
+
+template <int D, bool kTq>
+constexpr int min_blocks() {
+  return D == 256 ? 2 : (kTq ? 4 : 3);
+}
+
+template <int D, bool kTq>
+__global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
+    tc_split_kernel(const SplitParams p) {
+  constexpr int KSTEPS = D / 16;
+  constexpr int MT = D / 16;
+  using Regs = TileRegs<D, kTq>;
+  constexpr int kLutWords = kTq ? 256 * 32 : 0;
+  constexpr int kRedWords = kWarps * kRowsPerChunk * D;
+  constexpr int kRegionA = kLutWords > kRedWords ? kLutWords : kRedWords;
+  extern __shared__ uint4 smem_raw[];
+  uint32_t* lut = reinterpret_cast<uint32_t*>(smem_raw);
+  float* red_o = reinterpret_cast<float*>(smem_raw);
+  __half* sp_all = reinterpret_cast<__half*>(reinterpret_cast<uint32_t*>(smem_raw) + kRegionA);
+  float* red_ml = reinterpret_cast<float*>(sp_all + kWarps * 16 * 8);
+
+  const int split = blockIdx.x, kvh = blockIdx.y;
+  const int b = blockIdx.z / p.row_chunks, chunk = blockIdx.z % p.row_chunks;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tig = lane & 3;
+
+  if constexpr (kTq) {
+    const float* cent = p.k_cent_lo;
+    for (int i = tid; i < kLutWords; i += kThreads) {
+      const int e = i >> 5;
+      lut[i] = pack_half2(cent[e & 15], cent[e >> 4]);
+    }
+  }
+
+  const int len = p.lengths[b];
+  const int start = split * p.tokens_per_split;
+  const int split_end = min(start + p.tokens_per_split, len);
+  // Column limits: this thread's score columns are rows 2·tig and 2·tig+1 of the chunk.
+  int col_end[2];
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int row = chunk * kRowsPerChunk + 2 * tig + c;
+    int lim = 0;
+    if (row < p.rows) lim = len - (p.n_queries - 1 - row / p.group);
+    col_end[c] = min(split_end, lim);
+  }
+  // Query B fragments, permuted to match the A loads (pair index P = tig·D/8 + 2·kb + half).
+  uint32_t qf[KSTEPS][2];
+  {
+    const int row = chunk * kRowsPerChunk + g;
+    const float* q = p.q_prep + (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * D;
+#pragma unroll
+    for (int kb = 0; kb < KSTEPS; ++kb) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int pair = tig * (D / 8) + 2 * kb + h;
+        qf[kb][h] = row < p.rows ? pack_half2(q[2 * pair], q[2 * pair + 1]) : 0u;
+      }
+    }
+  }
+  __syncthreads();
+
+  const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
+  const uint32_t* lut_lane = lut + lane;
+  auto lookup = [&](uint32_t word, int byte) -> uint32_t {
+    const uint32_t e = (word >> (8 * byte)) & 0xffu;
+    return lut_lane[e * 32];
+  };
+  auto load_tile = [&](Regs& r, int tile) {
+    const int t0 = start + tile * 16;
+    const int last = split_end - 1;
+    const int ta = min(t0 + g, last), tb = min(t0 + g + 8, last);
+    if constexpr (kTq) {
+      const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
+      load_words(kc + (base + ta) * (D / 2) + tig * (D / 8), r.ka);
+      load_words(kc + (base + tb) * (D / 2) + tig * (D / 8), r.kb);
+      const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int tv = min(t0 + 2 * tig + (i & 1) + (i >> 1) * 8, last);
+        load_words(vc + (base + tv) * (D / 2) + g * (D / 16), r.v[i]);
+      }
+      r.kna = __half2float(p.k_norms[base + ta]);
+      r.knb = __half2float(p.k_norms[base + tb]);
+      r.vna = __half2float(p.v_norms[base + ta]);
+      r.vnb = __half2float(p.v_norms[base + tb]);
+    } else {
+      const __half* kh = static_cast<const __half*>(p.k_data);
+      load_words(kh + (base + ta) * D + tig * (D / 4), r.ka);
+      load_words(kh + (base + tb) * D + tig * (D / 4), r.kb);
+      const __half* vh = static_cast<const __half*>(p.v_data);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int tv = min(t0 + 2 * tig + (i & 1) + (i >> 1) * 8, last);
+        load_words(vh + (base + tv) * D + g * (D / 8), r.v[i]);
+      }
+    }
+  };
+
+  float o[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+  float m0 = kNegBig, m1 = kNegBig, l0 = 0.0f, l1 = 0.0f;
+  __half* sp = sp_all + warp * 128;
+  const uint32_t sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sp + (lane & 15) * 8));
+
+  const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
+  int tile = warp;
+  Regs cur, nxt;
+  if (tile < ntiles) load_tile(cur, tile);
+  for (; tile < ntiles; tile += kWarps) {
+    constexpr bool kPrefetch = kTq;
+    if (kPrefetch && tile + kWarps < ntiles) load_tile(nxt, tile + kWarps);
+    const int t0 = start + tile * 16;
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int kb = 0; kb < KSTEPS; ++kb) {
+      uint32_t a0, a1, a2, a3;
+      if constexpr (kTq) {
+        a0 = lookup(cur.ka[kb >> 1], (2 * kb) & 3);
+        a1 = lookup(cur.kb[kb >> 1], (2 * kb) & 3);
+        a2 = lookup(cur.ka[kb >> 1], (2 * kb + 1) & 3);
+        a3 = lookup(cur.kb[kb >> 1], (2 * kb + 1) & 3);
+      } else {
+        a0 = cur.ka[2 * kb];
+        a1 = cur.kb[2 * kb];
+        a2 = cur.ka[2 * kb + 1];
+        a3 = cur.kb[2 * kb + 1];
+      }
+      mma16816(s, a0, a1, a2, a3, qf[kb][0], qf[kb][1]);
+    }
+    if constexpr (kTq) {
+      s[0] *= cur.kna;
+      s[1] *= cur.kna;
+      s[2] *= cur.knb;
+      s[3] *= cur.knb;
+    }
+    const int ta = t0 + g, tb = t0 + g + 8;
+    const float ninf = -__int_as_float(0x7f800000);
+    s[0] = ta < col_end[0] ? s[0] : ninf;
+    s[1] = ta < col_end[1] ? s[1] : ninf;
+    s[2] = tb < col_end[0] ? s[2] : ninf;
+    s[3] = tb < col_end[1] ? s[3] : ninf;
+    float mx0 = fmaxf(s[0], s[2]), mx1 = fmaxf(s[1], s[3]);
+#pragma unroll
+    for (int off = 4; off < 32; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    float p0 = fast_exp2(s[0] - mn0), p1 = fast_exp2(s[1] - mn1);
+    float p2 = fast_exp2(s[2] - mn0), p3 = fast_exp2(s[3] - mn1);
+    l0 = l0 * al0 + p0 + p2;
+    l1 = l1 * al1 + p1 + p3;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      o[mt][0] *= al0;
+      o[mt][1] *= al1;
+      o[mt][2] *= al0;
+      o[mt][3] *= al1;
+    }
+    if constexpr (kTq) {
+      p0 *= cur.vna;
+      p1 *= cur.vna;
+      p2 *= cur.vnb;
+      p3 *= cur.vnb;
+    }
+    __syncwarp();
+    reinterpret_cast<uint32_t*>(sp)[g * 4 + tig] = pack_half2(p0, p1);
+    reinterpret_cast<uint32_t*>(sp)[(g + 8) * 4 + tig] = pack_half2(p2, p3);
+    __syncwarp();
+    uint32_t pb0, pb1;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(pb0), "=r"(pb1)
+                 : "r"(sp_addr));
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      uint32_t x[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if constexpr (kTq) {
+          x[i] = lookup(cur.v[i][mt >> 2], mt & 3);
+        } else {
+          x[i] = cur.v[i][mt];
+        }
+      }
+      mma16816(o[mt], __byte_perm(x[0], x[1], 0x5410), __byte_perm(x[0], x[1], 0x7632),
+               __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), pb0, pb1);
+    }
+    if constexpr (kPrefetch) {
+      cur = nxt;
+    } else if (tile + kWarps < ntiles) {
+      load_tile(cur, tile + kWarps);
+    }
+  }
+#pragma unroll
+  for (int off = 4; off < 32; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  __syncthreads();  // the table is dead; its space holds the per-warp states
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int dim = 2 * (g * MT + mt);
+    float* w0 = red_o + (warp * kRowsPerChunk + 2 * tig) * D;
+    float* w1 = w0 + D;
+    w0[dim] = o[mt][0];
+    w1[dim] = o[mt][1];
+    w0[dim + 1] = o[mt][2];
+    w1[dim + 1] = o[mt][3];
+  }
+  if (g == 0) {
+    red_ml[(warp * kRowsPerChunk + 2 * tig) * 2] = m0;
+    red_ml[(warp * kRowsPerChunk + 2 * tig) * 2 + 1] = l0;
+    red_ml[(warp * kRowsPerChunk + 2 * tig + 1) * 2] = m1;
+    red_ml[(warp * kRowsPerChunk + 2 * tig + 1) * 2 + 1] = l1;
+  }
+  __syncthreads();
+  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+    const int col = i / D, dim = i % D;
+    const int row = chunk * kRowsPerChunk + col;
+    if (row >= p.rows) continue;
+    float mmax = kNegBig;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mmax = fmaxf(mmax, red_ml[(w * kRowsPerChunk + col) * 2]);
+    float acc = 0.0f, lsum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = fast_exp2(red_ml[(w * kRowsPerChunk + col) * 2] - mmax);
+      acc += f * red_o[(w * kRowsPerChunk + col) * D + dim];
+      lsum += f * red_ml[(w * kRowsPerChunk + col) * 2 + 1];
+    }
+    const long long slot =
+        (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * p.splits + split;
+    p.part_o[slot * D + dim] = acc;
+    if (dim == 0) {
+      p.part_ml[slot * 2] = mmax;
+      p.part_ml[slot * 2 + 1] = lsum;
+    }
+  }
+}
+
+template <int D, bool kTq>
+constexpr int smem_bytes() {
+  constexpr int lut = kTq ? 256 * 32 : 0;
+  constexpr int red = kWarps * kRowsPerChunk * D;
+  return (lut > red ? lut : red) * 4 + kWarps * 16 * 8 * 2 + kWarps * kRowsPerChunk * 2 * 4;
+}
+
+}  // namespace
+
+template <int D, bool kTq>
+void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stream) {
+  constexpr int smem = smem_bytes<D, kTq>();
+  static bool configured = false;  // the attribute is per function, set once
+  if (!configured) {
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(tc_split_kernel<D, kTq>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    configured = true;
+  }
+  const dim3 grid(p.splits, p.kv_heads, batch * p.row_chunks);
+  tc_split_kernel<D, kTq><<<grid, kThreads, smem, stream>>>(p);
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+template void launch_tensor_core_split<64, true>(const SplitParams&, int, cudaStream_t);
+template void launch_tensor_core_split<128, true>(const SplitParams&, int, cudaStream_t);
+template void launch_tensor_core_split<256, true>(const SplitParams&, int, cudaStream_t);
+template void launch_tensor_core_split<64, false>(const SplitParams&, int, cudaStream_t);
+template void launch_tensor_core_split<128, false>(const SplitParams&, int, cudaStream_t);
+template void launch_tensor_core_split<256, false>(const SplitParams&, int, cudaStream_t);
+
+}  // namespace tq::cuda::detail

@@ -1,0 +1,238 @@
+// Quantize-append kernel: one CTA of d threads per (token, KV head) rotates, normalises, buckets,
+// packs and (prod) sketches the residual, writing the cache record of docs/LAYOUT.md.
+// Bit-exactness with tq::Codec::encode: every rounding step of the CPU code is repeated in the
+// same order with explicitly rounded intrinsics (no FMA contraction): the Hadamard butterflies
+// (a+b, a−b, stage by stage), the Haar product in double (products of floats are exact in
+// double, sums in the CPU's order), the squared norms summed left to right in double, and the
+// QJL dot products summed left to right in float. Each packed 32-bit word of codes or signs is
+// assembled and stored by one thread, so there are no races on shared words.
+#include "internal.cuh"
+
+#include <cuda_bf16.h>
+
+namespace tq::cuda {
+namespace {
+
+constexpr int kMaxDim = 256;
+
+struct QuantizeParams {
+  int dim, count, kv_heads, capacity;
+  const int* start;
+  bool hadamard, prod, norm_correction;
+  float hadamard_scale;
+  const float* pi;     // Π row-major (haar)
+  const float* signs;  // D (hadamard)
+  const float* qjl;    // S row-major (prod)
+  const float* cent_hi;
+  const float* cent_lo;
+  const float* thr_hi;
+  const float* thr_lo;
+  int hi_count, hi_bits, lo_bits, hi_bytes, code_bytes, sign_bytes;
+  GpuCacheSide side;
+};
+
+__device__ inline float load_as_float(const float* p) {
+  return *p;
+}
+__device__ inline float load_as_float(const __half* p) {
+  return __half2float(*p);
+}
+__device__ inline float load_as_float(const __nv_bfloat16* p) {
+  return __bfloat162float(*p);
+}
+
+// Word `w` of a packed segment of `n` codes of `bits` bits (LSB-first stream).
+__device__ inline unsigned pack_word(const unsigned char* idx, int n, int bits, int w) {
+  unsigned word = 0;
+  const int first_bit = w * 32;
+  int j = first_bit / bits;
+  for (; j < n; ++j) {
+    const int bit = j * bits - first_bit;
+    if (bit >= 32) break;
+    const unsigned code = idx[j];
+    word |= bit >= 0 ? code << bit : code >> (-bit);
+  }
+  return word;
+}
+
+template <typename T>
+__global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
+  __shared__ float y[kMaxDim];
+  __shared__ float recon[kMaxDim];
+  __shared__ float residual[kMaxDim];
+  __shared__ unsigned char idx[kMaxDim];
+  __shared__ float s_norm, s_inv, s_stored, s_decoded;
+  const int d = p.dim;
+  const int j = threadIdx.x;
+  const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int pos = p.start[b] + t;
+  if (pos < 0 || pos >= p.capacity) return;  // whole CTA leaves together
+  const T* src = x + ((static_cast<long long>(b) * p.count + t) * p.kv_heads + h) * d;
+  const float xj = load_as_float(src + j);
+
+  // y = Π x
+  if (p.hadamard) {
+    y[j] = __fmul_rn(xj, p.signs[j]);
+    __syncthreads();
+    for (int half = 1; half < d; half <<= 1) {
+      float out = 0.0f;
+      const int partner = j ^ half;
+      const float a = y[j & ~half], bb = y[j | half];
+      out = (j & half) ? __fsub_rn(a, bb) : __fadd_rn(a, bb);
+      (void)partner;
+      __syncthreads();
+      y[j] = out;
+      __syncthreads();
+    }
+    y[j] = __fmul_rn(y[j], p.hadamard_scale);
+  } else {
+    residual[j] = xj;  // staging for the matrix product
+    __syncthreads();
+    double acc = 0.0;
+    const float* row = p.pi + static_cast<long long>(j) * d;
+    for (int r = 0; r < d; ++r) acc = __dadd_rn(acc, __dmul_rn(row[r], residual[r]));
+    y[j] = static_cast<float>(acc);
+  }
+  __syncthreads();
+  if (j == 0) {
+    double sq = 0.0;
+    for (int i = 0; i < d; ++i) sq = __dadd_rn(sq, __dmul_rn(y[i], y[i]));
+    const float norm = static_cast<float>(__dsqrt_rn(sq));
+    s_norm = norm;
+    s_inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+  }
+  __syncthreads();
+  const float yj = __fmul_rn(y[j], s_inv);
+  y[j] = yj;
+
+  const bool hi = j < p.hi_count;
+  float rj = 0.0f;
+  if (p.code_bytes > 0) {
+    const int bits = hi ? p.hi_bits : p.lo_bits;
+    const float* thr = hi ? p.thr_hi : p.thr_lo;
+    const int levels = (1 << bits) - 1;
+    int lo = 0, up = levels;  // number of thresholds < y (binary search as on the CPU)
+    while (lo < up) {
+      const int mid = (lo + up) >> 1;
+      if (thr[mid] < yj)
+        lo = mid + 1;
+      else
+        up = mid;
+    }
+    idx[j] = static_cast<unsigned char>(lo);
+    rj = hi ? p.cent_hi[lo] : p.cent_lo[lo];
+  }
+  recon[j] = rj;
+  __syncthreads();
+  if (j == 0) {
+    float stored = s_norm;
+    if (p.code_bytes > 0 && p.norm_correction) {
+      double c = 0.0;
+      for (int i = 0; i < d; ++i) c = __dadd_rn(c, __dmul_rn(recon[i], recon[i]));
+      if (c > 0.0)
+        stored = static_cast<float>(__ddiv_rn(static_cast<double>(s_norm), __dsqrt_rn(c)));
+    }
+    const __half nh = __float2half_rn(stored);
+    s_stored = stored;
+    s_decoded = __half2float(nh);
+    const long long slot = (static_cast<long long>(b) * p.kv_heads + h) * p.capacity + pos;
+    p.side.norms[slot] = __half_as_ushort(nh);
+  }
+  const long long slot = (static_cast<long long>(b) * p.kv_heads + h) * p.capacity + pos;
+  // Pack: one thread per output word.
+  if (p.code_bytes > 0) {
+    unsigned* out = reinterpret_cast<unsigned*>(p.side.codes + slot * p.code_bytes);
+    const int hi_words = p.hi_bytes / 4;
+    const int words = p.code_bytes / 4;
+    for (int w = j; w < words; w += blockDim.x) {
+      out[w] = w < hi_words ? pack_word(idx, p.hi_count, p.hi_bits, w)
+                            : pack_word(idx + p.hi_count, d - p.hi_count, p.lo_bits, w - hi_words);
+    }
+  }
+  if (!p.prod) return;
+  __syncthreads();
+  residual[j] = __fsub_rn(__fmul_rn(s_norm, yj), __fmul_rn(s_decoded, recon[j]));
+  __syncthreads();
+  if (j == 0) {
+    double g = 0.0;
+    for (int i = 0; i < d; ++i) g = __dadd_rn(g, __dmul_rn(residual[i], residual[i]));
+    p.side.residual_norms[slot] =
+        __half_as_ushort(__float2half_rn(static_cast<float>(__dsqrt_rn(g))));
+  }
+  float acc = 0.0f;
+  const float* row = p.qjl + static_cast<long long>(j) * d;
+  for (int i = 0; i < d; ++i) acc = __fadd_rn(acc, __fmul_rn(row[i], residual[i]));
+  // Signs: bit j of the token's sign stream; gather 32 of them per word with a ballot.
+  const unsigned ballot = __ballot_sync(0xffffffffu, acc >= 0.0f);
+  if ((j & 31) == 0) {
+    unsigned* out = reinterpret_cast<unsigned*>(p.side.signs + slot * p.sign_bytes);
+    out[j >> 5] = ballot;
+  }
+}
+
+}  // namespace
+
+void quantize_append(const DeviceCodec& codec, const void* x, InputType type, int batch, int count,
+                     int kv_heads, const GpuCacheSide& side, int capacity,
+                     const int* start_positions, void* stream) {
+  const auto& d = codec.impl();
+  const CodeLayout& L = codec.layout();
+  if (d.dim > kMaxDim || d.dim % 32 != 0) {
+    throw std::invalid_argument("quantize_append: head dim " + std::to_string(d.dim) +
+                                " unsupported; expected a multiple of 32 up to 256");
+  }
+  if (batch <= 0 || count < 0 || kv_heads <= 0) {
+    throw std::invalid_argument("quantize_append: batch " + std::to_string(batch) + ", count " +
+                                std::to_string(count) + ", kv_heads " + std::to_string(kv_heads) +
+                                " invalid");
+  }
+  if (count == 0) return;
+  if (!x || !start_positions || !side.norms || (L.code_bytes && !side.codes) ||
+      (d.prod && (!side.signs || !side.residual_norms))) {
+    throw std::invalid_argument("quantize_append: a required device pointer is null");
+  }
+  if (count > 65535 * 1024) throw std::invalid_argument("quantize_append: count too large");
+  QuantizeParams p{};
+  p.dim = d.dim;
+  p.count = count;
+  p.kv_heads = kv_heads;
+  p.capacity = capacity;
+  p.start = start_positions;
+  p.hadamard = d.hadamard;
+  p.prod = d.prod;
+  p.norm_correction = codec.spec().norm_correction;
+  p.hadamard_scale = 1.0f / std::sqrt(static_cast<float>(d.dim));
+  p.pi = d.pi;
+  p.signs = d.signs;
+  p.qjl = d.qjl;
+  p.cent_hi = d.cent_hi;
+  p.cent_lo = d.cent_lo;
+  p.thr_hi = d.thr_hi;
+  p.thr_lo = d.thr_lo;
+  p.hi_count = L.hi_count;
+  p.hi_bits = L.hi_bits;
+  p.lo_bits = L.lo_bits;
+  p.hi_bytes = static_cast<int>(L.hi_bytes);
+  p.code_bytes = static_cast<int>(L.code_bytes);
+  p.sign_bytes = static_cast<int>(L.sign_bytes);
+  p.side = side;
+  const dim3 grid(count, kv_heads, batch);
+  if (count > 2147483647 || batch > 65535 || kv_heads > 65535) {
+    throw std::invalid_argument("quantize_append: grid too large");
+  }
+  cudaStream_t s = as_stream(stream);
+  switch (type) {
+    case InputType::F32:
+      quantize_kernel<<<grid, d.dim, 0, s>>>(static_cast<const float*>(x), p);
+      break;
+    case InputType::F16:
+      quantize_kernel<<<grid, d.dim, 0, s>>>(static_cast<const __half*>(x), p);
+      break;
+    case InputType::BF16:
+      quantize_kernel<<<grid, d.dim, 0, s>>>(static_cast<const __nv_bfloat16*>(x), p);
+      break;
+  }
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace tq::cuda
