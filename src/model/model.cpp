@@ -1,0 +1,277 @@
+// Model loading: reads the Llama-family hyper-parameters from GGUF metadata, checks every tensor
+// exists with the shape those numbers imply, and dequantizes the weights to fp32 (Q/K/V and
+// gate/up fused, see model.hpp). Tensors are dequantized in parallel, one per task.
+#include "turboquant/model.hpp"
+
+#include "turboquant/gguf.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace tq {
+
+namespace {
+
+using gguf::FormatError;
+
+struct ArchInfo {
+  RopeOrdering rope;
+  bool qkv_bias_required;
+};
+
+// Architectures this runner implements and how they differ; matches llama.cpp's choices
+// (llama/mistral/smollm use the normal RoPE pairing, qwen2 NeoX with Q/K/V biases).
+ArchInfo arch_info(const std::string& arch) {
+  if (arch == "llama" || arch == "smollm" || arch == "mistral") {
+    return {RopeOrdering::kNormal, false};
+  }
+  if (arch == "qwen2") return {RopeOrdering::kNeox, true};
+  throw std::invalid_argument("unsupported model architecture '" + arch +
+                              "' (expected llama, smollm, mistral or qwen2)");
+}
+
+int positive_int(const gguf::File& f, const std::string& key) {
+  const std::int64_t v = f.get_integer(key);
+  if (v <= 0 || v > (1 << 30)) {
+    throw FormatError("metadata " + key + " = " + std::to_string(v) +
+                      " is out of range (expected a positive count)");
+  }
+  return static_cast<int>(v);
+}
+
+std::string shape_string(const std::vector<std::uint64_t>& dims) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(dims[i]);
+  }
+  return s + "]";
+}
+
+// Finds a tensor and checks its ggml shape (dims[0] contiguous). Missing → nullptr when optional.
+const gguf::TensorInfo* checked_tensor(const gguf::File& f, const std::string& name,
+                                       std::vector<std::uint64_t> dims, bool required = true) {
+  const gguf::TensorInfo* t = f.find_tensor(name);
+  if (!t) {
+    if (!required) return nullptr;
+    throw FormatError("model tensor '" + name + "' is missing (expected shape " +
+                      shape_string(dims) + ")");
+  }
+  // Trailing dimensions of 1 are equivalent.
+  std::vector<std::uint64_t> got = t->dims;
+  while (got.size() > dims.size() && got.back() == 1) got.pop_back();
+  if (got != dims) {
+    throw FormatError("model tensor '" + name + "' has shape " + shape_string(t->dims) +
+                      ", expected " + shape_string(dims));
+  }
+  if (!gguf::is_supported(t->type)) {
+    throw FormatError("model tensor '" + name + "' has unsupported type " +
+                      gguf::tensor_type_name(t->type));
+  }
+  return t;
+}
+
+// One unit of load work: dequantize `src` into dst (rows × row_length floats).
+struct LoadTask {
+  const gguf::TensorInfo* src;
+  float* dst;
+};
+
+}  // namespace
+
+ModelConfig Model::read_config(const gguf::File& f) {
+  ModelConfig c;
+  c.architecture = f.get_string("general.architecture");
+  const ArchInfo info = arch_info(c.architecture);
+  const std::string p = c.architecture + ".";
+  c.n_layers = positive_int(f, p + "block_count");
+  c.n_embd = positive_int(f, p + "embedding_length");
+  c.n_ff = positive_int(f, p + "feed_forward_length");
+  c.n_heads = positive_int(f, p + "attention.head_count");
+  c.n_kv_heads = f.has(p + "attention.head_count_kv")
+                     ? positive_int(f, p + "attention.head_count_kv")
+                     : c.n_heads;
+  if (c.n_heads % c.n_kv_heads != 0) {
+    throw FormatError("metadata " + p + "attention.head_count = " + std::to_string(c.n_heads) +
+                      " is not a multiple of head_count_kv = " + std::to_string(c.n_kv_heads));
+  }
+  if (f.has(p + "attention.key_length")) {
+    c.head_dim = positive_int(f, p + "attention.key_length");
+  } else {
+    if (c.n_embd % c.n_heads != 0) {
+      throw FormatError("metadata " + p + "embedding_length = " + std::to_string(c.n_embd) +
+                        " is not divisible by head_count = " + std::to_string(c.n_heads));
+    }
+    c.head_dim = c.n_embd / c.n_heads;
+  }
+  if (f.has(p + "attention.value_length") &&
+      positive_int(f, p + "attention.value_length") != c.head_dim) {
+    throw FormatError("metadata " + p + "attention.value_length differs from key_length " +
+                      std::to_string(c.head_dim) + " (unsupported)");
+  }
+  c.context_length = f.has(p + "context_length") ? positive_int(f, p + "context_length") : 2048;
+  c.rope_dim =
+      f.has(p + "rope.dimension_count") ? positive_int(f, p + "rope.dimension_count") : c.head_dim;
+  if (c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
+    throw FormatError("metadata " + p + "rope.dimension_count = " + std::to_string(c.rope_dim) +
+                      " must be even and at most the head dim " + std::to_string(c.head_dim));
+  }
+  if (const auto* v = f.find(p + "rope.freq_base")) {
+    c.rope_base = v->as_number().value_or(0.0);
+    if (!(c.rope_base > 1.0)) {
+      throw FormatError("metadata " + p + "rope.freq_base = " + v->to_string() +
+                        " (expected a number > 1)");
+    }
+  }
+  if (const auto* v = f.find(p + "attention.layer_norm_rms_epsilon")) {
+    const double eps = v->as_number().value_or(-1.0);
+    if (!(eps > 0.0 && eps < 1.0)) {
+      throw FormatError("metadata " + p + "attention.layer_norm_rms_epsilon = " + v->to_string() +
+                        " (expected a small positive number)");
+    }
+    c.rms_eps = static_cast<float>(eps);
+  }
+  if (const auto scaling = f.find_string(p + "rope.scaling.type"); scaling && *scaling != "none") {
+    throw std::invalid_argument("metadata " + p + "rope.scaling.type = '" + *scaling +
+                                "' is not supported (only unscaled RoPE)");
+  }
+  c.rope = info.rope;
+  const gguf::TensorInfo& embd = f.tensor("token_embd.weight");
+  if (embd.dims.size() < 2 || embd.dims[0] != static_cast<std::uint64_t>(c.n_embd)) {
+    throw FormatError("model tensor 'token_embd.weight' has shape " + shape_string(embd.dims) +
+                      ", expected [" + std::to_string(c.n_embd) + ", n_vocab]");
+  }
+  c.n_vocab = static_cast<int>(embd.dims[1]);
+  c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.qkv_bias = info.qkv_bias_required || f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  return c;
+}
+
+ModelShape Model::kv_shape() const {
+  ModelShape s;
+  s.name = config_.architecture;
+  s.layers = config_.n_layers;
+  s.q_heads = config_.n_heads;
+  s.kv_heads = config_.n_kv_heads;
+  s.head_dim = config_.head_dim;
+  s.max_context = config_.context_length;
+  return s;
+}
+
+Model Model::load(const std::filesystem::path& path, int threads) {
+  const gguf::File file = gguf::File::open(path);
+  return from_gguf(file, threads);
+}
+
+Model Model::from_gguf(const gguf::File& f, int threads) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Model m;
+  m.config_ = read_config(f);
+  const ModelConfig& c = m.config_;
+  using u64 = std::uint64_t;
+  const u64 E = static_cast<u64>(c.n_embd), V = static_cast<u64>(c.n_vocab);
+  const u64 Q = static_cast<u64>(c.q_dim()), KV = static_cast<u64>(c.kv_dim());
+  const u64 F = static_cast<u64>(c.n_ff);
+  const std::size_t qkv_rows = Q + 2 * KV;
+
+  std::vector<LoadTask> tasks;
+  auto add = [&](const gguf::TensorInfo* t, std::vector<float>& dst, std::size_t offset_floats) {
+    if (t) tasks.push_back({t, dst.data() + offset_floats});
+  };
+
+  m.token_embd_.resize(V * E);
+  add(checked_tensor(f, "token_embd.weight", {E, V}), m.token_embd_, 0);
+  m.output_norm_.resize(E);
+  add(checked_tensor(f, "output_norm.weight", {E}), m.output_norm_, 0);
+  if (!c.tied_embeddings) {
+    m.output_.resize(V * E);
+    add(checked_tensor(f, "output.weight", {E, V}), m.output_, 0);
+  }
+  m.layers_.resize(static_cast<std::size_t>(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& w = m.layers_[static_cast<std::size_t>(l)];
+    const std::string b = "blk." + std::to_string(l) + ".";
+    w.attn_norm.resize(E);
+    add(checked_tensor(f, b + "attn_norm.weight", {E}), w.attn_norm, 0);
+    w.wqkv.resize(qkv_rows * E);
+    add(checked_tensor(f, b + "attn_q.weight", {E, Q}), w.wqkv, 0);
+    add(checked_tensor(f, b + "attn_k.weight", {E, KV}), w.wqkv, Q * E);
+    add(checked_tensor(f, b + "attn_v.weight", {E, KV}), w.wqkv, (Q + KV) * E);
+    if (c.qkv_bias) {
+      // qwen2 requires all three; other architectures may carry them (missing ones are zero).
+      const bool req = arch_info(c.architecture).qkv_bias_required;
+      w.bqkv.assign(qkv_rows, 0.0f);
+      add(checked_tensor(f, b + "attn_q.bias", {Q}, req), w.bqkv, 0);
+      add(checked_tensor(f, b + "attn_k.bias", {KV}, req), w.bqkv, Q);
+      add(checked_tensor(f, b + "attn_v.bias", {KV}, req), w.bqkv, Q + KV);
+    }
+    w.wo.resize(E * Q);
+    add(checked_tensor(f, b + "attn_output.weight", {Q, E}), w.wo, 0);
+    w.ffn_norm.resize(E);
+    add(checked_tensor(f, b + "ffn_norm.weight", {E}), w.ffn_norm, 0);
+    w.w_gate_up.resize(2 * F * E);
+    add(checked_tensor(f, b + "ffn_gate.weight", {E, F}), w.w_gate_up, 0);
+    add(checked_tensor(f, b + "ffn_up.weight", {E, F}), w.w_gate_up, F * E);
+    w.w_down.resize(E * F);
+    add(checked_tensor(f, b + "ffn_down.weight", {F, E}), w.w_down, 0);
+  }
+
+  // RoPE frequencies (Llama 3 style files carry per-pair divisors in rope_freqs.weight).
+  const int half = c.rope_dim / 2;
+  std::vector<float> freq_factors;
+  if (const auto* rf = checked_tensor(f, "rope_freqs.weight", {static_cast<u64>(half)}, false)) {
+    freq_factors = f.dequantize(*rf);
+  }
+  m.rope_inv_freq_.resize(static_cast<std::size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    double inv = std::pow(c.rope_base, -2.0 * i / c.rope_dim);
+    if (!freq_factors.empty()) inv /= freq_factors[static_cast<std::size_t>(i)];
+    m.rope_inv_freq_[static_cast<std::size_t>(i)] = inv;
+  }
+
+#ifdef _OPENMP
+  if (threads <= 0) threads = omp_get_max_threads();
+#else
+  threads = 1;
+#endif
+  // Largest tensors first so that the dynamic schedule balances well.
+  std::sort(tasks.begin(), tasks.end(), [](const LoadTask& a, const LoadTask& b) {
+    return a.src->n_elements > b.src->n_elements;
+  });
+  std::size_t file_bytes = 0;
+  for (const auto& t : tasks) file_bytes += t.src->n_bytes;
+  const int n_tasks = static_cast<int>(tasks.size());
+  // An exception must not escape an OpenMP region: keep the first one and rethrow it after.
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int i = 0; i < n_tasks; ++i) {
+    try {
+      const gguf::TensorInfo& t = *tasks[static_cast<std::size_t>(i)].src;
+      f.dequantize_rows(t, 0, t.n_rows(), tasks[static_cast<std::size_t>(i)].dst);
+    } catch (...) {
+#pragma omp critical(tq_model_load_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+
+  std::size_t floats = m.token_embd_.size() + m.output_norm_.size() + m.output_.size();
+  for (const auto& w : m.layers_) {
+    floats += w.attn_norm.size() + w.wqkv.size() + w.bqkv.size() + w.wo.size() + w.ffn_norm.size() +
+              w.w_gate_up.size() + w.w_down.size();
+  }
+  m.stats_.weight_bytes = floats * sizeof(float);
+  m.stats_.file_bytes = file_bytes;
+  m.stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+}  // namespace tq
