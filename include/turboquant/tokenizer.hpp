@@ -67,8 +67,9 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept;
   ~Tokenizer();
 
-  // Encodes UTF-8 text. add_bos prepends the BOS id (when the vocabulary has one); parse_special
-  // recognises the text of control and user-defined tokens (e.g. "<|im_start|>") as those tokens.
+  // Encodes UTF-8 text. add_bos prepends the BOS id (when the vocabulary has one). The text of
+  // user-defined tokens is always recognised as those tokens; the text of control tokens (e.g.
+  // "<|im_start|>") only when parse_special is set, otherwise it is tokenized as plain text.
   std::vector<TokenId> encode(std::string_view text, bool add_bos = false,
                               bool parse_special = false) const;
   // Decodes ids to text. Control tokens are rendered as their text only when render_special.

@@ -671,7 +671,7 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_bos,
     }
     at_start = false;
   };
-  if (!parse_special || im.specials.empty()) {
+  if (im.specials.empty()) {
     encode_plain(text);
     return out;
   }
@@ -680,6 +680,9 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_bos,
     TokenId match = -1;
     if (im.special_first_byte[static_cast<unsigned char>(text[i])]) {
       for (TokenId id : im.specials) {  // longest first
+        // User-defined tokens are always matched; control tokens only when asked (a user typing
+        // "<|im_end|>" must not be able to end a turn).
+        if (!parse_special && im.type(id) == TokenType::kControl) continue;
         const std::string& s = im.vocab.tokens[id];
         if (text.compare(i, s.size(), s) == 0) {
           match = id;
@@ -693,7 +696,7 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_bos,
     }
     encode_plain(text.substr(plain_begin, i - plain_begin));
     out.push_back(match);
-    at_start = false;
+    at_start = true;  // SentencePiece prefixes a space again after a special token
     i += im.vocab.tokens[match].size();
     plain_begin = i;
   }

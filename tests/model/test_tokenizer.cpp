@@ -42,12 +42,14 @@ TokenizerVocab tiny_bpe_vocab() {
     }
     v.tokens.push_back(s);
   }
-  for (const char* t : {"lo", "low", "er", "lower", "Ġl", "Ġlo", "Ġlow", "Ġlower", "<|sep|>"}) {
+  for (const char* t :
+       {"lo", "low", "er", "lower", "Ġl", "Ġlo", "Ġlow", "Ġlower", "<udt>", "<|sep|>"}) {
     v.tokens.push_back(t);
   }
   v.merges = {"l o", "lo w", "e r", "Ġ l", "Ġl o", "Ġlo w", "low er", "Ġlow er"};
   v.types.assign(v.tokens.size(), TokenType::kNormal);
   v.types.back() = TokenType::kControl;
+  v.types[v.types.size() - 2] = TokenType::kUserDefined;
   v.eos = static_cast<TokenId>(v.tokens.size() - 1);
   return v;
 }
@@ -79,6 +81,10 @@ TEST(TokenizerBpe, SpecialTokensOnlyWhenAllowed) {
   EXPECT_EQ(special, (std::vector<TokenId>{low, sep, low}));
   EXPECT_EQ(tok.decode(special), "lowlow");
   EXPECT_EQ(tok.decode(special, true), "low<|sep|>low");
+  // User-defined tokens are matched (and rendered) even without the special flags.
+  const TokenId udt = tok.find_token("<udt>").value();
+  EXPECT_EQ(tok.encode("low<udt>low"), (std::vector<TokenId>{low, udt, low}));
+  EXPECT_EQ(tok.decode(tok.encode("low<udt>low")), "low<udt>low");
   EXPECT_THROW(tok.decode(std::vector<TokenId>{-1}), std::out_of_range);
   EXPECT_THROW(tok.decode(std::vector<TokenId>{static_cast<TokenId>(tok.vocab_size())}),
                std::out_of_range);
@@ -146,6 +152,10 @@ TEST(TokenizerSpm, ScoresDriveMergesAndBytesFallBack) {
   EXPECT_EQ(tok.encode("abc"), (std::vector<TokenId>{id(kSp), id("a"), id("bc")}));
   EXPECT_EQ(tok.decode(tok.encode("  a b  ")), "  a b  ");
   EXPECT_EQ(tok.encode(""), std::vector<TokenId>{});
+  // After a special token the space prefix is added again (as SentencePiece tokenizes each text
+  // fragment separately).
+  EXPECT_EQ(tok.encode("hello</s>world", false, true),
+            (std::vector<TokenId>{id(kSp + "hello"), 2, id(kSp + "world")}));
   EXPECT_EQ(tok.kind(), TokenizerKind::kSentencePiece);
 }
 
