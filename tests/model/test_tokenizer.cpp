@@ -171,7 +171,9 @@ TEST(TokenizerSpm, StreamDecoderHoldsIncompleteCharacters) {
   EXPECT_EQ(joined, " hello \xe6\x97\xa5");  // streaming keeps the prefix space
   // No piece ends inside the 3-byte character.
   for (const auto& p : pieces) {
-    if (p.find('\xe6') != std::string::npos) EXPECT_EQ(p.back(), '\xa5');
+    if (p.find('\xe6') != std::string::npos) {
+      EXPECT_EQ(p.back(), '\xa5');
+    }
   }
 }
 
