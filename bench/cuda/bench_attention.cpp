@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
     }
     const std::string out_path = argc > 1 ? argv[1] : "cuda_attention.json";
     const bool quick = argc > 2 && std::string(argv[2]) == "--quick";
+    const bool one = argc > 2 && std::string(argv[2]) == "--one";  // one case, for ncu
     Timer timer;
     std::vector<std::string> rows;
 
@@ -159,7 +160,8 @@ int main(int argc, char** argv) {
     const Shape shapes[] = {{"llama8b", 32, 8, 128}, {"smollm2", 9, 3, 64}};
     std::vector<int> contexts = {4096, 16384, 32768, 131072, 1048576};
     if (quick) contexts = {32768, 131072};
-    const int reps = quick ? 10 : 25;
+    if (one) contexts = {131072};
+    const int reps = one ? 2 : (quick ? 10 : 25);
     tc::AttentionWorkspace ws;
     for (const Shape& s : shapes) {
       tq::CodecSpec k4{s.dim, 4.0, tq::CodecKind::Mse, tq::RotationKind::Hadamard, 1, false};
@@ -171,6 +173,7 @@ int main(int argc, char** argv) {
       for (int ctx : contexts) {
         for (int batch : {1, 8}) {
           if (ctx > 131072 && batch > 1) continue;
+          if (one && (batch > 1 || s.dim != 128)) continue;
           const int G = s.q_heads / s.kv_heads;
           std::vector<int> lens(batch, ctx);
           int* dlen = nullptr;
@@ -195,7 +198,7 @@ int main(int argc, char** argv) {
           const std::size_t slots = static_cast<std::size_t>(batch) * s.kv_heads * ctx;
           (void)G;
           for (int bits : {4, 3}) {
-            if (bits == 3 && (quick || batch > 1 || ctx > 131072)) continue;
+            if (bits == 3 && (quick || one || batch > 1 || ctx > 131072)) continue;
             const tc::DeviceCodec& dk = bits == 4 ? dk4 : dk3;
             const tc::DeviceCodec& dv = bits == 4 ? dv4 : dv3;
             tc::GpuKvCacheStorage store(dk.layout(), dv.layout(), batch, s.kv_heads, ctx);

@@ -21,29 +21,67 @@ struct RowShape {
   int batch, kv_heads, q_heads, group, n_queries, rows;
 };
 
+// In-place Walsh–Hadamard transform of y[0..D) by a block of exactly D threads (unnormalised).
+__device__ void block_fwht(float* y, int D) {
+  const int j = threadIdx.x;
+  for (int h = 1; h < D; h <<= 1) {
+    const float a = y[j & ~h], b = y[j | h];
+    __syncthreads();
+    y[j] = (j & h) ? a - b : a + b;
+    __syncthreads();
+  }
+}
+
+// Reductions over a block of at most 1024 threads (every thread gets the result).
+__device__ float block_reduce(float v, bool is_max, float* scratch) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = is_max ? fmaxf(v, o) : v + o;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = scratch[0];
+  for (int w = 1; w < nw; ++w) v = is_max ? fmaxf(v, scratch[w]) : v + scratch[w];
+  return v;
+}
+
+// Π q (Hadamard: H·(D∘q)/√d by a shared-memory FWHT; haar: dense Πᵀ columns), pre-scaled by
+// scale·log2 e, and the QJL sketch √(π/2)/d · S Π q for prod keys.
 __global__ void prepare_queries_kernel(const float* __restrict__ q, RowShape s, int dim,
-                                       float scale_log2, const float* __restrict__ pi_t,
+                                       float scale_log2, const float* __restrict__ signs,
+                                       const float* __restrict__ pi_t,
                                        const float* __restrict__ qjl_t, float qjl_scale,
                                        float* __restrict__ q_prep, float* __restrict__ q_sketch) {
   extern __shared__ float sh[];
   float* x = sh;
-  float* y = sh + dim;
   const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, j = threadIdx.x;
   const int i = r / s.group, qh = kvh * s.group + r % s.group;
-  x[j] = q[((static_cast<long long>(b) * s.n_queries + i) * s.q_heads + qh) * dim + j] * scale_log2;
-  __syncthreads();
-  float acc = x[j];
-  if (pi_t) {
+  const float qj =
+      q[((static_cast<long long>(b) * s.n_queries + i) * s.q_heads + qh) * dim + j] * scale_log2;
+  float acc = qj;
+  if (signs) {
+    x[j] = qj * signs[j];
+    __syncthreads();
+    block_fwht(x, dim);
+    acc = x[j] * rsqrtf(static_cast<float>(dim));
+  } else if (pi_t) {
+    x[j] = qj;
+    __syncthreads();
     acc = 0.0f;
+#pragma unroll 16
     for (int k = 0; k < dim; ++k) acc += pi_t[k * dim + j] * x[k];
   }
   const long long out = ((static_cast<long long>(b) * s.kv_heads + kvh) * s.rows + r) * dim + j;
   q_prep[out] = acc;
   if (qjl_t) {
-    y[j] = acc;
+    __syncthreads();
+    x[j] = acc;
     __syncthreads();
     float sk = 0.0f;
-    for (int k = 0; k < dim; ++k) sk += qjl_t[k * dim + j] * y[k];
+#pragma unroll 16
+    for (int k = 0; k < dim; ++k) sk += qjl_t[k * dim + j] * x[k];
     q_sketch[out] = sk * qjl_scale;
   }
 }
@@ -54,8 +92,9 @@ struct MergeParams {
   const float* part_o;
   const float* part_s;
   const float* part_ml;
-  const float* pi;   // Π row-major (null: identity, fp16 cache)
-  const float* qjl;  // S row-major (prod values)
+  const float* signs;  // Hadamard D of the value codec (FWHT inverse); null: dense or identity
+  const float* pi;     // Π row-major (haar; null with signs null: identity, fp16 cache)
+  const float* qjl;    // S row-major (prod values)
   float qjl_scale;
   const float* q;  // original queries (window scores)
   float scale_log2;
@@ -66,38 +105,61 @@ struct MergeParams {
   float* out;
 };
 
+// One CTA of D threads per (row, KV head, sequence): softmax-merge of the splits (weights
+// computed once in shared memory, then an unrolled sum per coordinate), Πᵀ once, the exact
+// window, normalisation.
 __global__ void merge_kernel(const MergeParams p) {
   extern __shared__ float sh[];
   const int D = p.dim;
-  float* z = sh;           // combined rotated accumulator
-  float* zs = sh + D;      // combined sign accumulator (prod values)
-  float* qo = sh + 2 * D;  // query, original domain, scaled
-  float* sw = sh + 3 * D;  // window scores
+  float* z = sh;                // combined rotated accumulator
+  float* zs = sh + D;           // combined sign accumulator (prod values)
+  float* qo = sh + 2 * D;       // query, original domain, scaled
+  float* scratch = sh + 3 * D;  // 32 floats for reductions
+  float* fw = scratch + 32;     // split weights
+  float* fl = fw + p.splits;    // split l
+  float* sw = fl + p.splits;    // window scores
   const int r = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, j = threadIdx.x;
   const RowShape& s = p.s;
   const long long slot0 = ((static_cast<long long>(b) * s.kv_heads + kvh) * s.rows + r) * p.splits;
-  float mmax = kNegBig;
-  for (int k = 0; k < p.splits; ++k) mmax = fmaxf(mmax, p.part_ml[(slot0 + k) * 2]);
-  float acc = 0.0f, accs = 0.0f, l = 0.0f;
-  for (int k = 0; k < p.splits; ++k) {
-    const float f = exp2f(p.part_ml[(slot0 + k) * 2] - mmax);
-    l += f * p.part_ml[(slot0 + k) * 2 + 1];
-    acc += f * p.part_o[(slot0 + k) * D + j];
-    if (p.part_s) accs += f * p.part_s[(slot0 + k) * D + j];
+  float local_max = kNegBig;
+  for (int k = j; k < p.splits; k += D) {
+    fw[k] = p.part_ml[(slot0 + k) * 2];
+    fl[k] = p.part_ml[(slot0 + k) * 2 + 1];
+    local_max = fmaxf(local_max, fw[k]);
   }
-  z[j] = acc;
-  zs[j] = accs;
-  __syncthreads();
+  const float mmax = block_reduce(local_max, true, scratch);
+  float local_l = 0.0f;
+  for (int k = j; k < p.splits; k += D) {
+    const float f = exp2f(fw[k] - mmax);
+    fw[k] = f;
+    local_l += f * fl[k];
+  }
+  float l = block_reduce(local_l, false, scratch);  // its barriers also publish fw[]
+  float acc = 0.0f, accs = 0.0f;
+  const float* po = p.part_o + slot0 * D + j;
+#pragma unroll 8
+  for (int k = 0; k < p.splits; ++k) acc += fw[k] * po[static_cast<long long>(k) * D];
   if (p.part_s) {
+    const float* ps = p.part_s + slot0 * D + j;
+#pragma unroll 8
+    for (int k = 0; k < p.splits; ++k) accs += fw[k] * ps[static_cast<long long>(k) * D];
+    zs[j] = accs;
+    __syncthreads();
     float t = 0.0f;  // (Sᵀ zs)_j
+#pragma unroll 16
     for (int k = 0; k < D; ++k) t += p.qjl[k * D + j] * zs[k];
     acc += p.qjl_scale * t;
-    __syncthreads();
+  }
+  if (p.signs) {
     z[j] = acc;
     __syncthreads();
-  }
-  if (p.pi) {
+    block_fwht(z, D);
+    acc = z[j] * p.signs[j] * rsqrtf(static_cast<float>(D));
+  } else if (p.pi) {
+    z[j] = acc;
+    __syncthreads();
     float t = 0.0f;  // (Πᵀ z)_j
+#pragma unroll 16
     for (int k = 0; k < D; ++k) t += p.pi[k * D + j] * z[k];
     acc = t;
   }
@@ -140,14 +202,17 @@ struct Plan {
   int splits, tokens_per_split, row_chunks;
 };
 
-Plan make_plan(const AttentionArgs& a, int kv_heads, int rows) {
+// Splits per (sequence, KV head, row chunk): enough CTAs to fill the resident slots of one wave
+// (a partial second wave would leave most SMs idle at the end), at least 256 tokens each.
+Plan make_plan(const AttentionArgs& a, int kv_heads, int rows, int ctas_per_sm) {
   Plan plan{};
   plan.row_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   const int max_len = std::max(a.max_length, 1);
   int want = a.splits;
   if (want <= 0) {
-    const long long ctas = static_cast<long long>(a.batch) * kv_heads * plan.row_chunks;
-    want = static_cast<int>(std::max<long long>(1, (4LL * sm_count_cached() + ctas - 1) / ctas));
+    const long long groups = static_cast<long long>(a.batch) * kv_heads * plan.row_chunks;
+    const long long slots = static_cast<long long>(std::max(ctas_per_sm, 1)) * sm_count_cached();
+    want = static_cast<int>(std::max<long long>(1, slots / groups));
   }
   int tps = (max_len + want - 1) / want;
   tps = std::max(256, (tps + 63) / 64 * 64);
@@ -223,9 +288,9 @@ Buffers carve(AttentionWorkspace& ws, long long q_elems, long long part_elems, b
   return bf;
 }
 
-void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf, const float* pi,
-               const float* qjl, const AttentionArgs& a, float scale_log2, const GpuKvCache* cache,
-               cudaStream_t stream) {
+void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf, const float* signs,
+               const float* pi, const float* qjl, const AttentionArgs& a, float scale_log2,
+               const GpuKvCache* cache, cudaStream_t stream) {
   MergeParams mp{};
   mp.s = rs;
   mp.dim = dim;
@@ -233,7 +298,8 @@ void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf,
   mp.part_o = bf.part_o;
   mp.part_s = bf.part_s;
   mp.part_ml = bf.part_ml;
-  mp.pi = pi;
+  mp.signs = signs;
+  mp.pi = signs ? nullptr : pi;
   mp.qjl = bf.part_s ? qjl : nullptr;
   mp.qjl_scale = static_cast<float>(kSqrtHalfPi / dim);
   mp.q = a.q;
@@ -250,7 +316,13 @@ void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf,
     mp.window_lengths = a.window_lengths;
     mp.window_capacity = cache->window_capacity;
   }
-  const int smem = (3 * dim + std::max(a.max_window, 1)) * static_cast<int>(sizeof(float));
+  const int smem = (3 * dim + 32 + 2 * plan.splits + std::max(a.max_window, 1)) *
+                   static_cast<int>(sizeof(float));
+  if (smem > 96 * 1024) {
+    throw std::invalid_argument("attention: " + std::to_string(plan.splits) + " splits and a " +
+                                std::to_string(a.max_window) +
+                                "-token window exceed shared memory");
+  }
   static bool configured = false;
   if (!configured) {
     TQ_CUDA_CHECK(
@@ -301,7 +373,8 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
 
   RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
   rs.rows = rs.group * a.n_queries;
-  const Plan plan = make_plan(a, cache.kv_heads, rs.rows);
+  const int per_sm = use_tc ? detail::tensor_core_ctas_per_sm(D, true) : 4;
+  const Plan plan = make_plan(a, cache.kv_heads, rs.rows, per_sm);
   const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
   const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, kd.prod, vd.prod,
                            2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
@@ -309,7 +382,8 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
   const float scale_log2 = scale * kLog2e;
 
   prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
-                           stream>>>(a.q, rs, D, scale_log2, kd.pi_t, kd.prod ? kd.qjl_t : nullptr,
+                           stream>>>(a.q, rs, D, scale_log2, kd.signs, kd.pi_t,
+                                     kd.prod ? kd.qjl_t : nullptr,
                                      static_cast<float>(kSqrtHalfPi / D), bf.q_prep, bf.q_sketch);
   TQ_CUDA_CHECK(cudaGetLastError());
 
@@ -362,7 +436,7 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     dispatch_dim(
         D, [&](auto d) { detail::launch_generic_split<decltype(d)::value>(sp, a.batch, stream); });
   }
-  run_merge(rs, D, plan, bf, kd.pi, vd.qjl, a, scale_log2, &cache, stream);
+  run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
 }
 
 void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, AttentionWorkspace& ws,
@@ -378,15 +452,16 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
   cudaStream_t stream = as_stream(stream_ptr);
   RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
   rs.rows = rs.group * a.n_queries;
-  const Plan plan = make_plan(a, cache.kv_heads, rs.rows);
+  const Plan plan =
+      make_plan(a, cache.kv_heads, rs.rows, detail::tensor_core_ctas_per_sm(D, false));
   const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
   const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, false, false,
                            2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
   const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
   const float scale_log2 = scale * kLog2e;
   prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
-                           stream>>>(a.q, rs, D, scale_log2, nullptr, nullptr, 0.0f, bf.q_prep,
-                                     nullptr);
+                           stream>>>(a.q, rs, D, scale_log2, nullptr, nullptr, nullptr, 0.0f,
+                                     bf.q_prep, nullptr);
   TQ_CUDA_CHECK(cudaGetLastError());
   SplitParams sp{};
   sp.k_data = cache.keys;
@@ -406,7 +481,7 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
   dispatch_dim(D, [&](auto d) {
     detail::launch_tensor_core_split<decltype(d)::value, false>(sp, a.batch, stream);
   });
-  run_merge(rs, D, plan, bf, nullptr, nullptr, a, scale_log2, nullptr, stream);
+  run_merge(rs, D, plan, bf, nullptr, nullptr, nullptr, a, scale_log2, nullptr, stream);
 }
 
 }  // namespace tq::cuda

@@ -54,6 +54,8 @@ struct SplitParams {
 // Tensor-core split kernel: kTq = 4-bit MSE codes for K and V, else fp16 K/V.
 template <int D, bool kTq>
 void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stream);
+// Resident CTAs per SM of the tensor-core kernel (occupancy query, cached).
+int tensor_core_ctas_per_sm(int dim, bool tq);
 // Generic split kernel: any bits, mse or prod, fp32 math.
 template <int D>
 void launch_generic_split(const SplitParams& p, int batch, cudaStream_t stream);

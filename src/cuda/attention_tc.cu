@@ -18,6 +18,7 @@
 // straight from the loads and the permutations are identical.
 #include "attention_kernels.cuh"
 
+#include <algorithm>
 #include <cstdint>
 
 namespace tq::cuda::detail {
@@ -103,11 +104,14 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
   const int g = lane >> 2, tig = lane & 3;
 
   if constexpr (kTq) {
-    const float* cent = p.k_cent_lo;
-    for (int i = tid; i < kLutWords; i += kThreads) {
-      const int e = i >> 5;
-      lut[i] = pack_half2(cent[e & 15], cent[e >> 4]);
+    // The 256-entry byte → half2 table once, then replicated per lane ([256][32]).
+    uint32_t* tab256 = reinterpret_cast<uint32_t*>(red_ml + kWarps * kRowsPerChunk * 2);
+    for (int e = tid; e < 256; e += kThreads) {
+      tab256[e] = pack_half2(__ldg(p.k_cent_lo + (e & 15)), __ldg(p.k_cent_lo + (e >> 4)));
     }
+    __syncthreads();
+#pragma unroll 8
+    for (int i = tid; i < kLutWords; i += kThreads) lut[i] = tab256[i >> 5];
   }
 
   const int len = p.lengths[b];
@@ -183,12 +187,8 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
   const uint32_t sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sp + (lane & 15) * 8));
 
   const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
-  int tile = warp;
-  Regs cur, nxt;
-  if (tile < ntiles) load_tile(cur, tile);
-  for (; tile < ntiles; tile += kWarps) {
-    constexpr bool kPrefetch = kTq;
-    if (kPrefetch && tile + kWarps < ntiles) load_tile(nxt, tile + kWarps);
+  // process(tile registers, tile index): scores, online softmax, P·V for one 16-token tile.
+  auto process = [&](const Regs& cur, int tile) {
     const int t0 = start + tile * 16;
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -268,10 +268,23 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
       mma16816(o[mt], __byte_perm(x[0], x[1], 0x5410), __byte_perm(x[0], x[1], 0x7632),
                __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), pb0, pb1);
     }
-    if constexpr (kPrefetch) {
+  };
+  int tile = warp;
+  if constexpr (kTq) {
+    // Two tiles of codes in registers per warp: the next tile's loads are issued before this
+    // tile is computed. (A three-deep ring at 3 CTAs/SM measured no faster: docs/CUDA_NOTES.md.)
+    Regs cur, nxt;
+    if (tile < ntiles) load_tile(cur, tile);
+    for (; tile < ntiles; tile += kWarps) {
+      if (tile + kWarps < ntiles) load_tile(nxt, tile + kWarps);
+      process(cur, tile);
       cur = nxt;
-    } else if (tile + kWarps < ntiles) {
-      load_tile(cur, tile + kWarps);
+    }
+  } else {
+    Regs cur;
+    for (; tile < ntiles; tile += kWarps) {
+      load_tile(cur, tile);
+      process(cur, tile);
     }
   }
 #pragma unroll
@@ -325,7 +338,8 @@ template <int D, bool kTq>
 constexpr int smem_bytes() {
   constexpr int lut = kTq ? 256 * 32 : 0;
   constexpr int red = kWarps * kRowsPerChunk * D;
-  return (lut > red ? lut : red) * 4 + kWarps * 16 * 8 * 2 + kWarps * kRowsPerChunk * 2 * 4;
+  return (lut > red ? lut : red) * 4 + kWarps * 16 * 8 * 2 + kWarps * kRowsPerChunk * 2 * 4 +
+         (kTq ? 1024 : 0);
 }
 
 }  // namespace
@@ -342,6 +356,36 @@ void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stre
   const dim3 grid(p.splits, p.kv_heads, batch * p.row_chunks);
   tc_split_kernel<D, kTq><<<grid, kThreads, smem, stream>>>(p);
   TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+int tensor_core_ctas_per_sm(int dim, bool tq) {
+  static int cache[2][3] = {{0, 0, 0}, {0, 0, 0}};
+  const int di = dim == 64 ? 0 : (dim == 128 ? 1 : 2);
+  int& n = cache[tq ? 1 : 0][di];
+  if (n == 0) {
+    auto query = [&](auto kernel, int smem) {
+      TQ_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
+    };
+    if (tq) {
+      if (dim == 64)
+        query(tc_split_kernel<64, true>, smem_bytes<64, true>());
+      else if (dim == 128)
+        query(tc_split_kernel<128, true>, smem_bytes<128, true>());
+      else
+        query(tc_split_kernel<256, true>, smem_bytes<256, true>());
+    } else {
+      if (dim == 64)
+        query(tc_split_kernel<64, false>, smem_bytes<64, false>());
+      else if (dim == 128)
+        query(tc_split_kernel<128, false>, smem_bytes<128, false>());
+      else
+        query(tc_split_kernel<256, false>, smem_bytes<256, false>());
+    }
+    n = std::max(n, 1);
+  }
+  return n;
 }
 
 template void launch_tensor_core_split<64, true>(const SplitParams&, int, cudaStream_t);
