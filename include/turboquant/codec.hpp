@@ -141,10 +141,18 @@ class Codec {
   void score(const PreparedQuery& query, ConstEncodedView in, std::size_t count,
              float* scores) const;
 
+  // The same for n_queries queries against the same tokens (a GQA group): each code is looked up
+  // once for all of them. scores is [n_queries][count].
+  void score_multi(const PreparedQuery* queries, int n_queries, ConstEncodedView in,
+                   std::size_t count, float* scores) const;
+
   ValueAccumulator make_accumulator() const;
   // acc += Σ_t weights[t] · x̂_t, in the rotated domain.
   void accumulate(const float* weights, ConstEncodedView in, std::size_t count,
                   ValueAccumulator& acc) const;
+  // accs[i] += Σ_t weights[i·count + t] · x̂_t for n_queries weight rows (one code look-up each).
+  void accumulate_multi(const float* weights, int n_queries, ConstEncodedView in, std::size_t count,
+                        ValueAccumulator* accs) const;
   // out = Πᵀ(acc.rotated + √(π/2)/d · Sᵀ acc.sketch): the weighted sum in the original domain.
   void finish(const ValueAccumulator& acc, float* out) const;
 

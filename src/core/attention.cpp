@@ -45,7 +45,10 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
       options.scale != 0.0f ? options.scale : 1.0f / std::sqrt(static_cast<float>(d));
   const int n_heads = shape_.n_q_heads;
   const int group = n_heads / shape_.n_kv_heads;
-  const int items = n_q * n_heads;
+  // One work item is (query, KV head): the whole GQA group of that KV head is scored and summed
+  // together, so TurboQuant codes are looked up once per group (Codec::score_multi /
+  // accumulate_multi) instead of once per query head.
+  const int items = n_q * shape_.n_kv_heads;
   int threads = options.threads;
 #ifdef _OPENMP
   if (threads <= 0) threads = omp_get_max_threads();
@@ -55,7 +58,8 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
   threads = std::max(1, std::min(threads, items));
   // Below ~0.1 ms of work a parallel region costs more than it saves (and on a loaded machine
   // a barrier can cost a scheduler time slice); an explicit thread count forces it.
-  const double work = static_cast<double>(items) * static_cast<double>(first_query_pos + n_q) * d;
+  const double work =
+      static_cast<double>(n_q) * n_heads * static_cast<double>(first_query_pos + n_q) * d;
   const bool parallel = threads > 1 && (options.threads > 1 || work >= 1 << 18);
   const Side& key_side = sides_[0];
   const Side& value_side = sides_[1];
@@ -65,14 +69,19 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
 
 #pragma omp parallel num_threads(threads) if (parallel)
   {
-    std::vector<float> scores, qr(ud), acc(ud), tmp(ud);
+    std::vector<float> scores, packed, qr(ud), acc(ud), tmp(ud);
+    std::vector<float> sums(group);
+    std::vector<PreparedQuery> prepared(group);
+    std::vector<ValueAccumulator> accumulators;
 #pragma omp for schedule(dynamic, 1)
     for (int item = 0; item < items; ++item) {
-      const int i = item / n_heads;
-      const int h = item % n_heads;
-      const std::size_t kvh = static_cast<std::size_t>(h / group);
-      const float* qv = q + static_cast<std::size_t>(item) * ud;
-      float* ov = out + static_cast<std::size_t>(item) * ud;
+      const int i = item / shape_.n_kv_heads;
+      const std::size_t kvh = static_cast<std::size_t>(item % shape_.n_kv_heads);
+      const int h0 = static_cast<int>(kvh) * group;
+      auto query = [&](int g) { return q + (static_cast<std::size_t>(i) * n_heads + h0 + g) * ud; };
+      auto output = [&](int g) {
+        return out + (static_cast<std::size_t>(i) * n_heads + h0 + g) * ud;
+      };
       const std::size_t visible = first_query_pos + static_cast<std::size_t>(i) + 1;
       const std::size_t nc = std::min(visible, compressed_);
       const std::size_t nw = visible - nc;
@@ -81,68 +90,85 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
       const std::size_t s0 = W ? compressed_ % W : 0;
       const std::size_t piece1 = std::min(nw, W - s0);
       const std::size_t piece2 = nw - piece1;
-      scores.resize(visible);
+      scores.resize(static_cast<std::size_t>(group) * visible);  // [group][visible]
+      auto row = [&](int g) { return scores.data() + static_cast<std::size_t>(g) * visible; };
 
       // Scores.
       const HeadStore& kh = key_side.heads[kvh];
       if (nc > 0) {
         switch (key_side.spec.format) {
           case KvFormat::Fp16:
-            K.fp16_dot(qv, d, kh.h.data(), nc, scores.data());
+            for (int g = 0; g < group; ++g) K.fp16_dot(query(g), d, kh.h.data(), nc, row(g));
             break;
           case KvFormat::Int8Block:
-          case KvFormat::Int4Block: {
-            const float* qs = qv;
-            if (key_side.rotation) {
-              key_side.rotation->apply(qv, qr.data());
-              qs = qr.data();
+          case KvFormat::Int4Block:
+            for (int g = 0; g < group; ++g) {
+              const float* qs = query(g);
+              if (key_side.rotation) {
+                key_side.rotation->apply(qs, qr.data());
+                qs = qr.data();
+              }
+              (key_side.spec.format == KvFormat::Int8Block ? K.int8_dot : K.int4_dot)(
+                  qs, d, kh.u8.data(), kh.h.data(), nc, row(g));
             }
-            (key_side.spec.format == KvFormat::Int8Block ? K.int8_dot : K.int4_dot)(
-                qs, d, kh.u8.data(), kh.h.data(), nc, scores.data());
             break;
-          }
           case KvFormat::TurboQuant: {
-            const PreparedQuery prepared = key_codec->prepare_query(qv);
-            key_codec->score(prepared, encoded_view(key_side, kh), nc, scores.data());
+            for (int g = 0; g < group; ++g) prepared[g] = key_codec->prepare_query(query(g));
+            packed.resize(static_cast<std::size_t>(group) * nc);
+            key_codec->score_multi(prepared.data(), group, encoded_view(key_side, kh), nc,
+                                   packed.data());
+            for (int g = 0; g < group; ++g) {
+              std::copy_n(packed.data() + static_cast<std::size_t>(g) * nc, nc, row(g));
+            }
             break;
           }
         }
       }
-      if (piece1) K.fp16_dot(qv, d, kh.window.data() + s0 * ud, piece1, scores.data() + nc);
-      if (piece2) K.fp16_dot(qv, d, kh.window.data(), piece2, scores.data() + nc + piece1);
-
-      const float sum = K.softmax_exp(scores.data(), visible, scale);
-      const float* p = scores.data();
+      for (int g = 0; g < group; ++g) {
+        if (piece1) K.fp16_dot(query(g), d, kh.window.data() + s0 * ud, piece1, row(g) + nc);
+        if (piece2) K.fp16_dot(query(g), d, kh.window.data(), piece2, row(g) + nc + piece1);
+        sums[g] = K.softmax_exp(row(g), visible, scale);
+      }
 
       // Weighted values.
       const HeadStore& vh = value_side.heads[kvh];
-      std::fill(tmp.begin(), tmp.end(), 0.0f);
-      if (nc > 0) {
-        switch (value_side.spec.format) {
-          case KvFormat::Fp16:
-            K.fp16_axpy(p, d, vh.h.data(), nc, tmp.data());
-            break;
-          case KvFormat::Int8Block:
-          case KvFormat::Int4Block: {
-            float* target = value_side.rotation ? acc.data() : tmp.data();
-            std::fill(acc.begin(), acc.end(), 0.0f);
-            (value_side.spec.format == KvFormat::Int8Block ? K.int8_axpy : K.int4_axpy)(
-                p, d, vh.u8.data(), vh.h.data(), nc, target);
-            if (value_side.rotation) value_side.rotation->apply_inverse(acc.data(), tmp.data());
-            break;
-          }
-          case KvFormat::TurboQuant: {
-            ValueAccumulator va = value_codec->make_accumulator();
-            value_codec->accumulate(p, encoded_view(value_side, vh), nc, va);
-            value_codec->finish(va, tmp.data());
-            break;
+      if (nc > 0 && value_side.spec.format == KvFormat::TurboQuant) {
+        accumulators.assign(group, value_codec->make_accumulator());
+        packed.resize(static_cast<std::size_t>(group) * nc);
+        for (int g = 0; g < group; ++g) {
+          std::copy_n(row(g), nc, packed.data() + static_cast<std::size_t>(g) * nc);
+        }
+        value_codec->accumulate_multi(packed.data(), group, encoded_view(value_side, vh), nc,
+                                      accumulators.data());
+      }
+      for (int g = 0; g < group; ++g) {
+        const float* p = row(g);
+        std::fill(tmp.begin(), tmp.end(), 0.0f);
+        if (nc > 0) {
+          switch (value_side.spec.format) {
+            case KvFormat::Fp16:
+              K.fp16_axpy(p, d, vh.h.data(), nc, tmp.data());
+              break;
+            case KvFormat::Int8Block:
+            case KvFormat::Int4Block: {
+              float* target = value_side.rotation ? acc.data() : tmp.data();
+              std::fill(acc.begin(), acc.end(), 0.0f);
+              (value_side.spec.format == KvFormat::Int8Block ? K.int8_axpy : K.int4_axpy)(
+                  p, d, vh.u8.data(), vh.h.data(), nc, target);
+              if (value_side.rotation) value_side.rotation->apply_inverse(acc.data(), tmp.data());
+              break;
+            }
+            case KvFormat::TurboQuant:
+              value_codec->finish(accumulators[g], tmp.data());
+              break;
           }
         }
+        if (piece1) K.fp16_axpy(p + nc, d, vh.window.data() + s0 * ud, piece1, tmp.data());
+        if (piece2) K.fp16_axpy(p + nc + piece1, d, vh.window.data(), piece2, tmp.data());
+        const float inv = 1.0f / sums[g];
+        float* ov = output(g);
+        for (int j = 0; j < d; ++j) ov[j] = tmp[j] * inv;
       }
-      if (piece1) K.fp16_axpy(p + nc, d, vh.window.data() + s0 * ud, piece1, tmp.data());
-      if (piece2) K.fp16_axpy(p + nc + piece1, d, vh.window.data(), piece2, tmp.data());
-      const float inv = 1.0f / sum;
-      for (int j = 0; j < d; ++j) ov[j] = tmp[j] * inv;
     }
   }
 }

@@ -343,6 +343,57 @@ void Codec::score(const PreparedQuery& query, ConstEncodedView in, std::size_t c
   }
 }
 
+void Codec::score_multi(const PreparedQuery* queries, int n_queries, ConstEncodedView in,
+                        std::size_t count, float* scores) const {
+  const CodeLayout& L = layout_;
+  if (n_queries <= 0 || count == 0) return;
+  std::vector<const float*> hi(n_queries), lo(n_queries);
+  for (int i = 0; i < n_queries; ++i) {
+    const PreparedQuery& query = queries[i];
+    if (static_cast<int>(query.rotated.size()) != spec_.dim ||
+        (spec_.kind == CodecKind::Prod && static_cast<int>(query.sketch.size()) != spec_.dim)) {
+      throw std::invalid_argument("codec score_multi: prepared query " + std::to_string(i) +
+                                  " has dimension " + std::to_string(query.rotated.size()) +
+                                  ", expected " + std::to_string(spec_.dim));
+    }
+    hi[i] = query.rotated.data();
+    lo[i] = query.rotated.data() + L.hi_count;
+  }
+  const bool fast = use_avx2(simd_);
+  const auto dot = fast ? kernels::segment_dot_multi_avx2 : kernels::segment_dot_multi_scalar;
+  const std::size_t total = static_cast<std::size_t>(n_queries) * count;
+  std::fill(scores, scores + total, 0.0f);
+  std::vector<float> partial(total);
+  if (L.code_bytes > 0) {
+    if (L.hi_count > 0) {
+      dot(hi.data(), n_queries, L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes, L.code_bytes,
+          count, partial.data(), count);
+      for (std::size_t k = 0; k < total; ++k) scores[k] += partial[k];
+    }
+    if (L.lo_count() > 0) {
+      dot(lo.data(), n_queries, L.lo_count(), L.lo_bits, centroids_lo_.data(),
+          in.codes + L.hi_bytes, L.code_bytes, count, partial.data(), count);
+      for (std::size_t k = 0; k < total; ++k) scores[k] += partial[k];
+    }
+    std::vector<float> norms(count);
+    for (std::size_t t = 0; t < count; ++t) norms[t] = half_to_float(in.norms[t]);
+    for (int i = 0; i < n_queries; ++i) {
+      float* row = scores + static_cast<std::size_t>(i) * count;
+      for (std::size_t t = 0; t < count; ++t) row[t] *= norms[t];
+    }
+  }
+  if (spec_.kind == CodecKind::Prod) {
+    for (int i = 0; i < n_queries; ++i) {
+      (fast ? kernels::sign_dot_avx2 : kernels::sign_dot_scalar)(
+          queries[i].sketch.data(), spec_.dim, in.signs, L.sign_bytes, count, partial.data());
+      float* row = scores + static_cast<std::size_t>(i) * count;
+      for (std::size_t t = 0; t < count; ++t) {
+        row[t] += half_to_float(in.residual_norms[t]) * partial[t];
+      }
+    }
+  }
+}
+
 ValueAccumulator Codec::make_accumulator() const {
   ValueAccumulator acc;
   acc.rotated.assign(spec_.dim, 0.0f);
@@ -378,6 +429,55 @@ void Codec::accumulate(const float* weights, ConstEncodedView in, std::size_t co
     }
     kernels::sign_axpy_scalar(scaled.data(), spec_.dim, in.signs, L.sign_bytes, count,
                               acc.sketch.data());
+  }
+}
+
+void Codec::accumulate_multi(const float* weights, int n_queries, ConstEncodedView in,
+                             std::size_t count, ValueAccumulator* accs) const {
+  const CodeLayout& L = layout_;
+  if (n_queries <= 0 || count == 0) return;
+  for (int i = 0; i < n_queries; ++i) {
+    if (static_cast<int>(accs[i].rotated.size()) != spec_.dim ||
+        (spec_.kind == CodecKind::Prod && static_cast<int>(accs[i].sketch.size()) != spec_.dim)) {
+      throw std::invalid_argument("codec accumulate_multi: accumulator " + std::to_string(i) +
+                                  " has dimension " + std::to_string(accs[i].rotated.size()) +
+                                  ", expected " + std::to_string(spec_.dim));
+    }
+  }
+  const auto axpy =
+      use_avx2(simd_) ? kernels::segment_axpy_multi_avx2 : kernels::segment_axpy_multi_scalar;
+  const std::size_t total = static_cast<std::size_t>(n_queries) * count;
+  std::vector<float> scaled(total);
+  std::vector<const float*> rows(n_queries);
+  std::vector<float*> hi(n_queries), lo(n_queries);
+  for (int i = 0; i < n_queries; ++i) {
+    rows[i] = scaled.data() + static_cast<std::size_t>(i) * count;
+    hi[i] = accs[i].rotated.data();
+    lo[i] = accs[i].rotated.data() + L.hi_count;
+  }
+  if (L.code_bytes > 0) {
+    std::vector<float> norms(count);
+    for (std::size_t t = 0; t < count; ++t) norms[t] = half_to_float(in.norms[t]);
+    for (std::size_t k = 0; k < total; ++k) scaled[k] = weights[k] * norms[k % count];
+    if (L.hi_count > 0) {
+      axpy(rows.data(), n_queries, L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes,
+           L.code_bytes, count, hi.data());
+    }
+    if (L.lo_count() > 0) {
+      axpy(rows.data(), n_queries, L.lo_count(), L.lo_bits, centroids_lo_.data(),
+           in.codes + L.hi_bytes, L.code_bytes, count, lo.data());
+    }
+  }
+  if (spec_.kind == CodecKind::Prod) {
+    for (int i = 0; i < n_queries; ++i) {
+      float* row = scaled.data() + static_cast<std::size_t>(i) * count;
+      for (std::size_t t = 0; t < count; ++t) {
+        row[t] =
+            weights[static_cast<std::size_t>(i) * count + t] * half_to_float(in.residual_norms[t]);
+      }
+      kernels::sign_axpy_scalar(row, spec_.dim, in.signs, L.sign_bytes, count,
+                                accs[i].sketch.data());
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace tq::kernels {
@@ -106,7 +107,167 @@ void segment_axpy_impl(const float* w, int count, const float* centroids, const 
   }
 }
 
+// Up to 8 queries per pass: 8 accumulators + the looked-up centroids + a query load fit in the
+// 16 ymm registers.
+constexpr int kMaxQueriesPerPass = 8;
+
+template <int kBits, int kQueries>
+void segment_dot_multi_impl(const float* const* q, int count, const float* centroids,
+                            const std::uint8_t* codes, std::size_t stride, std::size_t n,
+                            float* out, std::size_t out_stride) {
+  const TableLookup<kBits> lookup(centroids);
+  const int groups = count / 8;
+  for (std::size_t t = 0; t < n; ++t) {
+    const std::uint8_t* c = codes + t * stride;
+    __m256 acc[kQueries];
+    for (int i = 0; i < kQueries; ++i) acc[i] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; ++g) {
+      const __m256 centroid = lookup(c + g * kBits);
+      for (int i = 0; i < kQueries; ++i) {
+        acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q[i] + 8 * g), centroid, acc[i]);
+      }
+    }
+    for (int i = 0; i < kQueries; ++i) out[i * out_stride + t] = horizontal_sum(acc[i]);
+  }
+}
+
+template <int kBits, int kQueries>
+void segment_axpy_multi_impl(const float* const* w, int count, const float* centroids,
+                             const std::uint8_t* codes, std::size_t stride, std::size_t n,
+                             float* const* acc) {
+  const TableLookup<kBits> lookup(centroids);
+  const int groups = count / 8;
+  // Blocks of tokens small enough for L1, so the per-group column walk re-reads codes from L1
+  // while the kQueries accumulators of one 8-coordinate group stay in registers.
+  constexpr std::size_t kBlock = 32;
+  for (std::size_t t0 = 0; t0 < n; t0 += kBlock) {
+    const std::size_t t1 = std::min(n, t0 + kBlock);
+    for (int g = 0; g < groups; ++g) {
+      __m256 a[kQueries];
+      for (int i = 0; i < kQueries; ++i) a[i] = _mm256_loadu_ps(acc[i] + 8 * g);
+      const std::uint8_t* c = codes + t0 * stride + g * kBits;
+      for (std::size_t t = t0; t < t1; ++t, c += stride) {
+        const __m256 centroid = lookup(c);
+        for (int i = 0; i < kQueries; ++i) {
+          a[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(w[i] + t), centroid, a[i]);
+        }
+      }
+      for (int i = 0; i < kQueries; ++i) _mm256_storeu_ps(acc[i] + 8 * g, a[i]);
+    }
+  }
+}
+
+template <int kBits>
+void dot_multi_dispatch(const float* const* q, int nq, int count, const float* centroids,
+                        const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out,
+                        std::size_t out_stride) {
+  switch (nq) {
+    case 1:
+      return segment_dot_multi_impl<kBits, 1>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    case 2:
+      return segment_dot_multi_impl<kBits, 2>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    case 3:
+      return segment_dot_multi_impl<kBits, 3>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    case 4:
+      return segment_dot_multi_impl<kBits, 4>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    case 5:
+      return segment_dot_multi_impl<kBits, 5>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    case 6:
+      return segment_dot_multi_impl<kBits, 6>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    case 7:
+      return segment_dot_multi_impl<kBits, 7>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+    default:
+      return segment_dot_multi_impl<kBits, 8>(q, count, centroids, codes, stride, n, out,
+                                              out_stride);
+  }
+}
+
+template <int kBits>
+void axpy_multi_dispatch(const float* const* w, int nq, int count, const float* centroids,
+                         const std::uint8_t* codes, std::size_t stride, std::size_t n,
+                         float* const* acc) {
+  switch (nq) {
+    case 1:
+      return segment_axpy_multi_impl<kBits, 1>(w, count, centroids, codes, stride, n, acc);
+    case 2:
+      return segment_axpy_multi_impl<kBits, 2>(w, count, centroids, codes, stride, n, acc);
+    case 3:
+      return segment_axpy_multi_impl<kBits, 3>(w, count, centroids, codes, stride, n, acc);
+    case 4:
+      return segment_axpy_multi_impl<kBits, 4>(w, count, centroids, codes, stride, n, acc);
+    case 5:
+      return segment_axpy_multi_impl<kBits, 5>(w, count, centroids, codes, stride, n, acc);
+    case 6:
+      return segment_axpy_multi_impl<kBits, 6>(w, count, centroids, codes, stride, n, acc);
+    case 7:
+      return segment_axpy_multi_impl<kBits, 7>(w, count, centroids, codes, stride, n, acc);
+    default:
+      return segment_axpy_multi_impl<kBits, 8>(w, count, centroids, codes, stride, n, acc);
+  }
+}
+
 }  // namespace
+
+void segment_dot_multi_avx2(const float* const* q, int n_queries, int count, int bits,
+                            const float* centroids, const std::uint8_t* codes, std::size_t stride,
+                            std::size_t n, float* out, std::size_t out_stride) {
+  if (count % 8 != 0 || bits > 4) {
+    segment_dot_multi_scalar(q, n_queries, count, bits, centroids, codes, stride, n, out,
+                             out_stride);
+    return;
+  }
+  for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
+    const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
+    float* o = out + first * out_stride;
+    switch (bits) {
+      case 1:
+        dot_multi_dispatch<1>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
+        break;
+      case 2:
+        dot_multi_dispatch<2>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
+        break;
+      case 3:
+        dot_multi_dispatch<3>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
+        break;
+      default:
+        dot_multi_dispatch<4>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
+        break;
+    }
+  }
+}
+
+void segment_axpy_multi_avx2(const float* const* w, int n_queries, int count, int bits,
+                             const float* centroids, const std::uint8_t* codes, std::size_t stride,
+                             std::size_t n, float* const* acc) {
+  if (count % 8 != 0 || bits > 4) {
+    segment_axpy_multi_scalar(w, n_queries, count, bits, centroids, codes, stride, n, acc);
+    return;
+  }
+  for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
+    const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
+    switch (bits) {
+      case 1:
+        axpy_multi_dispatch<1>(w + first, nq, count, centroids, codes, stride, n, acc + first);
+        break;
+      case 2:
+        axpy_multi_dispatch<2>(w + first, nq, count, centroids, codes, stride, n, acc + first);
+        break;
+      case 3:
+        axpy_multi_dispatch<3>(w + first, nq, count, centroids, codes, stride, n, acc + first);
+        break;
+      default:
+        axpy_multi_dispatch<4>(w + first, nq, count, centroids, codes, stride, n, acc + first);
+        break;
+    }
+  }
+}
 
 void quantize_avx2(const float* y, int count, const float* thresholds, int bits,
                    std::uint8_t* idx) {

@@ -58,4 +58,20 @@ void sign_axpy_scalar(const float* w, int dim, const std::uint8_t* signs, std::s
   }
 }
 
+void segment_dot_multi_scalar(const float* const* q, int n_queries, int count, int bits,
+                              const float* centroids, const std::uint8_t* codes, std::size_t stride,
+                              std::size_t n, float* out, std::size_t out_stride) {
+  for (int i = 0; i < n_queries; ++i) {
+    segment_dot_scalar(q[i], count, bits, centroids, codes, stride, n, out + i * out_stride);
+  }
+}
+
+void segment_axpy_multi_scalar(const float* const* w, int n_queries, int count, int bits,
+                               const float* centroids, const std::uint8_t* codes,
+                               std::size_t stride, std::size_t n, float* const* acc) {
+  for (int i = 0; i < n_queries; ++i) {
+    segment_axpy_scalar(w[i], count, bits, centroids, codes, stride, n, acc[i]);
+  }
+}
+
 }  // namespace tq::kernels

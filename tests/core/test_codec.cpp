@@ -298,3 +298,49 @@ TEST(Codec, RejectsInvalidArguments) {
 
 }  // namespace
 }  // namespace tq
+
+namespace tq {
+namespace {
+
+TEST(Codec, MultiQueryScoringAndAccumulationMatchSingleQuery) {
+  for (CodecKind kind : {CodecKind::Mse, CodecKind::Prod}) {
+    for (double bits : {2.0, 3.0, 3.5, 4.0, 6.0}) {
+      for (int n_queries : {1, 3, 4, 9}) {
+        const Codec codec(spec(64, bits, kind));
+        const std::size_t n = 45;
+        Xoshiro256 rng(static_cast<std::uint64_t>(bits * 13 + n_queries));
+        std::vector<float> x(n * 64), q(64);
+        for (auto& v : x) v = static_cast<float>(rng.gaussian());
+        EncodedBatch batch(codec.layout(), n);
+        codec.encode(x.data(), n, batch.view());
+        std::vector<PreparedQuery> prepared;
+        std::vector<float> weights(n_queries * n);
+        for (auto& w : weights) w = static_cast<float>(rng.uniform());
+        for (int i = 0; i < n_queries; ++i) {
+          for (auto& v : q) v = static_cast<float>(rng.gaussian());
+          prepared.push_back(codec.prepare_query(q.data()));
+        }
+        std::vector<float> multi(n_queries * n, NAN), single(n, NAN);
+        codec.score_multi(prepared.data(), n_queries, batch.view(), n, multi.data());
+        std::vector<ValueAccumulator> accs(n_queries, codec.make_accumulator());
+        codec.accumulate_multi(weights.data(), n_queries, batch.view(), n, accs.data());
+        for (int i = 0; i < n_queries; ++i) {
+          codec.score(prepared[i], batch.view(), n, single.data());
+          for (std::size_t t = 0; t < n; ++t) {
+            ASSERT_NEAR(multi[i * n + t], single[t], 1e-4f * (1.0f + std::fabs(single[t])))
+                << to_string(kind) << " b=" << bits << " nq=" << n_queries;
+          }
+          ValueAccumulator one = codec.make_accumulator();
+          codec.accumulate(weights.data() + i * n, batch.view(), n, one);
+          for (int j = 0; j < 64; ++j) ASSERT_NEAR(accs[i].rotated[j], one.rotated[j], 1e-4f);
+          for (std::size_t j = 0; j < one.sketch.size(); ++j) {
+            ASSERT_NEAR(accs[i].sketch[j], one.sketch[j], 1e-4f);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tq

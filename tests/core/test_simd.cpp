@@ -114,3 +114,55 @@ TEST_F(SimdTest, CodecEndToEndMatchesScalar) {
 
 }  // namespace
 }  // namespace tq
+
+namespace tq {
+namespace {
+
+TEST_F(SimdTest, MultiQueryKernelsMatchScalar) {
+  Xoshiro256 rng(99);
+  for (int bits = 1; bits <= 5; ++bits) {
+    for (int n_queries : {1, 2, 4, 8, 11}) {
+      const int count = 64;
+      const Codebook& book = lloyd_max_codebook(64, bits);
+      const std::vector<float> centroids(book.centroids.begin(), book.centroids.end());
+      const std::size_t n = 75, stride = packed_bytes(count, bits);
+      std::vector<std::uint8_t> idx(count), codes(n * stride);
+      for (std::size_t t = 0; t < n; ++t) {
+        for (auto& c : idx) c = static_cast<std::uint8_t>(rng.next() % (1u << bits));
+        pack_codes(idx.data(), count, bits, codes.data() + t * stride);
+      }
+      std::vector<float> qs(n_queries * count), ws(n_queries * n);
+      for (auto& v : qs) v = static_cast<float>(rng.gaussian());
+      for (auto& v : ws) v = static_cast<float>(rng.gaussian());
+      std::vector<const float*> q(n_queries), w(n_queries);
+      std::vector<float> acc_s(n_queries * count, 0.25f), acc_v(n_queries * count, 0.25f);
+      std::vector<float*> as(n_queries), av(n_queries);
+      for (int i = 0; i < n_queries; ++i) {
+        q[i] = qs.data() + i * count;
+        w[i] = ws.data() + i * n;
+        as[i] = acc_s.data() + i * count;
+        av[i] = acc_v.data() + i * count;
+      }
+      std::vector<float> out_s(n_queries * n, NAN), out_v(n_queries * n, NAN);
+      kernels::segment_dot_multi_scalar(q.data(), n_queries, count, bits, centroids.data(),
+                                        codes.data(), stride, n, out_s.data(), n);
+      kernels::segment_dot_multi_avx2(q.data(), n_queries, count, bits, centroids.data(),
+                                      codes.data(), stride, n, out_v.data(), n);
+      for (std::size_t k = 0; k < out_s.size(); ++k) {
+        ASSERT_NEAR(out_s[k], out_v[k], 1e-5f * (1.0f + std::fabs(out_s[k])))
+            << "bits=" << bits << " nq=" << n_queries;
+      }
+      kernels::segment_axpy_multi_scalar(w.data(), n_queries, count, bits, centroids.data(),
+                                         codes.data(), stride, n, as.data());
+      kernels::segment_axpy_multi_avx2(w.data(), n_queries, count, bits, centroids.data(),
+                                       codes.data(), stride, n, av.data());
+      for (std::size_t k = 0; k < acc_s.size(); ++k) {
+        ASSERT_NEAR(acc_s[k], acc_v[k], 1e-4f * (1.0f + std::fabs(acc_s[k])))
+            << "bits=" << bits << " nq=" << n_queries;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tq
