@@ -276,6 +276,10 @@ void File::parse() {
     fail(msg.str());
   }
   version_ = r.read<std::uint32_t>("version");
+  if (version_ == 0x02000000u || version_ == 0x03000000u) {
+    fail("version field reads " + std::to_string(version_) +
+         ": this is a big-endian GGUF file (expected little-endian version 2 or 3)");
+  }
   if (version_ != 2 && version_ != 3) {
     fail("unsupported version " + std::to_string(version_) + " (expected 2 or 3)");
   }

@@ -189,6 +189,9 @@ TEST(GgufMalformed, UnsupportedVersion) {
     b.version = v;
     expect_format_error(b.build(), "unsupported version " + std::to_string(v));
   }
+  GgufBuilder big_endian = small_valid_builder();
+  big_endian.version = 0x03000000u;
+  expect_format_error(big_endian.build(), "big-endian");
 }
 
 TEST(GgufMalformed, EveryTruncationIsRejected) {
