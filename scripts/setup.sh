@@ -7,7 +7,7 @@ TQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TQ_BUILD="${TQ_BUILD:-$TQ_ROOT/build/release}"
 
 tq_packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
-             libcli11-dev nlohmann-json3-dev python3 python3-pip)
+             libcli11-dev nlohmann-json3-dev libpng-dev python3 python3-pip)
 
 tq_install_deps() {
   local missing=()
