@@ -11,6 +11,18 @@
 #include "test_gguf_writer.hpp"
 #include "turboquant/gguf.hpp"
 
+// Timing bounds are only asserted in optimized builds without sanitizers.
+#if defined(__SANITIZE_ADDRESS__)
+#define TQ_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define TQ_SANITIZED 1
+#endif
+#endif
+#ifndef TQ_SANITIZED
+#define TQ_SANITIZED 0
+#endif
+
 namespace tq::gguf {
 namespace {
 
@@ -397,18 +409,24 @@ TEST(GgufRealModel, SmolLM2MetadataAndTensors) {
     EXPECT_NEAR(abs_sum, e.abs_sum, 1e-6 * e.abs_sum) << e.name;
   }
 
-  // Dequantize every tensor (what the runner does at load time).
+  // Dequantize every tensor (what the runner does at load time), timing only the dequantize calls.
+  const double open_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::size_t total = 0;
+  double dequant_s = 0;
   for (const auto& t : f.tensors()) {
+    const auto t1 = std::chrono::steady_clock::now();
     const auto values = f.dequantize(t);
+    dequant_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     for (float v : values) ASSERT_TRUE(std::isfinite(v)) << t.name;
     total += values.size();
   }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ timing ] open + checks %.3f s; dequantize all %zu values %.3f s\n", open_s, total,
+              dequant_s);
   EXPECT_EQ(total, 134515008u);
-  std::printf("[ timing ] open + dequantize all %zu values: %.3f s\n", total, seconds);
-  EXPECT_LT(seconds, 5.0);  // well under 1-2 s in Release; generous for debug/sanitizer builds
+#if defined(NDEBUG) && !TQ_SANITIZED
+  EXPECT_LT(dequant_s, 3.0);  // ~0.25 s measured on one core; generous for loaded CI machines
+#endif
 }
 
 }  // namespace

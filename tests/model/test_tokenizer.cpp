@@ -558,7 +558,9 @@ TEST(TokenizerSmolLM2, Encodes300KBQuickly) {
   std::printf("[ timing ] encoded %zu bytes into %zu tokens in %.3f s\n", text.size(), ids.size(),
               seconds);
   EXPECT_EQ(tok.decode(ids), text);
-  EXPECT_LT(seconds, 3.0);  // ~0.1 s in Release; generous for debug/sanitizer builds
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
+  EXPECT_LT(seconds, 1.0);  // ~0.03 s measured in Release; only asserted in optimized builds
+#endif
 }
 
 // ---- chat templates without a model ----------------------------------------------------------
