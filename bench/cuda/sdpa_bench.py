@@ -1,6 +1,7 @@
 """PyTorch scaled_dot_product_attention (fp16 K/V, GQA) decode timing for the same cases as
 bench_attention.cpp: median µs with cold L2 (a 256 MiB buffer is rewritten before each rep).
-Usage: python3 sdpa_bench.py OUT.json [--quick]"""
+Usage: python3 sdpa_bench.py OUT.json [--quick] [--read-flush]  (--read-flush: L2 emptied by
+reading 256 MiB instead of writing it, as in bench_attention.cu)"""
 import json
 import sys
 
@@ -11,10 +12,12 @@ import torch.nn.functional as F
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "sdpa.json"
     quick = "--quick" in sys.argv
+    read_flush = "--read-flush" in sys.argv
     dev = torch.device("cuda")
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    flush = torch.full((256 << 20,), 0x5a, dtype=torch.uint8, device=dev)
+    flush32 = flush.view(torch.int32)
     shapes = [("llama8b", 32, 8, 128), ("smollm2", 9, 3, 64)]
-    contexts = [32768, 131072] if quick else [4096, 16384, 32768, 131072, 1048576]
+    contexts = [4096, 32768, 131072] if quick else [4096, 16384, 32768, 131072, 1048576]
     reps = 10 if quick else 25
     rows = []
     for name, hq, hkv, d in shapes:
@@ -30,7 +33,10 @@ def main():
                 torch.cuda.synchronize()
                 times = []
                 for r in range(reps):
-                    flush.fill_(r & 0xff)
+                    if read_flush:
+                        flush32.max()  # reads 256 MiB, writes one word
+                    else:
+                        flush.fill_(r & 0xff)
                     a = torch.cuda.Event(enable_timing=True)
                     b = torch.cuda.Event(enable_timing=True)
                     a.record(); f(); b.record()
@@ -46,7 +52,7 @@ def main():
                 del k, v, q
                 torch.cuda.empty_cache()
     with open(out, "w") as fh:
-        json.dump(dict(torch=torch.__version__, device=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
+        json.dump(dict(flush="read" if read_flush else "write", torch=torch.__version__, device=torch.cuda.get_device_name(), rows=rows), fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 // Host side of the GPU attention: validation, the split plan, query preparation (rotate once,
-// fold in the softmax scale and log2 e, QJL sketch for prod keys), dispatch of the split kernel
+// fold in the softmax scale and log2 e, QJL sketch for prod keys; generic path only, the
+// tensor-core kernel prepares and merges in its single launch), dispatch of the split kernel
 // (tensor-core or generic) and the merge kernel that combines the splits, rotates back once
 // (Πᵀ, plus Sᵀ of the sign accumulator for prod values) and folds in the exact fp16 window.
 #include "attention_kernels.cuh"
@@ -203,7 +204,8 @@ struct Plan {
 };
 
 // Splits per (sequence, KV head, row chunk): enough CTAs to fill the resident slots of one wave
-// (a partial second wave would leave most SMs idle at the end), at least 256 tokens each.
+// (a partial second wave would leave most SMs idle at the end), at least 128 tokens each, at most
+// 512 (the fused merge keeps 8 × splits weights in shared memory).
 Plan make_plan(const AttentionArgs& a, int kv_heads, int rows, int ctas_per_sm) {
   Plan plan{};
   plan.row_chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
@@ -214,8 +216,9 @@ Plan make_plan(const AttentionArgs& a, int kv_heads, int rows, int ctas_per_sm) 
     const long long slots = static_cast<long long>(std::max(ctas_per_sm, 1)) * sm_count_cached();
     want = static_cast<int>(std::max<long long>(1, slots / groups));
   }
+  want = std::min(want, 512);
   int tps = (max_len + want - 1) / want;
-  tps = std::max(256, (tps + 63) / 64 * 64);
+  tps = std::max(128, (tps + 63) / 64 * 64);
   plan.tokens_per_split = tps;
   plan.splits = (max_len + tps - 1) / tps;
   return plan;
@@ -381,11 +384,13 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
   const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
   const float scale_log2 = scale * kLog2e;
 
-  prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
-                           stream>>>(a.q, rs, D, scale_log2, kd.signs, kd.pi_t,
-                                     kd.prod ? kd.qjl_t : nullptr,
-                                     static_cast<float>(kSqrtHalfPi / D), bf.q_prep, bf.q_sketch);
-  TQ_CUDA_CHECK(cudaGetLastError());
+  if (!use_tc) {  // the tensor-core kernel prepares its own queries
+    prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
+                             stream>>>(a.q, rs, D, scale_log2, kd.signs, kd.pi_t,
+                                       kd.prod ? kd.qjl_t : nullptr,
+                                       static_cast<float>(kSqrtHalfPi / D), bf.q_prep, bf.q_sketch);
+    TQ_CUDA_CHECK(cudaGetLastError());
+  }
 
   SplitParams sp{};
   sp.k_data = cache.key.codes;
@@ -429,14 +434,28 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
   sp.part_s = bf.part_s;
   sp.part_ml = bf.part_ml;
   if (use_tc) {
+    // One launch: query preparation, splits and (without a window) the merge.
+    sp.q = a.q;
+    sp.q_heads = a.q_heads;
+    sp.scale_log2 = scale_log2;
+    sp.rot_signs = kd.signs;
+    sp.rot_pi_t = kd.signs ? nullptr : kd.pi_t;
+    sp.out_signs = vd.signs;
+    sp.out_pi = vd.signs ? nullptr : vd.pi;
+    sp.out = a.out;
+    sp.counters = a.window_lengths ? nullptr
+                                   : ws.zeroed_counters(static_cast<std::size_t>(a.batch) *
+                                                        cache.kv_heads * plan.row_chunks);
     dispatch_dim(D, [&](auto d) {
       detail::launch_tensor_core_split<decltype(d)::value, true>(sp, a.batch, stream);
     });
+    if (a.window_lengths)
+      run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
   } else {
     dispatch_dim(
         D, [&](auto d) { detail::launch_generic_split<decltype(d)::value>(sp, a.batch, stream); });
+    run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
   }
-  run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
 }
 
 void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, AttentionWorkspace& ws,
@@ -459,10 +478,6 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
                            2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
   const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
   const float scale_log2 = scale * kLog2e;
-  prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
-                           stream>>>(a.q, rs, D, scale_log2, nullptr, nullptr, nullptr, 0.0f,
-                                     bf.q_prep, nullptr);
-  TQ_CUDA_CHECK(cudaGetLastError());
   SplitParams sp{};
   sp.k_data = cache.keys;
   sp.v_data = cache.values;
@@ -478,10 +493,15 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
   sp.splits = plan.splits;
   sp.part_o = bf.part_o;
   sp.part_ml = bf.part_ml;
+  sp.q = a.q;
+  sp.q_heads = a.q_heads;
+  sp.scale_log2 = scale_log2;
+  sp.out = a.out;  // no rotation either way
+  sp.counters =
+      ws.zeroed_counters(static_cast<std::size_t>(a.batch) * cache.kv_heads * plan.row_chunks);
   dispatch_dim(D, [&](auto d) {
     detail::launch_tensor_core_split<decltype(d)::value, false>(sp, a.batch, stream);
   });
-  run_merge(rs, D, plan, bf, nullptr, nullptr, nullptr, a, scale_log2, nullptr, stream);
 }
 
 }  // namespace tq::cuda

@@ -49,6 +49,18 @@ struct SplitParams {
   float* part_o;
   float* part_s;
   float* part_ml;
+  // Tensor-core path only: the query preparation and the merge run inside the split kernel.
+  const float* q;  // original queries [batch][n_queries][q_heads][D]
+  int q_heads;
+  float scale_log2;        // softmax scale · log2 e
+  const float* rot_signs;  // key codec's Hadamard signs, or null
+  const float* rot_pi_t;   // key codec's dense Πᵀ (haar), or null; both null: no rotation
+  const float* out_signs;  // value codec's Hadamard signs (inverse FWHT), or null
+  const float* out_pi;     // value codec's dense Π (haar), or null; both null: no rotation
+  float* out;              // [batch][n_queries][q_heads][D]
+  // Arrival counters [batch][kv_heads][row_chunks], zero between calls (the last CTA of each
+  // group resets its own). Null: no fused merge, the host runs the merge kernel (window).
+  int* counters;
 };
 
 // Tensor-core split kernel: kTq = 4-bit MSE codes for K and V, else fp16 K/V.

@@ -24,8 +24,30 @@
 namespace tq::cuda::detail {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
+// One CTA per SM: 16 warps (8 for d = 256, whose accumulators need ~200 registers) share one
+// byte → half2 table and one query preparation, and the split count per (sequence, KV head)
+// drops to ~SMs / groups (16 at the Llama shape), which keeps the fused merge short.
+template <int D>
+constexpr int warps_of() {
+  return D == 256 ? 8 : 16;
+}
+
+// In-place unnormalised Walsh–Hadamard transform of kRowsPerChunk rows of D floats in shared
+// memory by all threads of the CTA (callers synchronise before the first stage).
+template <int D, int T>
+__device__ __forceinline__ void fwht_rows(float* y) {
+#pragma unroll 1
+  for (int h = 1; h < D; h <<= 1) {
+    for (int i = threadIdx.x; i < kRowsPerChunk * D / 2; i += T) {
+      const int c = i / (D / 2), pr = i % (D / 2);
+      float* r = y + c * D + (pr / h) * 2 * h + (pr % h);
+      const float a = r[0], b = r[h];
+      r[0] = a + b;
+      r[h] = a - b;
+    }
+    __syncthreads();
+  }
+}
 
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
@@ -79,13 +101,9 @@ struct TileRegs {
 };
 
 template <int D, bool kTq>
-constexpr int min_blocks() {
-  return D == 256 ? 2 : (kTq ? 4 : 3);
-}
-
-template <int D, bool kTq>
-__global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
-    tc_split_kernel(const SplitParams p) {
+__global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const SplitParams p) {
+  constexpr int kWarps = warps_of<D>();
+  constexpr int kThreads = kWarps * 32;
   constexpr int KSTEPS = D / 16;
   constexpr int MT = D / 16;
   using Regs = TileRegs<D, kTq>;
@@ -95,14 +113,47 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
   extern __shared__ uint4 smem_raw[];
   uint32_t* lut = reinterpret_cast<uint32_t*>(smem_raw);
   float* red_o = reinterpret_cast<float*>(smem_raw);
-  __half* sp_all = reinterpret_cast<__half*>(reinterpret_cast<uint32_t*>(smem_raw) + kRegionA);
+  float* scratch = reinterpret_cast<float*>(smem_raw);        // region A before the table / after
+  float* sq = reinterpret_cast<float*>(smem_raw) + kRegionA;  // [8][D] query rows, later z
+  __half* sp_all = reinterpret_cast<__half*>(sq + kRowsPerChunk * D);
   float* red_ml = reinterpret_cast<float*>(sp_all + kWarps * 16 * 8);
+  __shared__ int s_last;
 
   const int split = blockIdx.x, kvh = blockIdx.y;
   const int b = blockIdx.z / p.row_chunks, chunk = blockIdx.z % p.row_chunks;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tig = lane & 3;
 
+  // Query preparation (formerly its own kernel): Π q · scale · log2 e for the chunk's 8 rows.
+  {
+    const int row0 = chunk * kRowsPerChunk;
+    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+      const int c = i / D, j = i % D, row = row0 + c;
+      float v = 0.0f;
+      if (row < p.rows) {
+        const int qi = row / p.group, qh = kvh * p.group + row % p.group;
+        v = p.q[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] *
+            p.scale_log2;
+        if (p.rot_signs) v *= p.rot_signs[j] * rsqrtf(static_cast<float>(D));
+      }
+      sq[i] = v;
+    }
+    __syncthreads();
+    if (p.rot_signs) {
+      fwht_rows<D, kThreads>(sq);
+    } else if (p.rot_pi_t) {
+      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+        const int c = i / D, j = i % D;
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int k = 0; k < D; ++k) acc += __ldg(p.rot_pi_t + k * D + j) * sq[c * D + k];
+        scratch[i] = acc;
+      }
+      __syncthreads();
+      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = scratch[i];
+      __syncthreads();
+    }
+  }
   if constexpr (kTq) {
     // The 256-entry byte → half2 table once, then replicated per lane ([256][32]).
     uint32_t* tab256 = reinterpret_cast<uint32_t*>(red_ml + kWarps * kRowsPerChunk * 2);
@@ -110,7 +161,7 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
       tab256[e] = pack_half2(__ldg(p.k_cent_lo + (e & 15)), __ldg(p.k_cent_lo + (e >> 4)));
     }
     __syncthreads();
-#pragma unroll 8
+#pragma unroll 4
     for (int i = tid; i < kLutWords; i += kThreads) lut[i] = tab256[i >> 5];
   }
 
@@ -129,14 +180,13 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
   // Query B fragments, permuted to match the A loads (pair index P = tig·D/8 + 2·kb + half).
   uint32_t qf[KSTEPS][2];
   {
-    const int row = chunk * kRowsPerChunk + g;
-    const float* q = p.q_prep + (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * D;
+    const float* q = sq + g * D;  // rows past p.rows are zero
 #pragma unroll
     for (int kb = 0; kb < KSTEPS; ++kb) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int pair = tig * (D / 8) + 2 * kb + h;
-        qf[kb][h] = row < p.rows ? pack_half2(q[2 * pair], q[2 * pair + 1]) : 0u;
+        qf[kb][h] = pack_half2(q[2 * pair], q[2 * pair + 1]);
       }
     }
   }
@@ -332,14 +382,92 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<D, kTq>()))
       p.part_ml[slot * 2 + 1] = lsum;
     }
   }
+  if (p.counters == nullptr) return;  // the host runs the merge kernel (exact window)
+
+  // Fused merge (formerly its own kernel): the last CTA of this (sequence, KV head, chunk) to
+  // finish combines all splits, rotates back once and writes the output. Classic threadfence
+  // pattern: every thread publishes its partials before thread 0 counts the CTA in.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int* ctr = p.counters + (b * p.kv_heads + kvh) * p.row_chunks + chunk;
+    const int prev = atomicAdd(ctr, 1);
+    s_last = prev == p.splits - 1;
+    if (s_last) *ctr = 0;  // every CTA of the group has arrived: ready for the next call
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const int S = p.splits, row0 = chunk * kRowsPerChunk;
+  float* wts = scratch;  // [8][S] split weights (region A is free again)
+  auto slot_of = [&](int row) {
+    return (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * S;
+  };
+  if (warp < kRowsPerChunk) {
+    const int row = row0 + warp;
+    if (row < p.rows) {
+      const float* ml = p.part_ml + slot_of(row) * 2;
+      float mx = kNegBig;
+      for (int k = lane; k < S; k += 32) mx = fmaxf(mx, __ldcg(ml + 2 * k));
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      float l = 0.0f;
+      for (int k = lane; k < S; k += 32) {
+        const float f = fast_exp2(__ldcg(ml + 2 * k) - mx);
+        wts[warp * S + k] = f;
+        l += f * __ldcg(ml + 2 * k + 1);
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+      if (lane == 0) red_ml[warp] = l;
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+    const int c = i / D, dim = i % D, row = row0 + c;
+    float acc = 0.0f;
+    if (row < p.rows) {
+      const float* po = p.part_o + slot_of(row) * D + dim;
+      const float* w = wts + c * S;
+#pragma unroll 8
+      for (int k = 0; k < S; ++k) acc += w[k] * __ldcg(po + static_cast<long long>(k) * D);
+    }
+    sq[i] = acc;
+  }
+  __syncthreads();
+  if (p.out_signs) {
+    fwht_rows<D, kThreads>(sq);
+  } else if (p.out_pi) {
+    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+      const int c = i / D, j = i % D;
+      float acc = 0.0f;  // (Πᵀ z)_j
+#pragma unroll 8
+      for (int k = 0; k < D; ++k) acc += __ldg(p.out_pi + k * D + j) * sq[c * D + k];
+      scratch[kRowsPerChunk * S + i] = acc;
+    }
+    __syncthreads();
+    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = scratch[kRowsPerChunk * S + i];
+    __syncthreads();
+  }
+  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+    const int c = i / D, j = i % D, row = row0 + c;
+    if (row >= p.rows) continue;
+    float v = sq[i];
+    if (p.out_signs) v *= p.out_signs[j] * rsqrtf(static_cast<float>(D));
+    const float l = red_ml[c];
+    const int qi = row / p.group, qh = kvh * p.group + row % p.group;
+    p.out[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] =
+        l > 0.0f ? v / l : 0.0f;
+  }
 }
 
 template <int D, bool kTq>
 constexpr int smem_bytes() {
+  constexpr int W = warps_of<D>();
   constexpr int lut = kTq ? 256 * 32 : 0;
-  constexpr int red = kWarps * kRowsPerChunk * D;
-  return (lut > red ? lut : red) * 4 + kWarps * 16 * 8 * 2 + kWarps * kRowsPerChunk * 2 * 4 +
-         (kTq ? 1024 : 0);
+  constexpr int red = W * kRowsPerChunk * D;
+  return (lut > red ? lut : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
+         W * kRowsPerChunk * 2 * 4 + (kTq ? 1024 : 0);
 }
 
 }  // namespace
@@ -354,7 +482,7 @@ void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stre
     configured = true;
   }
   const dim3 grid(p.splits, p.kv_heads, batch * p.row_chunks);
-  tc_split_kernel<D, kTq><<<grid, kThreads, smem, stream>>>(p);
+  tc_split_kernel<D, kTq><<<grid, warps_of<D>() * 32, smem, stream>>>(p);
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -363,10 +491,11 @@ int tensor_core_ctas_per_sm(int dim, bool tq) {
   const int di = dim == 64 ? 0 : (dim == 128 ? 1 : 2);
   int& n = cache[tq ? 1 : 0][di];
   if (n == 0) {
+    const int threads = (dim == 256 ? 8 : 16) * 32;
     auto query = [&](auto kernel, int smem) {
       TQ_CUDA_CHECK(
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
+      TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
     };
     if (tq) {
       if (dim == 64)

@@ -143,6 +143,22 @@ GpuKvCacheStorage::~GpuKvCacheStorage() {
 AttentionWorkspace::AttentionWorkspace() = default;
 AttentionWorkspace::~AttentionWorkspace() {
   if (ptr_) cudaFree(ptr_);
+  if (counters_) cudaFree(counters_);
+}
+
+int* AttentionWorkspace::zeroed_counters(std::size_t n) {
+  if (n <= counter_n_ && counters_) return counters_;
+  if (counters_) {
+    TQ_CUDA_CHECK(cudaFree(counters_));
+    counters_ = nullptr;
+    counter_n_ = 0;
+  }
+  void* p = nullptr;
+  TQ_CUDA_CHECK(cudaMalloc(&p, n * sizeof(int)));
+  TQ_CUDA_CHECK(cudaMemset(p, 0, n * sizeof(int)));
+  counters_ = static_cast<int*>(p);
+  counter_n_ = n;
+  return counters_;
 }
 
 void* AttentionWorkspace::reserve(std::size_t bytes) {

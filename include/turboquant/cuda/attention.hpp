@@ -140,10 +140,14 @@ class AttentionWorkspace {
   AttentionWorkspace(const AttentionWorkspace&) = delete;
   AttentionWorkspace& operator=(const AttentionWorkspace&) = delete;
   void* reserve(std::size_t bytes);  // device pointer of at least `bytes`
+  // Device int[n] that is zero on return; kernels that use it leave it zero again.
+  int* zeroed_counters(std::size_t n);
 
  private:
   void* ptr_ = nullptr;
   std::size_t bytes_ = 0;
+  int* counters_ = nullptr;
+  std::size_t counter_n_ = 0;
 };
 
 // Attention of the queries over the compressed cache (+ exact window) of one layer.

@@ -2,7 +2,9 @@
 // cold L2 (a 256 MiB buffer is rewritten before every timed launch), GB/s over the bytes the
 // kernel must read, % of the device-to-device copy bandwidth measured in the same run, for the
 // 4-bit tensor-core path, the generic path (3 bits) and our fp16 kernel; plus quantize-append.
-// Usage: tq_bench_cuda OUT.json [--quick]. PyTorch SDPA is timed by bench/cuda/sdpa_bench.py and
+// Usage: tq_bench_cuda OUT.json [--quick|--one] [--read-flush]. --read-flush empties L2 by reading
+// 256 MiB instead of writing it (no dirty lines left to write back during the timed call; see
+// docs/CUDA_NOTES.md). PyTorch SDPA is timed by bench/cuda/sdpa_bench.py and
 // the two are joined by bench/cuda/report.py (scripts/gpu_bench.sh runs all three).
 #include "turboquant/cuda/attention.hpp"
 
@@ -29,19 +31,35 @@ namespace tc = tq::cuda;
 
 namespace {
 
+// Reads n 16-byte words (the result is never true; the store keeps the loads alive).
+__global__ void read_flush_kernel(const uint4* __restrict__ p, std::size_t n, int* sink) {
+  uint32_t acc = 0;
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u && sink) *sink = 1;
+}
+
 struct Timer {
   cudaEvent_t a, b;
+  bool read_flush = false;
+  int* sink = nullptr;
   void* flush = nullptr;
   std::size_t flush_bytes = 256u << 20;
   Timer() {
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
     CK(cudaMalloc(&flush, flush_bytes));
+    CK(cudaMemset(flush, 0x5a, flush_bytes));
+    CK(cudaMalloc(&sink, sizeof(int)));
   }
   ~Timer() {
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     cudaFree(flush);
+    cudaFree(sink);
   }
   template <typename F>
   double median_us(F&& f, int reps) {
@@ -50,7 +68,13 @@ struct Timer {
     CK(cudaDeviceSynchronize());
     std::vector<double> t;
     for (int r = 0; r < reps; ++r) {
-      CK(cudaMemsetAsync(flush, r & 0xff, flush_bytes));
+      if (read_flush) {
+        read_flush_kernel<<<132 * 8, 256>>>(static_cast<const uint4*>(flush), flush_bytes / 16,
+                                            sink);
+        CK(cudaGetLastError());
+      } else {
+        CK(cudaMemsetAsync(flush, r & 0xff, flush_bytes));
+      }
       CK(cudaEventRecord(a));
       f();
       CK(cudaEventRecord(b));
@@ -106,9 +130,15 @@ int main(int argc, char** argv) {
       return 1;
     }
     const std::string out_path = argc > 1 ? argv[1] : "cuda_attention.json";
-    const bool quick = argc > 2 && std::string(argv[2]) == "--quick";
-    const bool one = argc > 2 && std::string(argv[2]) == "--one";  // one case, for ncu
+    bool quick = false, one = false, read_flush = false;
+    for (int i = 2; i < argc; ++i) {
+      const std::string arg = argv[i];
+      quick |= arg == "--quick";
+      one |= arg == "--one";  // one case, for ncu
+      read_flush |= arg == "--read-flush";
+    }
     Timer timer;
+    timer.read_flush = read_flush;
     std::vector<std::string> rows;
 
     // Random source block (64 MiB) on the device.
@@ -159,7 +189,7 @@ int main(int argc, char** argv) {
 
     const Shape shapes[] = {{"llama8b", 32, 8, 128}, {"smollm2", 9, 3, 64}};
     std::vector<int> contexts = {4096, 16384, 32768, 131072, 1048576};
-    if (quick) contexts = {32768, 131072};
+    if (quick) contexts = {4096, 32768, 131072};
     if (one) contexts = {131072};
     const int reps = one ? 2 : (quick ? 10 : 25);
     tc::AttentionWorkspace ws;
@@ -265,8 +295,10 @@ int main(int argc, char** argv) {
     }
     FILE* f = std::fopen(out_path.c_str(), "w");
     if (!f) throw std::runtime_error("cannot write " + out_path);
-    std::fprintf(f, "{\"device\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f,\"rows\":[\n",
-                 tc::device_name().c_str(), tc::device_sm_count(), copy_gbs);
+    std::fprintf(f,
+                 "{\"device\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f,\"flush\":\"%s\",\"rows\":[\n",
+                 tc::device_name().c_str(), tc::device_sm_count(), copy_gbs,
+                 read_flush ? "read" : "write");
     for (std::size_t i = 0; i < rows.size(); ++i)
       std::fprintf(f, "%s%s\n", rows[i].c_str(), i + 1 < rows.size() ? "," : "");
     std::fprintf(f, "]}\n");
