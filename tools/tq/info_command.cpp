@@ -5,9 +5,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "command_registry.hpp"
 #include "turboquant/gguf.hpp"
+#include "turboquant/kv_scheme.hpp"
 
 namespace {
 
@@ -49,10 +51,33 @@ void run_info(const InfoOptions& opt) {
 
   // KV-cache bytes per token, all layers, K and V. fp16 stores 2 bytes per value.
   const std::int64_t values_per_token = 2 * n_layers * n_kv_heads * head_dim;
-  std::map<std::string, std::int64_t> kv_bytes_per_token;
-  kv_bytes_per_token["fp16"] = values_per_token * 2;
-  // ---- KV SCHEMES: add compressed schemes here (e.g. via tq::kv_side_bytes_per_token from
-  // ---- turboquant/kv_scheme.hpp) so that `tq info` lists their bytes per token next to fp16.
+  // Every preset scheme, in report order; bytes per token are averaged over the full trained
+  // context so that windows and protected layers (when a preset has them) are counted exactly.
+  struct SchemeBytes {
+    std::string scheme;
+    double bytes_per_token;
+    double bits_per_value;
+    double ratio;
+  };
+  std::vector<SchemeBytes> kv_bytes_per_token;
+  if (n_layers > 0 && n_kv_heads > 0 && head_dim > 0) {
+    tq::ModelShape shape;
+    shape.name = arch;
+    shape.layers = static_cast<int>(n_layers);
+    shape.kv_heads = static_cast<int>(n_kv_heads);
+    shape.head_dim = static_cast<int>(head_dim);
+    const std::size_t ctx = context > 0 ? static_cast<std::size_t>(context) : 4096;
+    for (const std::string& name : tq::kv_scheme_presets()) {
+      const tq::KvScheme scheme = tq::parse_kv_scheme(name);
+      try {
+        const tq::KvSizeBreakdown size = tq::kv_cache_size(shape, scheme, ctx);
+        kv_bytes_per_token.push_back({scheme.name, static_cast<double>(size.bytes) / ctx,
+                                      size.bits_per_value, size.ratio()});
+      } catch (const std::invalid_argument&) {
+        // e.g. a rotated scheme on a head dim that is not a power of two: not applicable.
+      }
+    }
+  }
 
   if (opt.json) {
     nlohmann::json j;
@@ -74,7 +99,10 @@ void run_info(const InfoOptions& opt) {
     j["n_params"] = n_params;
     j["tensor_bytes"] = tensor_bytes;
     j["tensor_types"] = type_counts;
-    j["kv_bytes_per_token"] = kv_bytes_per_token;
+    for (const auto& row : kv_bytes_per_token) {
+      j["kv_bytes_per_token"][row.scheme] = row.bytes_per_token;
+      j["kv_bits_per_value"][row.scheme] = row.bits_per_value;
+    }
     if (opt.all_metadata) {
       for (const auto& [key, value] : file.metadata()) j["metadata"][key] = value.to_string();
     }
@@ -98,9 +126,10 @@ void run_info(const InfoOptions& opt) {
               n_params / 1e6, tensor_bytes / 1048576.0);
   for (const auto& [type, count] : type_counts) std::printf("  %-6s %d\n", type.c_str(), count);
   std::printf("KV cache bytes per token (all layers, K+V):\n");
-  for (const auto& [scheme, bytes] : kv_bytes_per_token) {
-    std::printf("  %-8s %lld B/token (%.1f MiB at context %lld)\n", scheme.c_str(),
-                static_cast<long long>(bytes), bytes * static_cast<double>(context) / 1048576.0,
+  for (const auto& row : kv_bytes_per_token) {
+    std::printf("  %-8s %8.1f B/token  %6.3f bits/value  %5.3fx fp16  (%.1f MiB at context %lld)\n",
+                row.scheme.c_str(), row.bytes_per_token, row.bits_per_value, row.ratio,
+                row.bytes_per_token * static_cast<double>(context) / 1048576.0,
                 static_cast<long long>(context));
   }
   if (opt.all_metadata) {
