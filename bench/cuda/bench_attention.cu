@@ -131,8 +131,10 @@ int main(int argc, char** argv) {
     }
     const std::string out_path = argc > 1 ? argv[1] : "cuda_attention.json";
     bool quick = false, one = false, read_flush = false;
+    int one_ctx = 131072;
     for (int i = 2; i < argc; ++i) {
       const std::string arg = argv[i];
+      if (arg.rfind("--ctx=", 0) == 0) one_ctx = std::atoi(arg.c_str() + 6);  // with --one
       quick |= arg == "--quick";
       one |= arg == "--one";  // one case, for ncu
       read_flush |= arg == "--read-flush";
@@ -190,7 +192,7 @@ int main(int argc, char** argv) {
     const Shape shapes[] = {{"llama8b", 32, 8, 128}, {"smollm2", 9, 3, 64}};
     std::vector<int> contexts = {4096, 16384, 32768, 131072, 1048576};
     if (quick) contexts = {4096, 32768, 131072};
-    if (one) contexts = {131072};
+    if (one) contexts = {one_ctx};
     const int reps = one ? 2 : (quick ? 10 : 25);
     tc::AttentionWorkspace ws;
     for (const Shape& s : shapes) {

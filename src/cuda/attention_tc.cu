@@ -91,6 +91,51 @@ __device__ __forceinline__ void load_words(const void* ptr, uint32_t (&w)[N]) {
   }
 }
 
+__device__ __forceinline__ void cp_async16(uint32_t saddr, const void* g) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(g));
+}
+__device__ __forceinline__ void cp_async4(uint32_t saddr, const void* g) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(saddr), "l"(g));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Words from shared memory (8- or 16-byte aligned runs).
+template <int N>
+__device__ __forceinline__ void lds_words(const unsigned char* ptr, uint32_t (&w)[N]) {
+  if constexpr (N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) {
+      const uint4 v = reinterpret_cast<const uint4*>(ptr)[i];
+      w[4 * i] = v.x;
+      w[4 * i + 1] = v.y;
+      w[4 * i + 2] = v.z;
+      w[4 * i + 3] = v.w;
+    }
+  } else if constexpr (N == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(ptr);
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+    static_assert(N == 1, "unsupported load width");
+    w[0] = *reinterpret_cast<const uint32_t*>(ptr);
+  }
+}
+
+// Per-warp cp.async ring of 4-bit code tiles: kStages tiles of 16 tokens, each stage holds the
+// K rows, the V rows (D/2 bytes each) and 32 words of norms (the aligned 4-byte word holding
+// each token's fp16 K norm, then V norm; the half is picked by the element's parity).
+constexpr int kStages = 4;
+template <int D>
+constexpr int stage_bytes() {
+  return 2 * 16 * (D / 2) + 32 * 4;
+}
+
 template <int D, bool kTq>
 struct TileRegs {
   static constexpr int KW = kTq ? D / 32 : D / 8;   // words of one K row per thread
@@ -107,14 +152,20 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   constexpr int KSTEPS = D / 16;
   constexpr int MT = D / 16;
   using Regs = TileRegs<D, kTq>;
-  constexpr int kLutWords = kTq ? 256 * 32 : 0;
+  // Region A: the lane-replicated table (tq), scratch of the dense-Π query preparation.
+  // Region B: the per-warp cp.async rings (tq) during the loop; the per-warp states and the
+  // merge's scratch after it.
+  constexpr int kRegionA = kTq ? 256 * 32 : 0;
+  constexpr int kRingWords = kTq ? kWarps * kStages * stage_bytes<D>() / 4 : 0;
   constexpr int kRedWords = kWarps * kRowsPerChunk * D;
-  constexpr int kRegionA = kLutWords > kRedWords ? kLutWords : kRedWords;
+  constexpr int kRegionB = kRingWords > kRedWords ? kRingWords : kRedWords;
   extern __shared__ uint4 smem_raw[];
   uint32_t* lut = reinterpret_cast<uint32_t*>(smem_raw);
-  float* red_o = reinterpret_cast<float*>(smem_raw);
-  float* scratch = reinterpret_cast<float*>(smem_raw);        // region A before the table / after
-  float* sq = reinterpret_cast<float*>(smem_raw) + kRegionA;  // [8][D] query rows, later z
+  float* prep_scratch = reinterpret_cast<float*>(smem_raw);
+  float* red_o = reinterpret_cast<float*>(smem_raw) + kRegionA;
+  float* scratch = red_o;
+  unsigned char* ring_all = reinterpret_cast<unsigned char*>(red_o);
+  float* sq = red_o + kRegionB;  // [8][D] query rows, later z
   __half* sp_all = reinterpret_cast<__half*>(sq + kRowsPerChunk * D);
   float* red_ml = reinterpret_cast<float*>(sp_all + kWarps * 16 * 8);
   __shared__ int s_last;
@@ -123,6 +174,43 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   const int b = blockIdx.z / p.row_chunks, chunk = blockIdx.z % p.row_chunks;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tig = lane & 3;
+
+  const int len = p.lengths[b];
+  const int start = split * p.tokens_per_split;
+  const int split_end = min(start + p.tokens_per_split, len);
+  const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
+  const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
+  unsigned char* ring = ring_all + warp * (kStages * stage_bytes<D>());
+  const uint32_t ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
+  // issue(tile, stage): one tile's codes and norms into the warp's ring (one commit group per
+  // call, empty past the end, so that group k always belongs to the warp's k-th tile).
+  auto issue = [&](int tile, int stage) {
+    if constexpr (kTq) {
+      if (tile < ntiles) {
+        const int t0 = start + tile * 16, last = split_end - 1;
+        const uint32_t sa = ring_addr + stage * stage_bytes<D>();
+        constexpr int kChunks = D / 2;  // 16-byte chunks of 16 rows of D/2 bytes
+        const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
+        const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
+#pragma unroll
+        for (int c = lane; c < kChunks; c += 32) {
+          const int row = c / (D / 32), col = c % (D / 32);
+          const long long tok = base + min(t0 + row, last);
+          cp_async16(sa + c * 16, kc + tok * (D / 2) + col * 16);
+          cp_async16(sa + 16 * (D / 2) + c * 16, vc + tok * (D / 2) + col * 16);
+        }
+        const long long tok = base + min(t0 + (lane & 15), last);
+        const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
+        cp_async4(sa + 32 * (D / 2) + lane * 4, nrm + (tok & ~1LL));
+      }
+      cp_async_commit();
+    }
+  };
+  if constexpr (kTq) {
+    // Prefill the ring first: the first tiles' DRAM latency overlaps the setup below.
+#pragma unroll
+    for (int k = 0; k < kStages - 1; ++k) issue(warp + k * kWarps, k);
+  }
 
   // Query preparation (formerly its own kernel): Π q · scale · log2 e for the chunk's 8 rows.
   {
@@ -147,10 +235,10 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         float acc = 0.0f;
 #pragma unroll 8
         for (int k = 0; k < D; ++k) acc += __ldg(p.rot_pi_t + k * D + j) * sq[c * D + k];
-        scratch[i] = acc;
+        prep_scratch[i] = acc;
       }
       __syncthreads();
-      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = scratch[i];
+      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = prep_scratch[i];
       __syncthreads();
     }
   }
@@ -162,12 +250,9 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     }
     __syncthreads();
 #pragma unroll 4
-    for (int i = tid; i < kLutWords; i += kThreads) lut[i] = tab256[i >> 5];
+    for (int i = tid; i < kRegionA; i += kThreads) lut[i] = tab256[i >> 5];
   }
 
-  const int len = p.lengths[b];
-  const int start = split * p.tokens_per_split;
-  const int split_end = min(start + p.tokens_per_split, len);
   // Column limits: this thread's score columns are rows 2·tig and 2·tig+1 of the chunk.
   int col_end[2];
 #pragma unroll
@@ -192,7 +277,6 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   }
   __syncthreads();
 
-  const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
   const uint32_t* lut_lane = lut + lane;
   auto lookup = [&](uint32_t word, int byte) -> uint32_t {
     const uint32_t e = (word >> (8 * byte)) & 0xffu;
@@ -236,7 +320,6 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   __half* sp = sp_all + warp * 128;
   const uint32_t sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sp + (lane & 15) * 8));
 
-  const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
   // process(tile registers, tile index): scores, online softmax, P·V for one 16-token tile.
   auto process = [&](const Regs& cur, int tile) {
     const int t0 = start + tile * 16;
@@ -321,15 +404,36 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   };
   int tile = warp;
   if constexpr (kTq) {
-    // Two tiles of codes in registers per warp: the next tile's loads are issued before this
-    // tile is computed. (A three-deep ring at 3 CTAs/SM measured no faster: docs/CUDA_NOTES.md.)
-    Regs cur, nxt;
-    if (tile < ntiles) load_tile(cur, tile);
-    for (; tile < ntiles; tile += kWarps) {
-      if (tile + kWarps < ntiles) load_tile(nxt, tile + kWarps);
+    // kStages − 1 tiles per warp in flight through cp.async (no registers held for them);
+    // the stage read now is refilled at the next iteration, after the closing __syncwarp.
+    int it = 0;
+    for (; tile < ntiles; tile += kWarps, ++it) {
+      issue(tile + (kStages - 1) * kWarps, (it + kStages - 1) % kStages);
+      cp_async_wait<kStages - 1>();
+      __syncwarp();
+      const unsigned char* st = ring + (it % kStages) * stage_bytes<D>();
+      const int t0 = start + tile * 16, last = split_end - 1;
+      Regs cur;
+      lds_words(st + g * (D / 2) + tig * (D / 8), cur.ka);
+      lds_words(st + (g + 8) * (D / 2) + tig * (D / 8), cur.kb);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = 2 * tig + (i & 1) + (i >> 1) * 8;
+        lds_words(st + 16 * (D / 2) + r * (D / 2) + g * (D / 16), cur.v[i]);
+      }
+      const uint32_t* nw = reinterpret_cast<const uint32_t*>(st + 32 * (D / 2));
+      auto norm_at = [&](int word, int r) {
+        const int odd = static_cast<int>((base + min(t0 + r, last)) & 1);
+        return __half2float(__ushort_as_half(static_cast<unsigned short>(nw[word] >> (16 * odd))));
+      };
+      cur.kna = norm_at(g, g);
+      cur.knb = norm_at(g + 8, g + 8);
+      cur.vna = norm_at(16 + g, g);
+      cur.vnb = norm_at(24 + g, g + 8);
       process(cur, tile);
-      cur = nxt;
+      __syncwarp();
     }
+    cp_async_wait<0>();
   } else {
     Regs cur;
     for (; tile < ntiles; tile += kWarps) {
@@ -342,7 +446,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     l0 += __shfl_xor_sync(0xffffffffu, l0, off);
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
-  __syncthreads();  // the table is dead; its space holds the per-warp states
+  __syncthreads();  // the rings are drained; their space holds the per-warp states
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     const int dim = 2 * (g * MT + mt);
@@ -399,7 +503,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   if (!s_last) return;
   __threadfence();
   const int S = p.splits, row0 = chunk * kRowsPerChunk;
-  float* wts = scratch;  // [8][S] split weights (region A is free again)
+  float* wts = scratch;  // [8][S] split weights (region B is free again)
   auto slot_of = [&](int row) {
     return (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * S;
   };
@@ -465,8 +569,9 @@ template <int D, bool kTq>
 constexpr int smem_bytes() {
   constexpr int W = warps_of<D>();
   constexpr int lut = kTq ? 256 * 32 : 0;
+  constexpr int ring = kTq ? W * kStages * stage_bytes<D>() / 4 : 0;
   constexpr int red = W * kRowsPerChunk * D;
-  return (lut > red ? lut : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
+  return lut * 4 + (ring > red ? ring : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
          W * kRowsPerChunk * 2 * 4 + (kTq ? 1024 : 0);
 }
 
