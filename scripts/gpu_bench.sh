@@ -3,7 +3,7 @@
 # Usage: scripts/gpu_bench.sh OUTDIR [--quick]   (expects build/cuda built with TQ_CUDA=ON;
 # builds it with cmake if the binaries are missing)
 set -euo pipefail
-out=${1:-bench/results}
+out=${1:-bench/results}  # extra args (--quick, --read-flush) go to both benchmarks
 shift || true
 mkdir -p "$out"
 if [[ ! -x build/cuda/bench/cuda/tq_bench_cuda ]]; then

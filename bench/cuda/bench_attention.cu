@@ -297,8 +297,7 @@ int main(int argc, char** argv) {
     }
     FILE* f = std::fopen(out_path.c_str(), "w");
     if (!f) throw std::runtime_error("cannot write " + out_path);
-    std::fprintf(f,
-                 "{\"device\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f,\"flush\":\"%s\",\"rows\":[\n",
+    std::fprintf(f, "{\"device\":\"%s\",\"sms\":%d,\"copy_gbs\":%.1f,\"flush\":\"%s\",\"rows\":[\n",
                  tc::device_name().c_str(), tc::device_sm_count(), copy_gbs,
                  read_flush ? "read" : "write");
     for (std::size_t i = 0; i < rows.size(); ++i)

@@ -1,5 +1,8 @@
 // Tensor-core split kernel of the decode / multi-query attention (one CTA = one split of the
-// sequence of one (sequence, KV head, chunk of 8 rows); 4 warps take 16-token tiles in turn).
+// sequence of one (sequence, KV head, chunk of 8 rows); 16 warps (8 at d = 256) take 16-token
+// tiles in turn, each through its own 4-stage cp.async ring). The same launch prepares the
+// queries (Π q per CTA) and, without an exact window, merges the splits in the last CTA to
+// finish (atomic arrival counter) and rotates back once.
 //
 // Why this shape (DESIGN.md §4: the fp32 table kernel was instruction-bound at 409 µs):
 //  * Scores S = K·Qᵀ run on mma.m16n8k16 with tokens on M and the GQA rows on N. With 4-bit codes
@@ -13,7 +16,7 @@
 //    P leaves the score accumulators through a 256-byte per-warp tile and ldmatrix.trans.
 //  * The table is replicated per lane ([256][32] words, lane-indexed) so lookups never conflict.
 //  * Key norms scale scores after the mma, value norms scale P before it; everything stays in
-//    the rotated domain; the merge kernel rotates back once.
+//    the rotated domain; the fused merge (or the merge kernel, with a window) rotates back once.
 // The same kernel with kTq = false reads fp16 K/V (the baseline): the half2 words then come
 // straight from the loads and the permutations are identical.
 #include "attention_kernels.cuh"
