@@ -230,19 +230,24 @@ std::vector<TokenId> NiahPromptEncoder::stop_tokens() const {
 std::vector<TokenId> greedy_continue(LogitsModel& model, std::span<const float> logits,
                                      int max_new_tokens, std::span<const TokenId> stop_tokens,
                                      const std::function<std::string(TokenId)>& piece,
-                                     bool stop_after_number, int* forward_passes) {
+                                     int stop_after_numbers, int* forward_passes) {
   std::vector<TokenId> out;
   int passes = 0;
-  bool saw_digit = false;
+  std::string text;
   for (int i = 0; i < max_new_tokens; ++i) {
     const TokenId next = tq::argmax(logits);
     if (std::find(stop_tokens.begin(), stop_tokens.end(), next) != stop_tokens.end()) break;
     out.push_back(next);
-    if (stop_after_number && piece) {
-      const std::string p = piece(next);
-      if (saw_digit && p.find('\n') != std::string::npos) break;
-      saw_digit =
-          saw_digit || std::any_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (stop_after_numbers > 0 && piece) {
+      // Stop once enough numbers (digit runs of 4+) are complete: the answer is decided, and
+      // the model's chatter after it only costs decode steps.
+      text += piece(next);
+      std::size_t complete = 0;
+      for (const std::string_view run : digit_runs(text)) {
+        const bool closed = run.data() + run.size() < text.data() + text.size();
+        if (run.size() >= 4 && closed) ++complete;
+      }
+      if (complete >= static_cast<std::size_t>(stop_after_numbers)) break;
     }
     if (i + 1 == max_new_tokens) break;  // the last token needs no forward pass
     logits = model.eval(std::span<const TokenId>(&next, 1), nullptr);
@@ -286,12 +291,95 @@ NiahCellResult run_niah_cell(LogitsModel& model, const NiahPromptEncoder& encode
   const Tokenizer& tok = encoder.tokenizer();
   const std::vector<TokenId> answer = greedy_continue(
       model, logits, max_new, stops, [&](TokenId id) { return tok.token_to_bytes(id); },
-      /*stop_after_number=*/spec.n_needles == 1, &result.decode_steps);
+      /*stop_after_numbers=*/static_cast<int>(spec.n_needles), &result.decode_steps);
   result.decode_seconds = seconds_since(t_decode);
   result.answer = tok.decode(answer);
   result.score = score_niah_answer(result.answer, prompt.needles);
   result.seconds = seconds_since(t0);
   return result;
+}
+
+std::vector<NiahCellResult> run_niah_grid(LogitsModel& model, const NiahPromptEncoder& encoder,
+                                          const Haystack& haystack, const NiahGrid& grid,
+                                          const NiahProgressFn& progress) {
+  if (grid.contexts.empty() || grid.depths.empty()) {
+    throw std::invalid_argument("NIAH grid needs at least one context length and one depth");
+  }
+  if (grid.seeds == 0) throw std::invalid_argument("NIAH grid needs at least one seed");
+  for (const double d : grid.depths) {
+    if (!(d >= 0.0 && d <= 1.0)) {
+      throw std::invalid_argument("NIAH depth " + std::to_string(d) + " outside [0, 1]");
+    }
+  }
+  const std::size_t total = grid.contexts.size() * grid.depths.size() * grid.seeds;
+  std::vector<NiahCellResult> cells;
+  cells.reserve(total);
+  for (const std::size_t context : grid.contexts) {
+    for (const double depth : grid.depths) {
+      for (std::size_t s = 0; s < grid.seeds; ++s) {
+        NiahCellSpec spec;
+        spec.kind = grid.kind;
+        spec.n_needles = grid.n_needles;
+        spec.context = context;
+        spec.depth = depth;
+        // The seed picks needles; the same seed in every cell of a column would repeat them.
+        spec.seed = grid.base_seed + s * 1000003 + context * 131 +
+                    static_cast<std::uint64_t>(std::lround(depth * 1000));
+        spec.max_new_tokens = grid.max_new_tokens;
+        cells.push_back(run_niah_cell(model, encoder, haystack, spec));
+        if (progress) progress(cells.back(), cells.size(), total);
+      }
+    }
+  }
+  return cells;
+}
+
+std::vector<std::vector<double>> niah_accuracy_table(const NiahGrid& grid,
+                                                     std::span<const NiahCellResult> cells) {
+  const std::size_t R = grid.contexts.size(), C = grid.depths.size();
+  std::vector<std::vector<double>> hits(R, std::vector<double>(C, 0.0)), n = hits;
+  for (const NiahCellResult& cell : cells) {
+    const auto r = std::find(grid.contexts.begin(), grid.contexts.end(), cell.spec.context);
+    const auto c = std::find(grid.depths.begin(), grid.depths.end(), cell.spec.depth);
+    if (r == grid.contexts.end() || c == grid.depths.end()) continue;
+    const std::size_t ri = static_cast<std::size_t>(r - grid.contexts.begin());
+    const std::size_t ci = static_cast<std::size_t>(c - grid.depths.begin());
+    hits[ri][ci] += cell.score.correct ? 1.0 : 0.0;
+    n[ri][ci] += 1.0;
+  }
+  for (std::size_t r = 0; r < R; ++r) {
+    for (std::size_t c = 0; c < C; ++c) {
+      hits[r][c] = n[r][c] > 0 ? hits[r][c] / n[r][c] : std::nan("");
+    }
+  }
+  return hits;
+}
+
+double niah_accuracy(std::span<const NiahCellResult> cells) {
+  if (cells.empty()) return std::nan("");
+  std::size_t ok = 0;
+  for (const NiahCellResult& cell : cells) ok += cell.score.correct ? 1 : 0;
+  return static_cast<double>(ok) / static_cast<double>(cells.size());
+}
+
+HeatmapSpec niah_heatmap_spec(const NiahGrid& grid, std::span<const NiahCellResult> cells,
+                              const std::string& title) {
+  HeatmapSpec spec;
+  spec.title = title;
+  for (const std::size_t context : grid.contexts) {
+    spec.row_labels.push_back(context % 1024 == 0 ? std::to_string(context / 1024) + "k"
+                                                  : std::to_string(context));
+  }
+  for (const double d : grid.depths) {
+    spec.col_labels.push_back(std::to_string(static_cast<int>(std::lround(d * 100))) + "%");
+  }
+  spec.values = niah_accuracy_table(grid, cells);
+  return spec;
+}
+
+const char* needle_kind_name(NeedleKind kind, std::size_t n_needles) {
+  if (kind == NeedleKind::kPasskey) return "passkey";
+  return n_needles == 1 ? "single" : "multi";
 }
 
 // ---------------------------------------------------------------------------------------------

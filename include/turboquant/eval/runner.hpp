@@ -10,6 +10,7 @@
 
 #include "turboquant/eval/metrics.hpp"
 #include "turboquant/eval/niah.hpp"
+#include "turboquant/eval/plot.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -168,13 +169,39 @@ class NiahPromptEncoder {
 NiahCellResult run_niah_cell(LogitsModel& model, const NiahPromptEncoder& encoder,
                              const Haystack& haystack, const NiahCellSpec& spec);
 
+struct NiahGrid {
+  NeedleKind kind = NeedleKind::kMagicNumber;
+  std::size_t n_needles = 1;
+  std::vector<std::size_t> contexts;  // rows of the heatmap
+  std::vector<double> depths;         // columns, in [0, 1]
+  std::size_t seeds = 1;  // cells per (context, depth); seeds base_seed, base_seed + 1, ...
+  std::uint64_t base_seed = 0;
+  int max_new_tokens = 0;
+};
+using NiahProgressFn =
+    std::function<void(const NiahCellResult&, std::size_t done, std::size_t total)>;
+// Runs every cell of the grid (contexts outermost). Throws std::invalid_argument for an empty
+// grid, zero seeds or a depth outside [0, 1].
+std::vector<NiahCellResult> run_niah_grid(LogitsModel& model, const NiahPromptEncoder& encoder,
+                                          const Haystack& haystack, const NiahGrid& grid,
+                                          const NiahProgressFn& progress = {});
+// Accuracy per (context, depth) cell, [row][col] in grid order (NaN where no cell ran), and the
+// overall accuracy (cells correct / cells).
+std::vector<std::vector<double>> niah_accuracy_table(const NiahGrid& grid,
+                                                     std::span<const NiahCellResult> cells);
+double niah_accuracy(std::span<const NiahCellResult> cells);
+// Labels and values of the NIAH heatmap ("1k", "25%", ...), ready for render_heatmap.
+HeatmapSpec niah_heatmap_spec(const NiahGrid& grid, std::span<const NiahCellResult> cells,
+                              const std::string& title);
+const char* needle_kind_name(NeedleKind kind, std::size_t n_needles);
+
 // Greedy continuation: the argmax token of `logits`, fed back until max_new_tokens, a stop token,
-// or (when stop_after_number) a newline or sentence end once digits were produced. Returns the
-// generated ids (stop token excluded).
+// or (when stop_after_numbers > 0 and piece is given) once that many numbers of 4+ digits are
+// complete in the text. Returns the generated ids (stop token excluded).
 std::vector<TokenId> greedy_continue(LogitsModel& model, std::span<const float> logits,
                                      int max_new_tokens, std::span<const TokenId> stop_tokens,
                                      const std::function<std::string(TokenId)>& piece = {},
-                                     bool stop_after_number = false, int* forward_passes = nullptr);
+                                     int stop_after_numbers = 0, int* forward_passes = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // Decode speed

@@ -1,0 +1,165 @@
+// `tq bench -m MODEL --kv SCHEME [--kv ...] [--contexts N,...] [--steps S] [--out PREFIX]`:
+// decode speed (tokens/s, ms/token) against context length per KV scheme, with the share of
+// each step spent in attention. A decode step at context N costs the model's fixed work (matrix-
+// vector products, measured once on a real session at a short context, with its own attention
+// subtracted) plus the attention over N cached tokens (measured on every layer's cache filled
+// with N tokens in the scheme's format). Filling the cache synthetically makes contexts up to the
+// trained maximum affordable on a small CPU; --full instead prefills the real model to each
+// context and times real decode steps (slow: the prefill is quadratic).
+#include "command_registry.hpp"
+
+#include "turboquant/eval/plot.hpp"
+#include "turboquant/eval/runner.hpp"
+#include "turboquant/gguf.hpp"
+#include "turboquant/model.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace tq::cli {
+namespace {
+
+struct BenchOptions {
+  std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::vector<std::string> kv = {"fp16"};
+  std::vector<std::size_t> contexts;  // empty: 1k, 2k, ... up to the trained context
+  int steps = 8;
+  int threads = 0;
+  bool full = false;
+  std::string out;
+  bool json = false;
+  bool quiet = false;
+};
+
+void run(const BenchOptions& o) {
+  if (o.steps < 1)
+    throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o.steps));
+  std::vector<KvScheme> schemes;
+  for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
+  const gguf::File file = gguf::File::open(o.model);
+  const Model model = Model::from_gguf(file, o.threads);
+  const ModelConfig& c = model.config();
+  std::vector<std::size_t> contexts = o.contexts;
+  if (contexts.empty()) {
+    for (std::size_t n = 1024; n <= static_cast<std::size_t>(c.context_length); n *= 2) {
+      contexts.push_back(n);
+    }
+  }
+  const std::size_t max_ctx = static_cast<std::size_t>(c.context_length);
+  for (const std::size_t n : contexts) {
+    // Synthetic caches may hold the full trained context; a real run needs room for the steps.
+    const std::size_t limit = o.full ? max_ctx - static_cast<std::size_t>(o.steps) : max_ctx;
+    if (n < 2 || n > limit) {
+      throw std::invalid_argument("context " + std::to_string(n) + " outside [2, " +
+                                  std::to_string(limit) + "]" +
+                                  (o.full ? " (the timed steps need room)" : ""));
+    }
+  }
+  // A fixed token stream: the values do not change the cost.
+  std::vector<TokenId> prompt(
+      contexts.empty() ? 64 : *std::max_element(contexts.begin(), contexts.end()));
+  for (std::size_t i = 0; i < prompt.size(); ++i) {
+    prompt[i] = static_cast<TokenId>((i * 7919 + 13) % static_cast<std::size_t>(c.n_vocab));
+  }
+
+  SessionOptions so;
+  so.threads = o.threads;
+  nlohmann::json rows = nlohmann::json::array();
+  std::vector<eval::Series> tps_series;
+  for (const KvScheme& scheme : schemes) {
+    eval::Series series{scheme.name, {}};
+    double base_ms = 0;
+    eval::DecodeTiming shortrun;
+    if (!o.full) {
+      Session session(model, scheme, so);
+      shortrun = eval::time_decode(session, std::span<const TokenId>(prompt.data(), 64), o.steps,
+                                   o.threads);
+      base_ms = shortrun.ms_per_token - shortrun.attention_ms;
+    }
+    for (const std::size_t n : contexts) {
+      nlohmann::json r;
+      r["kv"] = scheme.name;
+      r["context"] = n;
+      double ms = 0, attn = 0, bits = 0, bytes = 0;
+      if (o.full) {
+        Session session(model, scheme, so);
+        const eval::DecodeTiming t = eval::time_decode(
+            session, std::span<const TokenId>(prompt.data(), n), o.steps, o.threads);
+        ms = t.ms_per_token;
+        attn = t.attention_ms;
+        bits = t.kv_bits_per_value;
+        bytes = t.kv_bytes;
+        r["method"] = "measured decode steps after a real prefill";
+      } else {
+        const eval::AttentionTiming a = eval::time_attention(scheme, c, n, o.steps, o.threads);
+        attn = a.ms;
+        ms = base_ms + a.ms;
+        bits = a.kv_bits_per_value;
+        bytes = a.kv_bytes;
+        r["method"] = "fixed step cost (measured at 64 tokens) + attention measured at context";
+        r["fixed_ms"] = base_ms;
+      }
+      r["ms_per_token"] = ms;
+      r["tokens_per_second"] = 1e3 / ms;
+      r["attention_ms"] = attn;
+      r["attention_share"] = attn / ms;
+      r["kv_bytes"] = bytes;
+      r["kv_bits_per_value"] = bits;
+      rows.push_back(r);
+      series.points.emplace_back(static_cast<double>(n), 1e3 / ms);
+      if (!o.quiet) {
+        std::fprintf(stderr,
+                     "%-24s ctx %6zu: %8.2f ms/token (%6.2f tok/s), attention %7.2f ms (%4.1f%%)\n",
+                     scheme.name.c_str(), n, ms, 1e3 / ms, attn, 100 * attn / ms);
+      }
+    }
+    tps_series.push_back(series);
+  }
+  nlohmann::json out;
+  out["model"] = o.model;
+  out["threads"] = o.threads;
+  out["steps"] = o.steps;
+  out["rows"] = rows;
+  if (!o.out.empty()) {
+    std::filesystem::path prefix(o.out);
+    if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
+    std::ofstream(o.out + ".json") << out.dump(2) << "\n";
+    eval::LineChartSpec chart;
+    chart.title = "Decode speed vs context (CPU)";
+    chart.x_label = "context (tokens)";
+    chart.y_label = "tokens/s";
+    chart.log_x = contexts.size() > 1;
+    chart.series = tps_series;
+    eval::write_png(eval::render_line_chart(chart), o.out + ".png");
+  }
+  if (o.json) std::cout << out.dump(2) << "\n";
+}
+
+const CommandRegistrar kRegister([](CLI::App& root) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* cmd = root.add_subcommand(
+      "bench", "Decode tokens/s and ms/token vs context per KV scheme, with the attention share");
+  cmd->add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
+  cmd->add_option("--kv", o->kv, "KV-cache scheme (repeatable)")->capture_default_str();
+  cmd->add_option("--contexts", o->contexts, "Context lengths (default 1k, 2k, ... max)")
+      ->delimiter(',');
+  cmd->add_option("--steps", o->steps, "Timed decode steps / attention repetitions")
+      ->capture_default_str();
+  cmd->add_flag("--full", o->full, "Prefill the real model to each context (slow)");
+  cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json and PREFIX.png)");
+  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print JSON on stdout");
+  cmd->add_flag("-q,--quiet", o->quiet, "No progress on stderr");
+  cmd->callback([o] { run(*o); });
+});
+
+}  // namespace
+}  // namespace tq::cli
