@@ -1,11 +1,13 @@
 // GPU benchmark of the TurboQuant attention kernels (DESIGN.md §4 reporting): median µs with a
 // cold L2 (a 256 MiB buffer is rewritten before every timed launch), GB/s over the bytes the
 // kernel must read, % of the device-to-device copy bandwidth measured in the same run, for the
-// 4-bit tensor-core path, the generic path (3 bits) and our fp16 kernel; plus quantize-append.
-// Usage: tq_bench_cuda OUT.json [--quick|--one] [--read-flush]. --read-flush empties L2 by reading
-// 256 MiB instead of writing it (no dirty lines left to write back during the timed call; see
-// docs/CUDA_NOTES.md). PyTorch SDPA is timed by bench/cuda/sdpa_bench.py and
-// the two are joined by bench/cuda/report.py (scripts/gpu_bench.sh runs all three).
+// tensor-core path (tq4, tq3.5, k4v3, tq3, tq2.5), the generic path (3 bits) and our fp16
+// kernel; plus quantize-append.
+// Usage: tq_bench_cuda OUT.json [--quick|--one [--ctx=N] [--kernel=NAME]] [--read-flush].
+// --read-flush empties L2 by reading 256 MiB instead of writing it (no dirty lines left to write
+// back during the timed call; see docs/CUDA_NOTES.md). PyTorch SDPA is timed by
+// bench/cuda/sdpa_bench.py and the two are joined by bench/cuda/report.py (scripts/gpu_bench.sh
+// runs all three).
 #include "turboquant/cuda/attention.hpp"
 
 #include <cuda_runtime.h>
@@ -132,9 +134,11 @@ int main(int argc, char** argv) {
     const std::string out_path = argc > 1 ? argv[1] : "cuda_attention.json";
     bool quick = false, one = false, read_flush = false;
     int one_ctx = 131072;
+    std::string one_kernel = "tq4_tc";
     for (int i = 2; i < argc; ++i) {
       const std::string arg = argv[i];
       if (arg.rfind("--ctx=", 0) == 0) one_ctx = std::atoi(arg.c_str() + 6);  // with --one
+      if (arg.rfind("--kernel=", 0) == 0) one_kernel = arg.substr(9);         // with --one
       quick |= arg == "--quick";
       one |= arg == "--one";  // one case, for ncu
       read_flush |= arg == "--read-flush";
@@ -196,12 +200,22 @@ int main(int argc, char** argv) {
     const int reps = one ? 2 : (quick ? 10 : 25);
     tc::AttentionWorkspace ws;
     for (const Shape& s : shapes) {
-      tq::CodecSpec k4{s.dim, 4.0, tq::CodecKind::Mse, tq::RotationKind::Hadamard, 1, false};
-      tq::CodecSpec v4 = k4;
-      v4.seed = 2;
-      tq::CodecSpec k3 = k4, v3 = v4;
-      k3.bits = v3.bits = 3.0;
-      tc::DeviceCodec dk4(k4), dv4(v4), dk3(k3), dv3(v3);
+      // Presets on the tensor-core path (and 3 bits on the generic kernel, for reference).
+      struct Config {
+        const char* name;
+        double kbits, vbits;
+        tc::AttentionPath path;
+      };
+      const Config configs[] = {{"tq4_tc", 4, 4, tc::AttentionPath::TensorCore},
+                                {"tq3.5_tc", 3.5, 3.5, tc::AttentionPath::TensorCore},
+                                {"k4v3_tc", 4, 3, tc::AttentionPath::TensorCore},
+                                {"tq3_tc", 3, 3, tc::AttentionPath::TensorCore},
+                                {"tq2.5_tc", 2.5, 2.5, tc::AttentionPath::TensorCore},
+                                {"tq3_generic", 3, 3, tc::AttentionPath::Generic}};
+      auto codec_of = [&](double bits, std::uint64_t seed) {
+        return tq::CodecSpec{s.dim, bits, tq::CodecKind::Mse, tq::RotationKind::Hadamard,
+                             seed,  false};
+      };
       for (int ctx : contexts) {
         for (int batch : {1, 8}) {
           if (ctx > 131072 && batch > 1) continue;
@@ -229,10 +243,12 @@ int main(int argc, char** argv) {
           a.max_length = ctx;
           const std::size_t slots = static_cast<std::size_t>(batch) * s.kv_heads * ctx;
           (void)G;
-          for (int bits : {4, 3}) {
-            if (bits == 3 && (quick || one || batch > 1 || ctx > 131072)) continue;
-            const tc::DeviceCodec& dk = bits == 4 ? dk4 : dk3;
-            const tc::DeviceCodec& dv = bits == 4 ? dv4 : dv3;
+          for (const Config& cf : configs) {
+            const bool generic = cf.path == tc::AttentionPath::Generic;
+            if (generic && (quick || one || batch > 1 || ctx > 131072)) continue;
+            if (one && std::strcmp(cf.name, one_kernel.c_str()) != 0) continue;
+            tc::DeviceCodec dk(codec_of(cf.kbits, 1)), dv(codec_of(cf.vbits, 2));
+            a.path = cf.path;
             tc::GpuKvCacheStorage store(dk.layout(), dv.layout(), batch, s.kv_heads, ctx);
             const tc::GpuKvCache& c = store.cache();
             fill_random(c.key.codes, slots * dk.layout().code_bytes, 1, block, block_bytes);
@@ -240,10 +256,10 @@ int main(int argc, char** argv) {
             fill_random(c.key.norms, slots * 2, 3, nblock, hn.size() * 2);
             fill_random(c.value.norms, slots * 2, 4, nblock, hn.size() * 2);
             const double us = timer.median_us([&] { tc::attention(dk, dv, c, a, ws); }, reps);
-            rows.push_back(json_row(bits == 4 ? "tq4_tc" : "tq3_generic", s, ctx, batch, us,
+            rows.push_back(json_row(cf.name, s, ctx, batch, us,
                                     static_cast<double>(store.compressed_bytes()), copy_gbs));
           }
-          {
+          if (!one || one_kernel == "fp16_ours") {
             void *kk = nullptr, *vv = nullptr;
             const std::size_t bytes = slots * s.dim * 2;
             CK(cudaMalloc(&kk, bytes));
@@ -256,6 +272,7 @@ int main(int argc, char** argv) {
                                 ctx,
                                 static_cast<std::uint16_t*>(kk),
                                 static_cast<std::uint16_t*>(vv)};
+            a.path = tc::AttentionPath::Auto;
             const double us = timer.median_us([&] { tc::attention_fp16(fc, a, ws); }, reps);
             rows.push_back(json_row("fp16_ours", s, ctx, batch, us, 2.0 * bytes, copy_gbs));
             CK(cudaFree(kk));

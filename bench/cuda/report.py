@@ -31,7 +31,8 @@ def main():
              "(compressed codes + norms for tq; fp16 K+V for fp16 kernels).", "",
              "| kernel | shape | context | batch | µs | GB/s | % copy | × vs SDPA | × vs our fp16 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    order = {"tq4_tc": 0, "tq3_generic": 1, "fp16_ours": 2, "sdpa_fp16": 3}
+    order = {"tq4_tc": 0, "tq3.5_tc": 1, "k4v3_tc": 2, "tq3_tc": 3, "tq2.5_tc": 4,
+             "tq3_generic": 5, "fp16_ours": 6, "sdpa_fp16": 7}
     for r in sorted((r for r in rows if not r["kernel"].startswith("quantize")),
                     key=lambda r: (r["shape"], r["batch"], r["context"], order.get(r["kernel"], 9))):
         sv = r.get("speedup_vs_sdpa")

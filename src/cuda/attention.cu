@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace tq::cuda {
 namespace {
@@ -338,12 +339,23 @@ void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf,
 
 }  // namespace
 
+namespace {
+// Tensor-core code of one side: 10·hi_bits + lo_bits for MSE codecs whose layout is the plain
+// one the kernel assumes (one segment, or hi = d/2 coordinates at lo + 1 bits), else −1.
+int tc_code(const CodecSpec& s) {
+  if (s.kind != CodecKind::Mse || (s.dim != 64 && s.dim != 128 && s.dim != 256)) return -1;
+  const CodeLayout L = make_code_layout(s);
+  if (L.lo_bits < 2 || L.lo_bits > 4) return -1;
+  if (L.hi_count == 0) return 11 * L.lo_bits;
+  if (L.hi_count != s.dim / 2 || L.hi_bits != L.lo_bits + 1) return -1;
+  return 10 * L.hi_bits + L.lo_bits;
+}
+}  // namespace
+
 bool tensor_core_path_supports(const CodecSpec& key, const CodecSpec& value) {
-  auto ok = [](const CodecSpec& s) {
-    return s.kind == CodecKind::Mse && s.bits == 4.0 &&
-           (s.dim == 64 || s.dim == 128 || s.dim == 256);
-  };
-  return ok(key) && ok(value) && key.dim == value.dim;
+  if (key.dim != value.dim) return false;
+  const int kc = tc_code(key), vc = tc_code(value);
+  return kc > 0 && vc > 0 && detail::tensor_core_combo_supported(kc, vc);
 }
 
 void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
@@ -365,9 +377,18 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
   const bool tc_ok = tensor_core_path_supports(key_codec.spec(), value_codec.spec());
   if (a.path == AttentionPath::TensorCore && !tc_ok) {
     throw std::invalid_argument(
-        "attention: the tensor-core path needs 4-bit mse keys and values with d = 64/128/256");
+        "attention: the tensor-core path needs mse keys and values of 4/3.5/3/2.5/2 bits (pairs "
+        "tq4, tq3.5, k4v3, tq3, tq2.5, tq2) with d = 64/128/256");
   }
-  const bool use_tc = tc_ok && a.path != AttentionPath::Generic;
+  // cp.async moves code rows in 16/8/4-byte chunks: the arrays must be 16-byte aligned
+  // (GpuKvCacheStorage's are 256-byte aligned).
+  const bool aligned = reinterpret_cast<std::uintptr_t>(cache.key.codes) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(cache.value.codes) % 16 == 0;
+  if (a.path == AttentionPath::TensorCore && tc_ok && !aligned) {
+    throw std::invalid_argument(
+        "attention: the tensor-core path needs 16-byte aligned code arrays");
+  }
+  const bool use_tc = tc_ok && aligned && a.path != AttentionPath::Generic;
   const auto& kd = key_codec.impl();
   const auto& vd = value_codec.impl();
   const CodeLayout& KL = key_codec.layout();
@@ -376,7 +397,9 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
 
   RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
   rs.rows = rs.group * a.n_queries;
-  const int per_sm = use_tc ? detail::tensor_core_ctas_per_sm(D, true) : 4;
+  const int kcode = use_tc ? tc_code(key_codec.spec()) : 0;
+  const int vcode = use_tc ? tc_code(value_codec.spec()) : 0;
+  const int per_sm = use_tc ? detail::tensor_core_ctas_per_sm(D, kcode, vcode) : 4;
   const Plan plan = make_plan(a, cache.kv_heads, rs.rows, per_sm);
   const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
   const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, kd.prod, vd.prod,
@@ -446,9 +469,12 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     sp.counters = a.window_lengths ? nullptr
                                    : ws.zeroed_counters(static_cast<std::size_t>(a.batch) *
                                                         cache.kv_heads * plan.row_chunks);
-    dispatch_dim(D, [&](auto d) {
-      detail::launch_tensor_core_split<decltype(d)::value, true>(sp, a.batch, stream);
-    });
+    for (int b = 0; b < 5; ++b) sp.cent[b] = nullptr;
+    sp.cent[KL.lo_bits] = kd.cent_lo;
+    if (KL.hi_count) sp.cent[KL.hi_bits] = kd.cent_hi;
+    sp.cent[VL.lo_bits] = vd.cent_lo;
+    if (VL.hi_count) sp.cent[VL.hi_bits] = vd.cent_hi;
+    detail::launch_tensor_core_split(sp, a.batch, D, kcode, vcode, stream);
     if (a.window_lengths)
       run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
   } else {
@@ -471,8 +497,7 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
   cudaStream_t stream = as_stream(stream_ptr);
   RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
   rs.rows = rs.group * a.n_queries;
-  const Plan plan =
-      make_plan(a, cache.kv_heads, rs.rows, detail::tensor_core_ctas_per_sm(D, false));
+  const Plan plan = make_plan(a, cache.kv_heads, rs.rows, detail::tensor_core_ctas_per_sm(D, 0, 0));
   const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
   const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, false, false,
                            2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
@@ -499,9 +524,7 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
   sp.out = a.out;  // no rotation either way
   sp.counters =
       ws.zeroed_counters(static_cast<std::size_t>(a.batch) * cache.kv_heads * plan.row_chunks);
-  dispatch_dim(D, [&](auto d) {
-    detail::launch_tensor_core_split<decltype(d)::value, false>(sp, a.batch, stream);
-  });
+  detail::launch_tensor_core_split(sp, a.batch, D, 0, 0, stream);
 }
 
 }  // namespace tq::cuda

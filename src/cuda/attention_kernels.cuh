@@ -24,11 +24,14 @@ struct SplitParams {
   const unsigned char* v_signs;
   const __half* k_rnorms;
   const __half* v_rnorms;
-  // codebooks (generic path: both segments; tensor-core path: k lo segment = 16 entries)
+  // codebooks (generic path: both segments)
   const float* k_cent_hi;
   const float* k_cent_lo;
   const float* v_cent_hi;
   const float* v_cent_lo;
+  // tensor-core path: centroids by bit width (cent[2], cent[3], cent[4]; the Lloyd-Max
+  // codebook depends only on (d, bits), so K and V share them)
+  const float* cent[5];
   int k_hi_count, k_hi_bits, k_lo_bits, k_hi_bytes, k_code_bytes, k_sign_bytes;
   int v_hi_count, v_hi_bits, v_lo_bits, v_hi_bytes, v_code_bytes, v_sign_bytes;
   bool k_prod, v_prod;
@@ -63,11 +66,13 @@ struct SplitParams {
   int* counters;
 };
 
-// Tensor-core split kernel: kTq = 4-bit MSE codes for K and V, else fp16 K/V.
-template <int D, bool kTq>
-void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stream);
+// Tensor-core split kernel. kc / vc: key / value codes as 10·hi_bits + lo_bits (44 = 4-bit,
+// 43 = 3.5-bit, 33 = 3-bit, 32 = 2.5-bit, 22 = 2-bit MSE); 0 / 0 = fp16 K/V (baseline).
+bool tensor_core_combo_supported(int kc, int vc);
+void launch_tensor_core_split(const SplitParams& p, int batch, int dim, int kc, int vc,
+                              cudaStream_t stream);
 // Resident CTAs per SM of the tensor-core kernel (occupancy query, cached).
-int tensor_core_ctas_per_sm(int dim, bool tq);
+int tensor_core_ctas_per_sm(int dim, int kc, int vc);
 // Generic split kernel: any bits, mse or prod, fp32 math.
 template <int D>
 void launch_generic_split(const SplitParams& p, int batch, cudaStream_t stream);

@@ -17,12 +17,24 @@
 //  * The table is replicated per lane ([256][32] words, lane-indexed) so lookups never conflict.
 //  * Key norms scale scores after the mma, value norms scale P before it; everything stays in
 //    the rotated domain; the fused merge (or the merge kernel, with a window) rotates back once.
-// The same kernel with kTq = false reads fp16 K/V (the baseline): the half2 words then come
+// The same kernel with KC = VC = 0 reads fp16 K/V (the baseline): the half2 words then come
 // straight from the loads and the permutations are identical.
+//
+// Bit widths 2, 3, 4 and the split widths 2.5 (3/2) and 3.5 (4/3) (template codes KC / VC =
+// 10·hi_bits + lo_bits): every thread takes its codes as one normalised bit stream per segment
+// (funnel shifts when the start is not word aligned, e.g. 48-bit runs of 3-bit codes) and
+// turns each pair of codes (2b bits) into one half2 A register through a 2^(2b)-entry
+// lane-replicated table (256 / 64 / 16 entries; one table per bit width in use, the Lloyd-Max
+// codebook depends only on (d, bits)). With two segments the first half of the k-steps (keys)
+// or of the m-tiles (values) covers the hi segment and the second half the lo segment, so every
+// thread of a warp decodes the same widths at the same time (no divergence).
 #include "attention_kernels.cuh"
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 
 namespace tq::cuda::detail {
 namespace {
@@ -35,21 +47,42 @@ constexpr int warps_of() {
   return D == 256 ? 8 : 16;
 }
 
-// In-place unnormalised Walsh–Hadamard transform of kRowsPerChunk rows of D floats in shared
-// memory by all threads of the CTA (callers synchronise before the first stage).
-template <int D, int T>
+// In-place unnormalised Walsh–Hadamard transform of the kRowsPerChunk rows of D floats in
+// shared memory: warp w < kRowsPerChunk transforms row w in registers (element i·32 + lane in
+// x[i]; strides < 32 by xor shuffles, larger strides between registers), then one barrier
+// (callers synchronise before; formerly log2 D block-wide barriers).
+template <int D>
 __device__ __forceinline__ void fwht_rows(float* y) {
-#pragma unroll 1
-  for (int h = 1; h < D; h <<= 1) {
-    for (int i = threadIdx.x; i < kRowsPerChunk * D / 2; i += T) {
-      const int c = i / (D / 2), pr = i % (D / 2);
-      float* r = y + c * D + (pr / h) * 2 * h + (pr % h);
-      const float a = r[0], b = r[h];
-      r[0] = a + b;
-      r[h] = a - b;
+  constexpr int E = D / 32;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (warp < kRowsPerChunk) {
+    float* r = y + warp * D;
+    float x[E];
+#pragma unroll
+    for (int i = 0; i < E; ++i) x[i] = r[i * 32 + lane];
+#pragma unroll
+    for (int h = 1; h < 32; h <<= 1) {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        const float o = __shfl_xor_sync(0xffffffffu, x[i], h);
+        x[i] = (lane & h) ? o - x[i] : x[i] + o;
+      }
     }
-    __syncthreads();
+#pragma unroll
+    for (int h = 1; h < E; h <<= 1) {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        if ((i & h) == 0) {
+          const float u = x[i], v = x[i + h];
+          x[i] = u + v;
+          x[i + h] = u - v;
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < E; ++i) r[i * 32 + lane] = x[i];
   }
+  __syncthreads();
 }
 
 __device__ __forceinline__ float fast_exp2(float x) {
@@ -97,8 +130,21 @@ __device__ __forceinline__ void load_words(const void* ptr, uint32_t (&w)[N]) {
 __device__ __forceinline__ void cp_async16(uint32_t saddr, const void* g) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(g));
 }
+__device__ __forceinline__ void cp_async8(uint32_t saddr, const void* g) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(saddr), "l"(g));
+}
 __device__ __forceinline__ void cp_async4(uint32_t saddr, const void* g) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(saddr), "l"(g));
+}
+template <int A>
+__device__ __forceinline__ void cp_async_n(uint32_t saddr, const void* g) {
+  if constexpr (A == 16) {
+    cp_async16(saddr, g);
+  } else if constexpr (A == 8) {
+    cp_async8(saddr, g);
+  } else {
+    cp_async4(saddr, g);
+  }
 }
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);
@@ -130,13 +176,20 @@ __device__ __forceinline__ void lds_words(const unsigned char* ptr, uint32_t (&w
   }
 }
 
-// Per-warp cp.async ring of 4-bit code tiles: kStages tiles of 16 tokens, each stage holds the
-// K rows, the V rows (D/2 bytes each) and 32 words of norms (the aligned 4-byte word holding
-// each token's fp16 K norm, then V norm; the half is picked by the element's parity).
+// Per-warp cp.async ring of code tiles: kStages tiles of 16 tokens, each stage holds the
+// K rows, the V rows (packed code rows as in global memory) and 32 words of norms (the aligned
+// 4-byte word holding each token's fp16 K norm, then V norm; the half is picked by the element's
+// parity).
 constexpr int kStages = 4;
-template <int D>
+template <int D, int KC, int VC>
 constexpr int stage_bytes() {
-  return 2 * 16 * (D / 2) + 32 * 4;
+  if constexpr (KC == 0) {
+    return 0;
+  } else {
+    constexpr int kr = (KC / 10 == KC % 10) ? D * (KC / 10) / 8 : (D / 2) * (KC / 10 + KC % 10) / 8;
+    constexpr int vr = (VC / 10 == VC % 10) ? D * (VC / 10) / 8 : (D / 2) * (VC / 10 + VC % 10) / 8;
+    return (16 * (kr + vr) + 32 * 4 + 15) / 16 * 16;
+  }
 }
 
 template <int D, bool kTq>
@@ -148,18 +201,134 @@ struct TileRegs {
   float kna, knb, vna, vnb;
 };
 
-template <int D, bool kTq>
+constexpr int pow2_align(int x) {
+  return x % 16 == 0 ? 16 : (x % 8 == 0 ? 8 : (x % 4 == 0 ? 4 : (x % 2 == 0 ? 2 : 1)));
+}
+constexpr int min3(int a, int b, int c) {
+  return a < b ? (a < c ? a : c) : (b < c ? b : c);
+}
+
+// One side's codes (C = 10·hi_bits + lo_bits; C = 0: fp16, handled elsewhere). One segment when
+// hi = lo (the whole row), else the hi segment (d/2 coordinates) followed by the lo segment.
+template <int D, int C>
+struct Codes {
+  static constexpr int HI = C / 10, LO = C % 10;
+  static constexpr int NSEG = HI == LO ? 1 : 2;
+  static constexpr int BYTES0 = NSEG == 1 ? D * HI / 8 : (D / 2) * HI / 8;
+  static constexpr int ROW = NSEG == 1 ? BYTES0 : BYTES0 + (D / 2) * LO / 8;
+  static constexpr int ALIGN = pow2_align(ROW) > 16 ? 16 : pow2_align(ROW);
+  static constexpr int bits(int s) { return s == 0 ? HI : LO; }
+  static constexpr int seg_byte(int s) { return s == 0 ? 0 : BYTES0; }
+  // Stream bits per thread and segment: keys D/(4·NSEG) coordinates per row, values D/(8·NSEG)
+  // per token.
+  static constexpr int k_bits(int s) { return D / (4 * NSEG) * bits(s); }
+  static constexpr int v_bits(int s) { return D / (8 * NSEG) * bits(s); }
+  static constexpr int KW = (k_bits(0) + 31) / 32;
+  static constexpr int VW = (v_bits(0) + 31) / 32;
+};
+
+// NB bits of a row's code stream from bit (BASE·8 + idx·NB) on, in w[] with stream bit 0 at bit 0
+// of w[0]. Word-aligned runs are plain (vector) loads; others take one funnel shift per word
+// (the extra word read past the run stays inside shared memory).
+template <int NB, int BASE, int ROWALIGN>
+__device__ __forceinline__ void load_stream(const unsigned char* row, int idx, uint32_t* w) {
+  constexpr int NW = (NB + 31) / 32;
+  if constexpr (NB % 32 == 0) {
+    constexpr int A = min3(ROWALIGN, pow2_align(BASE), pow2_align(NB / 8));
+    const unsigned char* ptr = row + BASE + idx * (NB / 8);
+    if constexpr (A >= 16 && NW % 4 == 0) {
+#pragma unroll
+      for (int i = 0; i < NW / 4; ++i) {
+        const uint4 v = reinterpret_cast<const uint4*>(ptr)[i];
+        w[4 * i] = v.x;
+        w[4 * i + 1] = v.y;
+        w[4 * i + 2] = v.z;
+        w[4 * i + 3] = v.w;
+      }
+    } else if constexpr (A >= 8 && NW % 2 == 0) {
+#pragma unroll
+      for (int i = 0; i < NW / 2; ++i) {
+        const uint2 v = reinterpret_cast<const uint2*>(ptr)[i];
+        w[2 * i] = v.x;
+        w[2 * i + 1] = v.y;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < NW; ++i) w[i] = reinterpret_cast<const uint32_t*>(ptr)[i];
+    }
+  } else {
+    const int bit = idx * NB;
+    const uint32_t* ptr = reinterpret_cast<const uint32_t*>(row + BASE) + (bit >> 5);
+    const int sh = bit & 31;
+    uint32_t raw[NW + 1];
+#pragma unroll
+    for (int i = 0; i <= NW; ++i) raw[i] = ptr[i];
+#pragma unroll
+    for (int i = 0; i < NW; ++i) w[i] = __funnelshift_r(raw[i], raw[i + 1], sh);
+  }
+}
+
+// The j-th pair of b-bit codes (2b bits, first code in the low bits) of a normalised stream;
+// j is a constant after unrolling, so the word index and shift fold.
+template <int B>
+__device__ __forceinline__ uint32_t pair_field(const uint32_t* w, int j) {
+  const int off = j * 2 * B, wi = off >> 5, sh = off & 31;
+  constexpr uint32_t mask = (1u << (2 * B)) - 1u;
+  if (sh + 2 * B <= 32) return (w[wi] >> sh) & mask;
+  return __funnelshift_r(w[wi], w[wi + 1], sh) & mask;
+}
+
+// One 16-token tile of codes in registers (per thread: per key segment the streams of rows g and
+// g + 8; per value segment the streams of its 4 tokens) and the tile's norms.
+template <int D, int KC, int VC>
+struct TqTile {
+  uint32_t ka[Codes<D, KC>::NSEG][Codes<D, KC>::KW], kb[Codes<D, KC>::NSEG][Codes<D, KC>::KW];
+  uint32_t v[4][Codes<D, VC>::NSEG][Codes<D, VC>::VW];
+  float kna, knb, vna, vnb;
+};
+
+// Table words (lane-replicated, [entries][32]) per bit width: 4 → 256 entries, 3 → 64, 2 → 16.
+template <int KC, int VC>
+struct Tables {
+  static constexpr bool uses(int b) {
+    return KC / 10 == b || KC % 10 == b || VC / 10 == b || VC % 10 == b;
+  }
+  static constexpr int words(int b) { return uses(b) ? (1 << (2 * b)) * 32 : 0; }
+  static constexpr int offset(int b) {
+    return b == 4 ? 0 : (b == 3 ? words(4) : words(4) + words(3));
+  }
+  static constexpr int total = words(4) + words(3) + words(2);
+};
+
+template <int D, int KC, int VC>
+constexpr int region_a_words() {
+  return Tables<KC, VC>::total > kRowsPerChunk * D ? Tables<KC, VC>::total : kRowsPerChunk * D;
+}
+
+template <int D, int KC, int VC>
 __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const SplitParams p) {
+  constexpr bool kTq = KC != 0;
+  using KCodes = Codes<D, kTq ? KC : 44>;
+  using VCodes = Codes<D, kTq ? VC : 44>;
+  using Tab = Tables<KC, VC>;
   constexpr int kWarps = warps_of<D>();
   constexpr int kThreads = kWarps * 32;
   constexpr int KSTEPS = D / 16;
   constexpr int MT = D / 16;
-  using Regs = TileRegs<D, kTq>;
-  // Region A: the lane-replicated table (tq), scratch of the dense-Π query preparation.
+  // k-steps per key segment and m-tiles per value segment (fp16: one "segment").
+  constexpr int KNSEG = kTq ? KCodes::NSEG : 1;
+  constexpr int VNSEG = kTq ? VCodes::NSEG : 1;
+  constexpr int KSPS = KSTEPS / KNSEG;
+  constexpr int MTPS = MT / VNSEG;
+  constexpr int kStage = stage_bytes<D, KC, VC>();
+  using Regs = TileRegs<D, false>;
+  using Tile = TqTile<D, kTq ? KC : 44, kTq ? VC : 44>;
+  // Region A: the lane-replicated tables (tq), scratch of the dense-Π query preparation.
   // Region B: the per-warp cp.async rings (tq) during the loop; the per-warp states and the
   // merge's scratch after it.
-  constexpr int kRegionA = kTq ? 256 * 32 : 0;
-  constexpr int kRingWords = kTq ? kWarps * kStages * stage_bytes<D>() / 4 : 0;
+  // (at least 8·D words: the dense-Π preparation's scratch must not reach the prefilled ring)
+  constexpr int kRegionA = kTq ? region_a_words<D, KC, VC>() : 0;
+  constexpr int kRingWords = kTq ? kWarps * kStages * kStage / 4 : 0;
   constexpr int kRedWords = kWarps * kRowsPerChunk * D;
   constexpr int kRegionB = kRingWords > kRedWords ? kRingWords : kRedWords;
   extern __shared__ uint4 smem_raw[];
@@ -183,7 +352,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   const int split_end = min(start + p.tokens_per_split, len);
   const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
   const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
-  unsigned char* ring = ring_all + warp * (kStages * stage_bytes<D>());
+  unsigned char* ring = ring_all + warp * (kStages * kStage);
   const uint32_t ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
   // issue(tile, stage): one tile's codes and norms into the warp's ring (one commit group per
   // call, empty past the end, so that group k always belongs to the warp's k-th tile).
@@ -191,20 +360,27 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if constexpr (kTq) {
       if (tile < ntiles) {
         const int t0 = start + tile * 16, last = split_end - 1;
-        const uint32_t sa = ring_addr + stage * stage_bytes<D>();
-        constexpr int kChunks = D / 2;  // 16-byte chunks of 16 rows of D/2 bytes
+        const uint32_t sa = ring_addr + stage * kStage;
+        constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
+        constexpr int KA = KCodes::ALIGN, VA = VCodes::ALIGN;
         const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
         const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
+        // Row-wise chunks of the rows' natural alignment (rows past the end repeat the last).
 #pragma unroll
-        for (int c = lane; c < kChunks; c += 32) {
-          const int row = c / (D / 32), col = c % (D / 32);
+        for (int c = lane; c < 16 * KR / KA; c += 32) {
+          const int row = c / (KR / KA), col = c % (KR / KA);
           const long long tok = base + min(t0 + row, last);
-          cp_async16(sa + c * 16, kc + tok * (D / 2) + col * 16);
-          cp_async16(sa + 16 * (D / 2) + c * 16, vc + tok * (D / 2) + col * 16);
+          cp_async_n<KA>(sa + row * KR + col * KA, kc + tok * KR + col * KA);
+        }
+#pragma unroll
+        for (int c = lane; c < 16 * VR / VA; c += 32) {
+          const int row = c / (VR / VA), col = c % (VR / VA);
+          const long long tok = base + min(t0 + row, last);
+          cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
         }
         const long long tok = base + min(t0 + (lane & 15), last);
         const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
-        cp_async4(sa + 32 * (D / 2) + lane * 4, nrm + (tok & ~1LL));
+        cp_async4(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL));
       }
       cp_async_commit();
     }
@@ -231,7 +407,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     }
     __syncthreads();
     if (p.rot_signs) {
-      fwht_rows<D, kThreads>(sq);
+      fwht_rows<D>(sq);
     } else if (p.rot_pi_t) {
       for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
         const int c = i / D, j = i % D;
@@ -246,14 +422,23 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     }
   }
   if constexpr (kTq) {
-    // The 256-entry byte → half2 table once, then replicated per lane ([256][32]).
-    uint32_t* tab256 = reinterpret_cast<uint32_t*>(red_ml + kWarps * kRowsPerChunk * 2);
-    for (int e = tid; e < 256; e += kThreads) {
-      tab256[e] = pack_half2(__ldg(p.k_cent_lo + (e & 15)), __ldg(p.k_cent_lo + (e >> 4)));
-    }
-    __syncthreads();
-#pragma unroll 4
-    for (int i = tid; i < kRegionA; i += kThreads) lut[i] = tab256[i >> 5];
+    // Pair → half2 tables, lane-replicated ([entries][32]), written directly with 16-byte
+    // stores (entry e = (second code << b) | first code; no staging copy, no extra barrier).
+    auto build = [&](auto bits_c) {
+      constexpr int B = decltype(bits_c)::value;
+      if constexpr (Tab::uses(B)) {
+        const float* cent = p.cent[B];
+        uint4* t = reinterpret_cast<uint4*>(lut + Tab::offset(B));
+        for (int i = tid; i < Tab::words(B) / 4; i += kThreads) {
+          const int e = i >> 3;
+          const uint32_t h = pack_half2(__ldg(cent + (e & ((1 << B) - 1))), __ldg(cent + (e >> B)));
+          t[i] = make_uint4(h, h, h, h);
+        }
+      }
+    };
+    build(std::integral_constant<int, 4>{});
+    build(std::integral_constant<int, 3>{});
+    build(std::integral_constant<int, 2>{});
   }
 
   // Column limits: this thread's score columns are rows 2·tig and 2·tig+1 of the chunk.
@@ -265,7 +450,9 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if (row < p.rows) lim = len - (p.n_queries - 1 - row / p.group);
     col_end[c] = min(split_end, lim);
   }
-  // Query B fragments, permuted to match the A loads (pair index P = tig·D/8 + 2·kb + half).
+  // Query B fragments, permuted to match the A loads: k-step kb of key segment s = kb / KSPS
+  // takes pair P = s·D/(2·KNSEG) + tig·D/(8·KNSEG) + 2·(kb mod KSPS) + half (one segment:
+  // P = tig·D/8 + 2·kb + half).
   uint32_t qf[KSTEPS][2];
   {
     const float* q = sq + g * D;  // rows past p.rows are zero
@@ -273,7 +460,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     for (int kb = 0; kb < KSTEPS; ++kb) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int pair = tig * (D / 8) + 2 * kb + h;
+        const int pair =
+            (kb / KSPS) * (D / (2 * KNSEG)) + tig * (D / (8 * KNSEG)) + 2 * (kb % KSPS) + h;
         qf[kb][h] = pack_half2(q[2 * pair], q[2 * pair + 1]);
       }
     }
@@ -281,29 +469,18 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   __syncthreads();
 
   const uint32_t* lut_lane = lut + lane;
-  auto lookup = [&](uint32_t word, int byte) -> uint32_t {
-    const uint32_t e = (word >> (8 * byte)) & 0xffu;
-    return lut_lane[e * 32];
+  // Half2 of the j-th code pair of a normalised stream of b-bit codes (b constant after
+  // unrolling).
+  auto lookup = [&](const uint32_t* w, int b, int j) -> uint32_t {
+    if (b == 4) return lut_lane[Tab::offset(4) + pair_field<4>(w, j) * 32];
+    if (b == 3) return lut_lane[Tab::offset(3) + pair_field<3>(w, j) * 32];
+    return lut_lane[Tab::offset(2) + pair_field<2>(w, j) * 32];
   };
   auto load_tile = [&](Regs& r, int tile) {
     const int t0 = start + tile * 16;
     const int last = split_end - 1;
     const int ta = min(t0 + g, last), tb = min(t0 + g + 8, last);
-    if constexpr (kTq) {
-      const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
-      load_words(kc + (base + ta) * (D / 2) + tig * (D / 8), r.ka);
-      load_words(kc + (base + tb) * (D / 2) + tig * (D / 8), r.kb);
-      const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int tv = min(t0 + 2 * tig + (i & 1) + (i >> 1) * 8, last);
-        load_words(vc + (base + tv) * (D / 2) + g * (D / 16), r.v[i]);
-      }
-      r.kna = __half2float(p.k_norms[base + ta]);
-      r.knb = __half2float(p.k_norms[base + tb]);
-      r.vna = __half2float(p.v_norms[base + ta]);
-      r.vnb = __half2float(p.v_norms[base + tb]);
-    } else {
+    {  // fp16 baseline only (the code path stages tiles through the cp.async ring)
       const __half* kh = static_cast<const __half*>(p.k_data);
       load_words(kh + (base + ta) * D + tig * (D / 4), r.ka);
       load_words(kh + (base + tb) * D + tig * (D / 4), r.kb);
@@ -324,17 +501,18 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   const uint32_t sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sp + (lane & 15) * 8));
 
   // process(tile registers, tile index): scores, online softmax, P·V for one 16-token tile.
-  auto process = [&](const Regs& cur, int tile) {
+  auto process = [&](const auto& cur, int tile) {
     const int t0 = start + tile * 16;
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int kb = 0; kb < KSTEPS; ++kb) {
       uint32_t a0, a1, a2, a3;
       if constexpr (kTq) {
-        a0 = lookup(cur.ka[kb >> 1], (2 * kb) & 3);
-        a1 = lookup(cur.kb[kb >> 1], (2 * kb) & 3);
-        a2 = lookup(cur.ka[kb >> 1], (2 * kb + 1) & 3);
-        a3 = lookup(cur.kb[kb >> 1], (2 * kb + 1) & 3);
+        const int sg = kb / KSPS, kk = kb % KSPS, bits = KCodes::bits(sg);
+        a0 = lookup(cur.ka[sg], bits, 2 * kk);
+        a1 = lookup(cur.kb[sg], bits, 2 * kk);
+        a2 = lookup(cur.ka[sg], bits, 2 * kk + 1);
+        a3 = lookup(cur.kb[sg], bits, 2 * kk + 1);
       } else {
         a0 = cur.ka[2 * kb];
         a1 = cur.kb[2 * kb];
@@ -396,7 +574,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         if constexpr (kTq) {
-          x[i] = lookup(cur.v[i][mt >> 2], mt & 3);
+          x[i] = lookup(cur.v[i][mt / MTPS], VCodes::bits(mt / MTPS), mt % MTPS);
         } else {
           x[i] = cur.v[i][mt];
         }
@@ -414,17 +592,30 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       issue(tile + (kStages - 1) * kWarps, (it + kStages - 1) % kStages);
       cp_async_wait<kStages - 1>();
       __syncwarp();
-      const unsigned char* st = ring + (it % kStages) * stage_bytes<D>();
+      const unsigned char* st = ring + (it % kStages) * kStage;
       const int t0 = start + tile * 16, last = split_end - 1;
-      Regs cur;
-      lds_words(st + g * (D / 2) + tig * (D / 8), cur.ka);
-      lds_words(st + (g + 8) * (D / 2) + tig * (D / 8), cur.kb);
+      constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
+      Tile cur;
+      {
+        using KCd = KCodes;
+        load_stream<KCd::k_bits(0), KCd::seg_byte(0), KCd::ALIGN>(st + g * KR, tig, cur.ka[0]);
+        load_stream<KCd::k_bits(0), KCd::seg_byte(0), KCd::ALIGN>(st + (g + 8) * KR, tig,
+                                                                  cur.kb[0]);
+        if constexpr (KNSEG == 2) {
+          load_stream<KCd::k_bits(1), KCd::seg_byte(1), KCd::ALIGN>(st + g * KR, tig, cur.ka[1]);
+          load_stream<KCd::k_bits(1), KCd::seg_byte(1), KCd::ALIGN>(st + (g + 8) * KR, tig,
+                                                                    cur.kb[1]);
+        }
+        using VCd = VCodes;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int r = 2 * tig + (i & 1) + (i >> 1) * 8;
-        lds_words(st + 16 * (D / 2) + r * (D / 2) + g * (D / 16), cur.v[i]);
+        for (int i = 0; i < 4; ++i) {
+          const unsigned char* row = st + 16 * KR + (2 * tig + (i & 1) + (i >> 1) * 8) * VR;
+          load_stream<VCd::v_bits(0), VCd::seg_byte(0), VCd::ALIGN>(row, g, cur.v[i][0]);
+          if constexpr (VNSEG == 2)
+            load_stream<VCd::v_bits(1), VCd::seg_byte(1), VCd::ALIGN>(row, g, cur.v[i][1]);
+        }
       }
-      const uint32_t* nw = reinterpret_cast<const uint32_t*>(st + 32 * (D / 2));
+      const uint32_t* nw = reinterpret_cast<const uint32_t*>(st + 16 * (KR + VR));
       auto norm_at = [&](int word, int r) {
         const int odd = static_cast<int>((base + min(t0 + r, last)) & 1);
         return __half2float(__ushort_as_half(static_cast<unsigned short>(nw[word] >> (16 * odd))));
@@ -452,7 +643,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   __syncthreads();  // the rings are drained; their space holds the per-warp states
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    const int dim = 2 * (g * MT + mt);
+    // Value pair of (m-tile, g): segment mt / MTPS, its g-th run of MTPS pairs.
+    const int dim = 2 * ((mt / MTPS) * (D / (2 * VNSEG)) + g * MTPS + mt % MTPS);
     float* w0 = red_o + (warp * kRowsPerChunk + 2 * tig) * D;
     float* w1 = w0 + D;
     w0[dim] = o[mt][0];
@@ -543,7 +735,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   }
   __syncthreads();
   if (p.out_signs) {
-    fwht_rows<D, kThreads>(sq);
+    fwht_rows<D>(sq);
   } else if (p.out_pi) {
     for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
       const int c = i / D, j = i % D;
@@ -568,68 +760,91 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   }
 }
 
-template <int D, bool kTq>
+template <int D, int KC, int VC>
 constexpr int smem_bytes() {
   constexpr int W = warps_of<D>();
-  constexpr int lut = kTq ? 256 * 32 : 0;
-  constexpr int ring = kTq ? W * kStages * stage_bytes<D>() / 4 : 0;
+  constexpr int lut = KC != 0 ? region_a_words<D, KC, VC>() : 0;
+  constexpr int ring = KC != 0 ? W * kStages * stage_bytes<D, KC, VC>() / 4 : 0;
   constexpr int red = W * kRowsPerChunk * D;
   return lut * 4 + (ring > red ? ring : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
-         W * kRowsPerChunk * 2 * 4 + (kTq ? 1024 : 0);
+         W * kRowsPerChunk * 2 * 4 + 64;
 }
 
-}  // namespace
-
-template <int D, bool kTq>
-void launch_tensor_core_split(const SplitParams& p, int batch, cudaStream_t stream) {
-  constexpr int smem = smem_bytes<D, kTq>();
+template <int D, int KC, int VC>
+void launch_one(const SplitParams& p, int batch, cudaStream_t stream) {
+  constexpr int smem = smem_bytes<D, KC, VC>();
   static bool configured = false;  // the attribute is per function, set once
   if (!configured) {
-    TQ_CUDA_CHECK(cudaFuncSetAttribute(tc_split_kernel<D, kTq>,
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(tc_split_kernel<D, KC, VC>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = true;
   }
   const dim3 grid(p.splits, p.kv_heads, batch * p.row_chunks);
-  tc_split_kernel<D, kTq><<<grid, warps_of<D>() * 32, smem, stream>>>(p);
+  tc_split_kernel<D, KC, VC><<<grid, warps_of<D>() * 32, smem, stream>>>(p);
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
-int tensor_core_ctas_per_sm(int dim, bool tq) {
-  static int cache[2][3] = {{0, 0, 0}, {0, 0, 0}};
-  const int di = dim == 64 ? 0 : (dim == 128 ? 1 : 2);
-  int& n = cache[tq ? 1 : 0][di];
+template <int D, int KC, int VC>
+int occupancy_one() {
+  static int n = 0;
   if (n == 0) {
-    const int threads = (dim == 256 ? 8 : 16) * 32;
-    auto query = [&](auto kernel, int smem) {
-      TQ_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
-    };
-    if (tq) {
-      if (dim == 64)
-        query(tc_split_kernel<64, true>, smem_bytes<64, true>());
-      else if (dim == 128)
-        query(tc_split_kernel<128, true>, smem_bytes<128, true>());
-      else
-        query(tc_split_kernel<256, true>, smem_bytes<256, true>());
-    } else {
-      if (dim == 64)
-        query(tc_split_kernel<64, false>, smem_bytes<64, false>());
-      else if (dim == 128)
-        query(tc_split_kernel<128, false>, smem_bytes<128, false>());
-      else
-        query(tc_split_kernel<256, false>, smem_bytes<256, false>());
-    }
+    constexpr int smem = smem_bytes<D, KC, VC>();
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(tc_split_kernel<D, KC, VC>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, tc_split_kernel<D, KC, VC>,
+                                                                warps_of<D>() * 32, smem));
     n = std::max(n, 1);
   }
   return n;
 }
 
-template void launch_tensor_core_split<64, true>(const SplitParams&, int, cudaStream_t);
-template void launch_tensor_core_split<128, true>(const SplitParams&, int, cudaStream_t);
-template void launch_tensor_core_split<256, true>(const SplitParams&, int, cudaStream_t);
-template void launch_tensor_core_split<64, false>(const SplitParams&, int, cudaStream_t);
-template void launch_tensor_core_split<128, false>(const SplitParams&, int, cudaStream_t);
-template void launch_tensor_core_split<256, false>(const SplitParams&, int, cudaStream_t);
+// The (key, value) code pairs with a tensor-core kernel: the presets tq4, tq3.5, k4v3, tq3,
+// tq2.5 and tq2 (others run on the generic kernel); 0/0 is the fp16 baseline. Each pair is
+// instantiated for d = 64, 128, 256.
+struct Combo {
+  int kc, vc;
+  void (*launch[3])(const SplitParams&, int, cudaStream_t);
+  int (*occupancy[3])();
+};
+#define TQ_TC_COMBO(K, V)                                                         \
+  Combo {                                                                         \
+    K, V, {launch_one<64, K, V>, launch_one<128, K, V>, launch_one<256, K, V>}, { \
+      occupancy_one<64, K, V>, occupancy_one<128, K, V>, occupancy_one<256, K, V> \
+    }                                                                             \
+  }
+const Combo kCombos[] = {TQ_TC_COMBO(0, 0),   TQ_TC_COMBO(44, 44), TQ_TC_COMBO(43, 43),
+                         TQ_TC_COMBO(44, 33), TQ_TC_COMBO(33, 33), TQ_TC_COMBO(32, 32),
+                         TQ_TC_COMBO(22, 22)};
+#undef TQ_TC_COMBO
+
+const Combo* find_combo(int kc, int vc) {
+  for (const Combo& c : kCombos)
+    if (c.kc == kc && c.vc == vc) return &c;
+  return nullptr;
+}
+int dim_index(int dim) {
+  return dim == 64 ? 0 : (dim == 128 ? 1 : 2);
+}
+
+}  // namespace
+
+bool tensor_core_combo_supported(int kc, int vc) {
+  return find_combo(kc, vc) != nullptr;
+}
+
+void launch_tensor_core_split(const SplitParams& p, int batch, int dim, int kc, int vc,
+                              cudaStream_t stream) {
+  const Combo* c = find_combo(kc, vc);
+  if (!c) {
+    throw std::invalid_argument("tensor-core attention: no kernel for key/value codes " +
+                                std::to_string(kc) + "/" + std::to_string(vc));
+  }
+  c->launch[dim_index(dim)](p, batch, stream);
+}
+
+int tensor_core_ctas_per_sm(int dim, int kc, int vc) {
+  const Combo* c = find_combo(kc, vc);
+  return c ? c->occupancy[dim_index(dim)]() : 1;
+}
 
 }  // namespace tq::cuda::detail

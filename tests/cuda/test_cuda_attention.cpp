@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -382,6 +383,79 @@ TEST(CudaAttention, TensorCoreFourBitAcrossLengthsAndGroups) {
   }
 }
 
+// The other tensor-core pairs (tq3.5, k4v3, tq3, tq2.5, tq2): bit streams that are not word
+// aligned, two segments with their own codebooks, mixed key / value widths.
+TEST(CudaAttention, TensorCoreFractionalAndLowBits) {
+  REQUIRE_GPU();
+  std::uint64_t seed = 5000;
+  const std::pair<double, double> pairs[] = {{3.5, 3.5}, {4, 3}, {3, 3}, {2.5, 2.5}, {2, 2}};
+  for (const auto& [kb, vb] : pairs) {
+    ASSERT_TRUE(tc::tensor_core_path_supports(spec(128, kb, CodecKind::Mse, 1),
+                                              spec(128, vb, CodecKind::Mse, 2)));
+    for (int G : {1, 4, 8}) {
+      for (int len : {1, 7, 1000, 65537}) {
+        const int kv_heads = len > 60000 ? 1 : 2;
+        check_attention({spec(128, kb, CodecKind::Mse, seed),
+                         spec(128, vb, CodecKind::Mse, seed + 1),
+                         2,
+                         kv_heads,
+                         G,
+                         1,
+                         {len, std::max(1, len / 3)},
+                         {},
+                         tc::AttentionPath::TensorCore},
+                        seed);
+        seed += 10;
+      }
+    }
+    for (int d : {64, 256}) {
+      check_attention({spec(d, kb, CodecKind::Mse, seed),
+                       spec(d, vb, CodecKind::Mse, seed + 1),
+                       1,
+                       2,
+                       4,
+                       1,
+                       {3001},
+                       {},
+                       tc::AttentionPath::TensorCore},
+                      seed);
+      seed += 10;
+    }
+  }
+  // Haar rotations, the exact window (separate merge kernel: checks the value-dim mapping of
+  // the partials) and multi-query on the split widths.
+  check_attention({spec(128, 3.5, CodecKind::Mse, 91, tq::RotationKind::Haar),
+                   spec(128, 3.5, CodecKind::Mse, 92, tq::RotationKind::Haar),
+                   1,
+                   2,
+                   4,
+                   1,
+                   {5000},
+                   {},
+                   tc::AttentionPath::TensorCore},
+                  93);
+  check_attention({spec(128, 4, CodecKind::Mse, 94),
+                   spec(128, 3, CodecKind::Mse, 95),
+                   2,
+                   2,
+                   4,
+                   1,
+                   {1000, 37},
+                   {64, 5},
+                   tc::AttentionPath::TensorCore},
+                  96);
+  check_attention({spec(64, 2.5, CodecKind::Mse, 97),
+                   spec(64, 2.5, CodecKind::Mse, 98),
+                   2,
+                   3,
+                   3,
+                   5,
+                   {2000, 9},
+                   {},
+                   tc::AttentionPath::TensorCore},
+                  99);
+}
+
 TEST(CudaAttention, GenericPathAllBitWidths) {
   REQUIRE_GPU();
   std::uint64_t seed = 2000;
@@ -519,7 +593,7 @@ TEST(CudaAttention, Fp16BaselineKernel) {
 
 TEST(CudaAttention, RejectsBadShapes) {
   REQUIRE_GPU();
-  tc::DeviceCodec k(spec(128, 4, CodecKind::Mse, 1)), v(spec(128, 3, CodecKind::Mse, 2));
+  tc::DeviceCodec k(spec(128, 4, CodecKind::Mse, 1)), v(spec(128, 8, CodecKind::Mse, 2));
   tc::GpuKvCacheStorage store(k.layout(), v.layout(), 1, 2, 16);
   tc::AttentionWorkspace ws;
   DevBuf<float> q(3 * 128), o(3 * 128);
@@ -532,7 +606,7 @@ TEST(CudaAttention, RejectsBadShapes) {
   a.lengths = len.p;
   EXPECT_THROW(tc::attention(k, v, store.cache(), a, ws), std::invalid_argument);
   a.q_heads = 2;
-  a.path = tc::AttentionPath::TensorCore;  // 3-bit values are not on the tensor-core path
+  a.path = tc::AttentionPath::TensorCore;  // 8-bit values are not on the tensor-core path
   EXPECT_THROW(tc::attention(k, v, store.cache(), a, ws), std::invalid_argument);
 }
 
