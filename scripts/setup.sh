@@ -5,6 +5,7 @@
 set -euo pipefail
 TQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TQ_BUILD="${TQ_BUILD:-$TQ_ROOT/build/release}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 tq_packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
              libcli11-dev nlohmann-json3-dev libpng-dev python3 python3-pip)

@@ -6,6 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 tq_install_deps
 TQ_MODEL="$("$TQ_ROOT/scripts/fetch_model.sh")"
 export TQ_MODEL
+# Sleeping OpenMP waiters: ctest runs tests in parallel on few cores (see tools/tq/main.cpp).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 tq_build
 cd "$TQ_BUILD"
 ctest --output-on-failure -j "$(nproc)" --timeout 900 "$@"

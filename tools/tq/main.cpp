@@ -3,9 +3,14 @@
 #include "command_registry.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 int main(int argc, char** argv) {
+  // OpenMP threads that spin at barriers are ruinous on a shared or oversubscribed machine (a
+  // measured 12x slower decode); sleeping waiters cost little when the machine is idle. The user's
+  // own setting wins.
+  setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
   CLI::App app{"turboquant: KV-cache compression with TurboQuant codecs"};
   app.require_subcommand(1);
   for (auto& setup : tq::cli::command_setups()) setup(app);
