@@ -353,6 +353,16 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
   const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
   unsigned char* ring = ring_all + warp * (kStages * kStage);
+  const bool k_blob = ((base * KCodes::ROW) & 15) == 0;
+  const bool v_blob = ((base * VCodes::ROW) & 15) == 0;
+  // Codebooks in registers from the start (lane i holds centroid i mod 2^b): their DRAM latency
+  // overlaps the query loads instead of stalling the table build.
+  float cent_reg[5] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  if constexpr (kTq) {
+#pragma unroll
+    for (int bb = 2; bb <= 4; ++bb)
+      if (Tab::uses(bb)) cent_reg[bb] = __ldg(p.cent[bb] + (lane & ((1 << bb) - 1)));
+  }
   const uint32_t ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
   // issue(tile, stage): one tile's codes and norms into the warp's ring (one commit group per
   // call, empty past the end, so that group k always belongs to the warp's k-th tile).
@@ -365,18 +375,33 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         constexpr int KA = KCodes::ALIGN, VA = VCodes::ALIGN;
         const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
         const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
-        // Row-wise chunks of the rows' natural alignment (rows past the end repeat the last).
+        // A full tile is one contiguous run of 16 rows: 16-byte chunks when it is 16-byte
+        // aligned (always, unless capacity · row bytes is not a multiple of 16); else row-wise
+        // chunks of the rows' natural alignment (rows past the end repeat the last).
+        const bool full = t0 + 15 <= last;
+        if (full && k_blob) {
+          const unsigned char* src = kc + (base + t0) * KR;
 #pragma unroll
-        for (int c = lane; c < 16 * KR / KA; c += 32) {
-          const int row = c / (KR / KA), col = c % (KR / KA);
-          const long long tok = base + min(t0 + row, last);
-          cp_async_n<KA>(sa + row * KR + col * KA, kc + tok * KR + col * KA);
+          for (int c = lane; c < KR; c += 32) cp_async16(sa + c * 16, src + c * 16);
+        } else {
+#pragma unroll
+          for (int c = lane; c < 16 * KR / KA; c += 32) {
+            const int row = c / (KR / KA), col = c % (KR / KA);
+            const long long tok = base + min(t0 + row, last);
+            cp_async_n<KA>(sa + row * KR + col * KA, kc + tok * KR + col * KA);
+          }
         }
+        if (full && v_blob) {
+          const unsigned char* src = vc + (base + t0) * VR;
 #pragma unroll
-        for (int c = lane; c < 16 * VR / VA; c += 32) {
-          const int row = c / (VR / VA), col = c % (VR / VA);
-          const long long tok = base + min(t0 + row, last);
-          cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
+          for (int c = lane; c < VR; c += 32) cp_async16(sa + 16 * KR + c * 16, src + c * 16);
+        } else {
+#pragma unroll
+          for (int c = lane; c < 16 * VR / VA; c += 32) {
+            const int row = c / (VR / VA), col = c % (VR / VA);
+            const long long tok = base + min(t0 + row, last);
+            cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
+          }
         }
         const long long tok = base + min(t0 + (lane & 15), last);
         const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
@@ -427,11 +452,12 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     auto build = [&](auto bits_c) {
       constexpr int B = decltype(bits_c)::value;
       if constexpr (Tab::uses(B)) {
-        const float* cent = p.cent[B];
         uint4* t = reinterpret_cast<uint4*>(lut + Tab::offset(B));
+        // Whole warps take part (the entry counts are multiples of 32): shuffles are safe.
         for (int i = tid; i < Tab::words(B) / 4; i += kThreads) {
           const int e = i >> 3;
-          const uint32_t h = pack_half2(__ldg(cent + (e & ((1 << B) - 1))), __ldg(cent + (e >> B)));
+          const uint32_t h = pack_half2(__shfl_sync(0xffffffffu, cent_reg[B], e & ((1 << B) - 1)),
+                                        __shfl_sync(0xffffffffu, cent_reg[B], e >> B));
           t[i] = make_uint4(h, h, h, h);
         }
       }
@@ -503,7 +529,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   // process(tile registers, tile index): scores, online softmax, P·V for one 16-token tile.
   auto process = [&](const auto& cur, int tile) {
     const int t0 = start + tile * 16;
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // Two accumulators (even / odd k-steps): halves the dependent mma chain of the scores.
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int kb = 0; kb < KSTEPS; ++kb) {
       uint32_t a0, a1, a2, a3;
@@ -519,8 +546,10 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         a2 = cur.ka[2 * kb + 1];
         a3 = cur.kb[2 * kb + 1];
       }
-      mma16816(s, a0, a1, a2, a3, qf[kb][0], qf[kb][1]);
+      mma16816((kb & 1) ? s_odd : s, a0, a1, a2, a3, qf[kb][0], qf[kb][1]);
     }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s[i] += s_odd[i];
     if constexpr (kTq) {
       s[0] *= cur.kna;
       s[1] *= cur.kna;
@@ -702,38 +731,77 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   auto slot_of = [&](int row) {
     return (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * S;
   };
-  if (warp < kRowsPerChunk) {
-    const int row = row0 + warp;
-    if (row < p.rows) {
-      const float* ml = p.part_ml + slot_of(row) * 2;
-      float mx = kNegBig;
-      for (int k = lane; k < S; k += 32) mx = fmaxf(mx, __ldcg(ml + 2 * k));
+  if (S <= 16) {
+    // One pass (the usual case, ≤ 16 splits): every thread loads its rows' (m, l) and partial o
+    // of all splits at once — one L2 round trip and no barrier before the sum.
+    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+      const int c = i / D, dim = i % D, row = row0 + c;
+      float acc = 0.0f;
+      if (row < p.rows) {
+        const float* ml = p.part_ml + slot_of(row) * 2;
+        const float* po = p.part_o + slot_of(row) * D + dim;
+        float mv[16], lv[16], ov[16];
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-      float l = 0.0f;
-      for (int k = lane; k < S; k += 32) {
-        const float f = fast_exp2(__ldcg(ml + 2 * k) - mx);
-        wts[warp * S + k] = f;
-        l += f * __ldcg(ml + 2 * k + 1);
+        for (int k = 0; k < 16; ++k) {
+          if (k < S) {
+            mv[k] = __ldcg(ml + 2 * k);
+            lv[k] = __ldcg(ml + 2 * k + 1);
+            ov[k] = __ldcg(po + static_cast<long long>(k) * D);
+          }
+        }
+        float mx = kNegBig;
+#pragma unroll
+        for (int k = 0; k < 16; ++k)
+          if (k < S) mx = fmaxf(mx, mv[k]);
+        float l = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 16; ++k) {
+          if (k < S) {
+            const float f = fast_exp2(mv[k] - mx);
+            l += f * lv[k];
+            acc += f * ov[k];
+          }
+        }
+        if (dim == 0) red_ml[c] = l;
       }
+      sq[i] = acc;
+    }
+    __syncthreads();
+  } else {
+    if (warp < kRowsPerChunk) {
+      const int row = row0 + warp;
+      if (row < p.rows) {
+        const float* ml = p.part_ml + slot_of(row) * 2;
+        float mx = kNegBig;
+        for (int k = lane; k < S; k += 32) mx = fmaxf(mx, __ldcg(ml + 2 * k));
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
-      if (lane == 0) red_ml[warp] = l;
+        for (int off = 16; off > 0; off >>= 1)
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+        float l = 0.0f;
+        for (int k = lane; k < S; k += 32) {
+          const float f = fast_exp2(__ldcg(ml + 2 * k) - mx);
+          wts[warp * S + k] = f;
+          l += f * __ldcg(ml + 2 * k + 1);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+        if (lane == 0) red_ml[warp] = l;
+      }
     }
-  }
-  __syncthreads();
-  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-    const int c = i / D, dim = i % D, row = row0 + c;
-    float acc = 0.0f;
-    if (row < p.rows) {
-      const float* po = p.part_o + slot_of(row) * D + dim;
-      const float* w = wts + c * S;
+    __syncthreads();
+    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+      const int c = i / D, dim = i % D, row = row0 + c;
+      float acc = 0.0f;
+      if (row < p.rows) {
+        const float* po = p.part_o + slot_of(row) * D + dim;
+        const float* w = wts + c * S;
 #pragma unroll 8
-      for (int k = 0; k < S; ++k) acc += w[k] * __ldcg(po + static_cast<long long>(k) * D);
+        for (int k = 0; k < S; ++k) acc += w[k] * __ldcg(po + static_cast<long long>(k) * D);
+      }
+      sq[i] = acc;
     }
-    sq[i] = acc;
+    __syncthreads();
   }
-  __syncthreads();
   if (p.out_signs) {
     fwht_rows<D>(sq);
   } else if (p.out_pi) {
