@@ -113,6 +113,8 @@ void run(const NiahCliOptions& o) {
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
   if (o.seeds == 0) throw std::invalid_argument("--seeds must be >= 1");
+  // Check the modes and depths before the (slow) model load.
+  for (const std::string& mode : o.modes) grid_for_mode(mode, o, {1024});
   const gguf::File file = gguf::File::open(o.model);
   const Model model = Model::from_gguf(file, o.threads);
   const Tokenizer tokenizer = Tokenizer::from_gguf(file);
