@@ -268,16 +268,6 @@ __device__ __forceinline__ void load_stream(const unsigned char* row, int idx, u
   }
 }
 
-// The j-th pair of b-bit codes (2b bits, first code in the low bits) of a normalised stream;
-// j is a constant after unrolling, so the word index and shift fold.
-template <int B>
-__device__ __forceinline__ uint32_t pair_field(const uint32_t* w, int j) {
-  const int off = j * 2 * B, wi = off >> 5, sh = off & 31;
-  constexpr uint32_t mask = (1u << (2 * B)) - 1u;
-  if (sh + 2 * B <= 32) return (w[wi] >> sh) & mask;
-  return __funnelshift_r(w[wi], w[wi + 1], sh) & mask;
-}
-
 // One 16-token tile of codes in registers (per thread: per key segment the streams of rows g and
 // g + 8; per value segment the streams of its 4 tokens) and the tile's norms.
 template <int D, int KC, int VC>
@@ -286,6 +276,18 @@ struct TqTile {
   uint32_t v[4][Codes<D, VC>::NSEG][Codes<D, VC>::VW];
   float kna, knb, vna, vnb;
 };
+
+// Byte offset (entry · 128) of the j-th pair of b-bit codes in the lane-replicated table: the
+// field is shifted straight into place (bits 7…) so that OR-ing the lane's 4·lane gives the
+// address with no multiply / add (SHF + LOP3 per lookup).
+template <int B>
+__device__ __forceinline__ uint32_t pair_offset(const uint32_t* w, int j) {
+  const int off = j * 2 * B, wi = off >> 5, sh = off & 31;
+  constexpr uint32_t mask = ((1u << (2 * B)) - 1u) << 7;
+  if (sh + 2 * B > 32) return __funnelshift_r(w[wi], w[wi + 1], sh - 7) & mask;
+  if (sh >= 7) return (w[wi] >> (sh - 7)) & mask;
+  return (w[wi] << (7 - sh)) & mask;
+}
 
 // Table words (lane-replicated, [entries][32]) per bit width: 4 → 256 entries, 3 → 64, 2 → 16.
 template <int KC, int VC>
@@ -494,13 +496,19 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   }
   __syncthreads();
 
-  const uint32_t* lut_lane = lut + lane;
   // Half2 of the j-th code pair of a normalised stream of b-bit codes (b constant after
   // unrolling).
+  const unsigned char* lut_bytes = reinterpret_cast<const unsigned char*>(lut);
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4u;
   auto lookup = [&](const uint32_t* w, int b, int j) -> uint32_t {
-    if (b == 4) return lut_lane[Tab::offset(4) + pair_field<4>(w, j) * 32];
-    if (b == 3) return lut_lane[Tab::offset(3) + pair_field<3>(w, j) * 32];
-    return lut_lane[Tab::offset(2) + pair_field<2>(w, j) * 32];
+    uint32_t off;
+    if (b == 4)
+      off = Tab::offset(4) * 4 + (pair_offset<4>(w, j) | lane4);
+    else if (b == 3)
+      off = Tab::offset(3) * 4 + (pair_offset<3>(w, j) | lane4);
+    else
+      off = Tab::offset(2) * 4 + (pair_offset<2>(w, j) | lane4);
+    return *reinterpret_cast<const uint32_t*>(lut_bytes + off);
   };
   auto load_tile = [&](Regs& r, int tile) {
     const int t0 = start + tile * 16;
