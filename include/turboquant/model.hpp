@@ -1,8 +1,10 @@
 // Llama-family transformer runner on the CPU: weights read from a GGUF file (llama, smollm,
-// mistral, qwen2) and dequantized to fp32 once at load, and a Session that runs one sequence
-// through the model with a per-layer compressed KV cache (tq::LayerKvCache) in any KvScheme.
-// Attention always reads the cache as stored: each chunk's K/V are appended first, then the
-// chunk's queries attend over what the cache holds (DESIGN.md §3). Matrix work goes through BLAS.
+// mistral, qwen2) and kept in their GGUF block format where an on-the-fly kernel exists (F32, F16,
+// Q4_0, Q4_1, Q8_0; other types are dequantized to fp32 once at load), and a Session that runs one
+// sequence through the model with a per-layer compressed KV cache (tq::LayerKvCache) in any
+// KvScheme. Attention always reads the cache as stored: each chunk's K/V are appended first, then
+// the chunk's queries attend over what the cache holds (DESIGN.md §3). Matrix work goes through
+// BLAS.
 #pragma once
 
 #include "turboquant/codec.hpp"
@@ -22,7 +24,8 @@ namespace tq {
 
 namespace gguf {
 class File;
-}
+enum class TensorType : std::uint32_t;
+}  // namespace gguf
 
 using TokenId = std::int32_t;
 
@@ -52,31 +55,54 @@ struct ModelConfig {
   int kv_dim() const { return n_kv_heads * head_dim; }
 };
 
-// One block's weights, fp32, row-major [out][in] as stored in GGUF. Q/K/V are fused into one
+// A weight matrix [rows][cols] (row-major, rows = outputs) as the matrix kernels read it: the raw
+// GGUF rows of a type with an on-the-fly kernel (F16, Q4_0, Q4_1, Q8_0), or fp32 for any other
+// type or when fp32 weights were asked for. Products go through src/model/qmatmul.hpp.
+struct WeightMatrix {
+  gguf::TensorType type{};  // storage type (kF32 for the fp32 representation)
+  int rows = 0;
+  int cols = 0;
+  std::size_t row_bytes = 0;       // bytes of one stored row
+  std::vector<std::uint8_t> data;  // rows × row_bytes
+  std::size_t bytes() const { return data.size(); }
+  bool empty() const { return rows == 0; }
+  // Dequantizes row r into dst (cols floats).
+  void dequantize_row(int r, float* dst) const;
+};
+
+// One block's weights, row-major [out][in] as stored in GGUF. Q/K/V are fused into one
 // [q_dim + 2·kv_dim][n_embd] matrix and gate/up into one [2·n_ff][n_embd] matrix so that a decode
 // step issues fewer, larger matrix-vector products.
 struct LayerWeights {
   std::vector<float> attn_norm;  // [n_embd]
-  std::vector<float> wqkv;       // [q_dim + 2·kv_dim][n_embd]
+  WeightMatrix wqkv;             // [q_dim + 2·kv_dim][n_embd]
   std::vector<float> bqkv;       // [q_dim + 2·kv_dim], empty without biases
-  std::vector<float> wo;         // [n_embd][q_dim]
+  WeightMatrix wo;               // [n_embd][q_dim]
   std::vector<float> ffn_norm;   // [n_embd]
-  std::vector<float> w_gate_up;  // [2·n_ff][n_embd]: gate rows first, then up rows
-  std::vector<float> w_down;     // [n_embd][n_ff]
+  WeightMatrix w_gate_up;        // [2·n_ff][n_embd]: gate rows first, then up rows
+  WeightMatrix w_down;           // [n_embd][n_ff]
 };
 
 struct ModelLoadStats {
   double seconds = 0.0;          // wall time of reading + dequantizing the weights
-  std::size_t weight_bytes = 0;  // fp32 bytes held by the model
+  std::size_t weight_bytes = 0;  // bytes of weights held by the model (quantized + fp32)
+  std::size_t fp32_bytes = 0;    // of which fp32 (norms, biases, fallback types)
   std::size_t file_bytes = 0;    // tensor bytes in the file (quantized)
+};
+
+struct ModelOptions {
+  int threads = 0;            // load threads; <= 0: all OpenMP threads
+  bool fp32_weights = false;  // dequantize every matrix to fp32 at load (the reference path)
 };
 
 class Model {
  public:
   // Reads hyper-parameters and weights. Throws std::invalid_argument for an unsupported
   // architecture and gguf::FormatError for a missing key or tensor or a tensor of the wrong
-  // shape, naming it and the expected shape. threads <= 0: all OpenMP threads.
+  // shape, naming it and the expected shape. threads <= 0: all OpenMP threads. The environment
+  // variable TQ_FP32_WEIGHTS=1 forces fp32_weights (for comparisons from the CLI).
   static Model from_gguf(const gguf::File& file, int threads = 0);
+  static Model from_gguf(const gguf::File& file, const ModelOptions& options);
   static Model load(const std::filesystem::path& path, int threads = 0);
 
   // Hyper-parameters only (no weights), with the same validation of metadata.
@@ -85,12 +111,10 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const ModelLoadStats& load_stats() const { return stats_; }
 
-  const std::vector<float>& token_embd() const { return token_embd_; }  // [n_vocab][n_embd]
+  const WeightMatrix& token_embd() const { return token_embd_; }  // [n_vocab][n_embd]
   const std::vector<float>& output_norm() const { return output_norm_; }
   // [n_vocab][n_embd]; the embedding table when tied.
-  const float* output_weight() const {
-    return output_.empty() ? token_embd_.data() : output_.data();
-  }
+  const WeightMatrix& output_weight() const { return output_.empty() ? token_embd_ : output_; }
   const LayerWeights& layer(int i) const { return layers_[static_cast<std::size_t>(i)]; }
   // Per-pair inverse frequencies θ_i = base^(−2i/rope_dim) (divided by rope_freqs.weight where
   // the file has one), rope_dim/2 values.
@@ -102,7 +126,8 @@ class Model {
  private:
   ModelConfig config_;
   ModelLoadStats stats_;
-  std::vector<float> token_embd_, output_norm_, output_;
+  WeightMatrix token_embd_, output_;
+  std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
   std::vector<double> rope_inv_freq_;
 };
@@ -112,7 +137,7 @@ struct SessionOptions {
   int prefill_chunk = 256;      // tokens per forward pass during prefill
   std::size_t max_context = 0;  // 0: the model's context_length
   std::size_t reserve = 0;      // tokens to reserve in every layer's cache up front
-  SimdLevel simd = SimdLevel::Auto;  // attention kernels (Scalar: reference paths)
+  SimdLevel simd = SimdLevel::Auto;  // attention and quantized-matmul kernels (Scalar: references)
 };
 
 // One sequence being run through a model: its position, its per-layer KV caches and the

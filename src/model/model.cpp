@@ -1,14 +1,19 @@
 // Model loading: reads the Llama-family hyper-parameters from GGUF metadata, checks every tensor
-// exists with the shape those numbers imply, and dequantizes the weights to fp32 (Q/K/V and
-// gate/up fused, see model.hpp). Tensors are dequantized in parallel, one per task.
+// exists with the shape those numbers imply, and loads the weights (Q/K/V and gate/up fused, see
+// model.hpp): matrices whose type has an on-the-fly kernel keep their GGUF blocks (copied), the
+// rest and the norms/biases are dequantized to fp32. Tensors are loaded in parallel, one per task.
 #include "turboquant/model.hpp"
 
+#include "qmatmul.hpp"
 #include "turboquant/gguf.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -79,11 +84,27 @@ const gguf::TensorInfo* checked_tensor(const gguf::File& f, const std::string& n
   return t;
 }
 
-// One unit of load work: dequantize `src` into dst (rows × row_length floats).
+// One unit of load work: copy `src`'s blocks to dst (raw) or dequantize them to floats there.
 struct LoadTask {
   const gguf::TensorInfo* src;
-  float* dst;
+  void* dst;
+  bool raw;
 };
+
+// How a matrix fused from `parts` is stored: their common type when it has a kernel, else fp32.
+gguf::TensorType storage_type(std::initializer_list<const gguf::TensorInfo*> parts, bool fp32) {
+  const gguf::TensorType t = (*parts.begin())->type;
+  if (fp32 || !qmm::has_kernel(t)) return gguf::TensorType::kF32;
+  for (const auto* p : parts) {
+    if (p->type != t) return gguf::TensorType::kF32;
+  }
+  return t;
+}
+
+bool env_fp32_weights() {
+  const char* v = std::getenv("TQ_FP32_WEIGHTS");
+  return v && *v && std::strcmp(v, "0") != 0;
+}
 
 }  // namespace
 
@@ -172,7 +193,15 @@ Model Model::load(const std::filesystem::path& path, int threads) {
 }
 
 Model Model::from_gguf(const gguf::File& f, int threads) {
+  ModelOptions o;
+  o.threads = threads;
+  return from_gguf(f, o);
+}
+
+Model Model::from_gguf(const gguf::File& f, const ModelOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
+  int threads = options.threads;
+  const bool fp32 = options.fp32_weights || env_fp32_weights();
   Model m;
   m.config_ = read_config(f);
   const ModelConfig& c = m.config_;
@@ -184,16 +213,25 @@ Model Model::from_gguf(const gguf::File& f, int threads) {
 
   std::vector<LoadTask> tasks;
   auto add = [&](const gguf::TensorInfo* t, std::vector<float>& dst, std::size_t offset_floats) {
-    if (t) tasks.push_back({t, dst.data() + offset_floats});
+    if (t) tasks.push_back({t, dst.data() + offset_floats, false});
+  };
+  // A matrix of `rows` × `cols` fused from `parts` (stacked along rows, in order).
+  auto add_matrix = [&](WeightMatrix& w, u64 rows, u64 cols,
+                        std::initializer_list<const gguf::TensorInfo*> parts) {
+    w = qmm::allocate_matrix(storage_type(parts, fp32), static_cast<int>(rows),
+                             static_cast<int>(cols));
+    std::size_t row = 0;
+    for (const auto* p : parts) {
+      tasks.push_back({p, w.data.data() + row * w.row_bytes, p->type == w.type});
+      row += p->n_rows();
+    }
   };
 
-  m.token_embd_.resize(V * E);
-  add(checked_tensor(f, "token_embd.weight", {E, V}), m.token_embd_, 0);
+  add_matrix(m.token_embd_, V, E, {checked_tensor(f, "token_embd.weight", {E, V})});
   m.output_norm_.resize(E);
   add(checked_tensor(f, "output_norm.weight", {E}), m.output_norm_, 0);
   if (!c.tied_embeddings) {
-    m.output_.resize(V * E);
-    add(checked_tensor(f, "output.weight", {E, V}), m.output_, 0);
+    add_matrix(m.output_, V, E, {checked_tensor(f, "output.weight", {E, V})});
   }
   m.layers_.resize(static_cast<std::size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
@@ -201,10 +239,10 @@ Model Model::from_gguf(const gguf::File& f, int threads) {
     const std::string b = "blk." + std::to_string(l) + ".";
     w.attn_norm.resize(E);
     add(checked_tensor(f, b + "attn_norm.weight", {E}), w.attn_norm, 0);
-    w.wqkv.resize(qkv_rows * E);
-    add(checked_tensor(f, b + "attn_q.weight", {E, Q}), w.wqkv, 0);
-    add(checked_tensor(f, b + "attn_k.weight", {E, KV}), w.wqkv, Q * E);
-    add(checked_tensor(f, b + "attn_v.weight", {E, KV}), w.wqkv, (Q + KV) * E);
+    add_matrix(w.wqkv, qkv_rows, E,
+               {checked_tensor(f, b + "attn_q.weight", {E, Q}),
+                checked_tensor(f, b + "attn_k.weight", {E, KV}),
+                checked_tensor(f, b + "attn_v.weight", {E, KV})});
     if (c.qkv_bias) {
       // qwen2 requires all three; other architectures may carry them (missing ones are zero).
       const bool req = arch_info(c.architecture).qkv_bias_required;
@@ -213,15 +251,13 @@ Model Model::from_gguf(const gguf::File& f, int threads) {
       add(checked_tensor(f, b + "attn_k.bias", {KV}, req), w.bqkv, Q);
       add(checked_tensor(f, b + "attn_v.bias", {KV}, req), w.bqkv, Q + KV);
     }
-    w.wo.resize(E * Q);
-    add(checked_tensor(f, b + "attn_output.weight", {Q, E}), w.wo, 0);
+    add_matrix(w.wo, E, Q, {checked_tensor(f, b + "attn_output.weight", {Q, E})});
     w.ffn_norm.resize(E);
     add(checked_tensor(f, b + "ffn_norm.weight", {E}), w.ffn_norm, 0);
-    w.w_gate_up.resize(2 * F * E);
-    add(checked_tensor(f, b + "ffn_gate.weight", {E, F}), w.w_gate_up, 0);
-    add(checked_tensor(f, b + "ffn_up.weight", {E, F}), w.w_gate_up, F * E);
-    w.w_down.resize(E * F);
-    add(checked_tensor(f, b + "ffn_down.weight", {F, E}), w.w_down, 0);
+    add_matrix(w.w_gate_up, 2 * F, E,
+               {checked_tensor(f, b + "ffn_gate.weight", {E, F}),
+                checked_tensor(f, b + "ffn_up.weight", {E, F})});
+    add_matrix(w.w_down, E, F, {checked_tensor(f, b + "ffn_down.weight", {F, E})});
   }
 
   // RoPE frequencies (Llama 3 style files carry per-pair divisors in rope_freqs.weight).
@@ -254,8 +290,13 @@ Model Model::from_gguf(const gguf::File& f, int threads) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int i = 0; i < n_tasks; ++i) {
     try {
-      const gguf::TensorInfo& t = *tasks[static_cast<std::size_t>(i)].src;
-      f.dequantize_rows(t, 0, t.n_rows(), tasks[static_cast<std::size_t>(i)].dst);
+      const LoadTask& task = tasks[static_cast<std::size_t>(i)];
+      const gguf::TensorInfo& t = *task.src;
+      if (task.raw) {
+        std::memcpy(task.dst, t.data, t.n_bytes);
+      } else {
+        f.dequantize_rows(t, 0, t.n_rows(), static_cast<float*>(task.dst));
+      }
     } catch (...) {
 #pragma omp critical(tq_model_load_error)
       if (!error) error = std::current_exception();
@@ -263,12 +304,22 @@ Model Model::from_gguf(const gguf::File& f, int threads) {
   }
   if (error) std::rethrow_exception(error);
 
-  std::size_t floats = m.token_embd_.size() + m.output_norm_.size() + m.output_.size();
+  std::size_t floats = m.output_norm_.size();
+  std::size_t fp32_bytes = 0, quant_bytes = 0;
+  auto count = [&](const WeightMatrix& w) {
+    (w.type == gguf::TensorType::kF32 ? fp32_bytes : quant_bytes) += w.bytes();
+  };
+  count(m.token_embd_);
+  count(m.output_);
   for (const auto& w : m.layers_) {
-    floats += w.attn_norm.size() + w.wqkv.size() + w.bqkv.size() + w.wo.size() + w.ffn_norm.size() +
-              w.w_gate_up.size() + w.w_down.size();
+    floats += w.attn_norm.size() + w.bqkv.size() + w.ffn_norm.size();
+    count(w.wqkv);
+    count(w.wo);
+    count(w.w_gate_up);
+    count(w.w_down);
   }
-  m.stats_.weight_bytes = floats * sizeof(float);
+  m.stats_.fp32_bytes = fp32_bytes + floats * sizeof(float);
+  m.stats_.weight_bytes = m.stats_.fp32_bytes + quant_bytes;
   m.stats_.file_bytes = file_bytes;
   m.stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return m;

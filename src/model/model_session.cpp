@@ -6,6 +6,7 @@
 #include "turboquant/model.hpp"
 
 #include "ops.hpp"
+#include "qmatmul.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -178,8 +179,8 @@ void Session::Impl::forward_chunk(const TokenId* tokens, int n, float* all_logit
   const std::size_t uE = static_cast<std::size_t>(E);
 
   for (int i = 0; i < n; ++i) {
-    std::memcpy(&x[static_cast<std::size_t>(i) * uE],
-                &m.token_embd()[static_cast<std::size_t>(tokens[i]) * uE], uE * sizeof(float));
+    qmm::dequantize_rows(m.token_embd(), tokens[i], 1, &x[static_cast<std::size_t>(i) * uE],
+                         options.simd);
   }
   // One table of angles for the chunk, shared by every layer and head.
   ops::rope_angles(pos, n, m.rope_inv_freq().data(), half, rope_cos.data(), rope_sin.data());
@@ -187,8 +188,8 @@ void Session::Impl::forward_chunk(const TokenId* tokens, int n, float* all_logit
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = m.layer(l);
     ops::rms_norm(x.data(), w.attn_norm.data(), xn.data(), n, E, c.rms_eps);
-    ops::matmul(xn.data(), n, E, E, w.wqkv.data(), QKV, w.bqkv.empty() ? nullptr : w.bqkv.data(),
-                qkv.data(), QKV, threads);
+    qmm::matmul(xn.data(), n, E, w.wqkv, w.bqkv.empty() ? nullptr : w.bqkv.data(), qkv.data(), QKV,
+                threads, false, options.simd);
     for (int i = 0; i < n; ++i) {
       const float* row = &qkv[static_cast<std::size_t>(i) * QKV];
       float* qi = &q[static_cast<std::size_t>(i) * Q];
@@ -206,28 +207,29 @@ void Session::Impl::forward_chunk(const TokenId* tokens, int n, float* all_logit
     LayerKvCache& cache = caches[static_cast<std::size_t>(l)];
     cache.append(k.data(), v.data(), static_cast<std::size_t>(n));
     cache.attend(q.data(), n, pos, att.data(), attn);
-    ops::matmul(att.data(), n, Q, Q, w.wo.data(), E, nullptr, x.data(), E, threads, true);
+    qmm::matmul(att.data(), n, Q, w.wo, nullptr, x.data(), E, threads, true, options.simd);
 
     ops::rms_norm(x.data(), w.ffn_norm.data(), xn.data(), n, E, c.rms_eps);
-    ops::matmul(xn.data(), n, E, E, w.w_gate_up.data(), 2 * F, nullptr, gu.data(), 2 * F, threads);
+    qmm::matmul(xn.data(), n, E, w.w_gate_up, nullptr, gu.data(), 2 * F, threads, false,
+                options.simd);
     for (int i = 0; i < n; ++i) {
       float* row = &gu[static_cast<std::size_t>(i) * 2 * F];
       ops::swiglu(row, row + F, row, F);
     }
-    ops::matmul(gu.data(), n, F, 2 * F, w.w_down.data(), E, nullptr, x.data(), E, threads, true);
+    qmm::matmul(gu.data(), n, 2 * F, w.w_down, nullptr, x.data(), E, threads, true, options.simd);
   }
 
   const std::size_t V = static_cast<std::size_t>(c.n_vocab);
   if (all_logits) {
     ops::rms_norm(x.data(), m.output_norm().data(), xn.data(), n, E, c.rms_eps);
-    ops::matmul(xn.data(), n, E, E, m.output_weight(), c.n_vocab, nullptr, all_logits, c.n_vocab,
-                threads);
+    qmm::matmul(xn.data(), n, E, m.output_weight(), nullptr, all_logits, c.n_vocab, threads, false,
+                options.simd);
     std::memcpy(logits.data(), all_logits + static_cast<std::size_t>(n - 1) * V, V * sizeof(float));
   } else {
     const float* last = &x[static_cast<std::size_t>(n - 1) * uE];
     ops::rms_norm(last, m.output_norm().data(), xn.data(), 1, E, c.rms_eps);
-    ops::matmul(xn.data(), 1, E, E, m.output_weight(), c.n_vocab, nullptr, logits.data(), c.n_vocab,
-                threads);
+    qmm::matmul(xn.data(), 1, E, m.output_weight(), nullptr, logits.data(), c.n_vocab, threads,
+                false, options.simd);
   }
   pos += static_cast<std::size_t>(n);
 }

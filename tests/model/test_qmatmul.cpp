@@ -1,0 +1,265 @@
+// Quantized matmul (src/model/qmatmul.*) against dequantize-then-fp64 references on random GGUF
+// blocks of every kernel type (F32, F16, Q4_0, Q4_1, Q8_0): gemv (one token) and the tiled gemm
+// (several tokens, leading dimensions, bias, accumulation, two threads), scalar == AVX2, block
+// dequantization, the fp32 fallback for a type without a kernel (Q5_0), and a corrupted kernel
+// result that the comparison must catch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "model/qmatmul.hpp"
+#include "turboquant/half.hpp"
+
+namespace {
+
+using tq::gguf::TensorType;
+
+void put_half(std::vector<std::uint8_t>& out, float v) {
+  const std::uint16_t h = tq::float_to_half(v);
+  out.push_back(static_cast<std::uint8_t>(h & 0xff));
+  out.push_back(static_cast<std::uint8_t>(h >> 8));
+}
+
+// rows × cols of random, valid blocks of `type` (finite fp16 scales of realistic size).
+std::vector<std::uint8_t> random_blocks(TensorType type, int rows, int cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> scale(0.002f, 0.05f);
+  std::vector<std::uint8_t> out;
+  const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+  auto bytes = [&](int k) {
+    for (int i = 0; i < k; ++i) out.push_back(static_cast<std::uint8_t>(byte(rng)));
+  };
+  switch (type) {
+    case TensorType::kF32:
+      for (std::size_t i = 0; i < n; ++i) {
+        const float v = normal(rng);
+        std::uint8_t b[4];
+        std::memcpy(b, &v, 4);
+        out.insert(out.end(), b, b + 4);
+      }
+      break;
+    case TensorType::kF16:
+      for (std::size_t i = 0; i < n; ++i) put_half(out, normal(rng));
+      break;
+    case TensorType::kQ4_0:
+      for (std::size_t b = 0; b < n / 32; ++b) put_half(out, scale(rng)), bytes(16);
+      break;
+    case TensorType::kQ4_1:
+      for (std::size_t b = 0; b < n / 32; ++b) {
+        put_half(out, scale(rng));
+        put_half(out, -8.0f * scale(rng));
+        bytes(16);
+      }
+      break;
+    case TensorType::kQ8_0:
+      for (std::size_t b = 0; b < n / 32; ++b) put_half(out, scale(rng) / 8), bytes(32);
+      break;
+    case TensorType::kQ5_0:
+      for (std::size_t b = 0; b < n / 32; ++b) put_half(out, scale(rng)), bytes(20);
+      break;
+    default:
+      ADD_FAILURE() << "no generator for " << tq::gguf::tensor_type_name(type);
+  }
+  return out;
+}
+
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+struct Case {
+  TensorType type;
+  const char* name;
+};
+
+const Case kCases[] = {{TensorType::kF32, "F32"},   {TensorType::kF16, "F16"},
+                       {TensorType::kQ4_0, "Q4_0"}, {TensorType::kQ4_1, "Q4_1"},
+                       {TensorType::kQ8_0, "Q8_0"}, {TensorType::kQ5_0, "Q5_0 (fp32 fallback)"}};
+
+// Reference y = x·Wᵀ (+ bias) (+ y0) in double from the dequantized matrix; also Σ|w·x| per output
+// for a tolerance that scales with the magnitudes summed.
+void reference(const std::vector<float>& w, int mrows, int cols, const float* x, int rows, int ldx,
+               const float* bias, const float* y0, int ldy, std::vector<double>& y,
+               std::vector<double>& mag) {
+  y.assign(static_cast<std::size_t>(rows) * ldy, 0.0);
+  mag.assign(y.size(), 0.0);
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < mrows; ++c) {
+      double s = 0.0, a = 0.0;
+      for (int k = 0; k < cols; ++k) {
+        const double p = static_cast<double>(w[static_cast<std::size_t>(c) * cols + k]) *
+                         x[static_cast<std::size_t>(r) * ldx + k];
+        s += p;
+        a += std::fabs(p);
+      }
+      if (bias) s += bias[c], a += std::fabs(bias[c]);
+      if (y0) s += y0[static_cast<std::size_t>(r) * ldy + c], a += std::fabs(y0[r * ldy + c]);
+      y[static_cast<std::size_t>(r) * ldy + c] = s;
+      mag[static_cast<std::size_t>(r) * ldy + c] = a;
+    }
+  }
+}
+
+// Largest |got − want| / (Σ|terms| + 1e-6) over the first `cols` outputs of each row.
+double max_rel_error(const std::vector<float>& got, const std::vector<double>& want,
+                     const std::vector<double>& mag, int rows, int cols, int ldy) {
+  double worst = 0.0;
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      const std::size_t i = static_cast<std::size_t>(r) * ldy + c;
+      worst = std::max(worst, std::fabs(got[i] - want[i]) / (mag[i] + 1e-6));
+    }
+  }
+  return worst;
+}
+
+std::vector<tq::SimdLevel> levels() {
+  std::vector<tq::SimdLevel> v = {tq::SimdLevel::Scalar};
+  if (tq::cpu_has_avx2()) v.push_back(tq::SimdLevel::Avx2);
+  return v;
+}
+
+constexpr int kRows = 200;  // output rows: not a multiple of the 16-row thread slices
+constexpr int kCols = 512;  // inner dimension: 16 blocks of 32
+constexpr double kTol = 1e-5;
+
+TEST(QMatmul, MakeMatrixKeepsKernelTypesAndDequantizesOthers) {
+  for (const Case& c : kCases) {
+    const auto raw = random_blocks(c.type, kRows, kCols, 7);
+    const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
+    const bool kernel = c.type != TensorType::kQ5_0;
+    EXPECT_EQ(tq::qmm::has_kernel(c.type), kernel) << c.name;
+    EXPECT_EQ(w.type, kernel ? c.type : TensorType::kF32) << c.name;
+    EXPECT_EQ(w.bytes(), kernel ? raw.size() : sizeof(float) * kRows * kCols) << c.name;
+    std::vector<float> want(static_cast<std::size_t>(kRows) * kCols), row(kCols);
+    tq::gguf::dequantize(c.type, raw.data(), want.data(), want.size());
+    for (int r : {0, 57, kRows - 1}) {
+      w.dequantize_row(r, row.data());
+      for (int k = 0; k < kCols; ++k) {
+        ASSERT_NEAR(row[k], want[static_cast<std::size_t>(r) * kCols + k],
+                    1e-6f * std::fabs(want[static_cast<std::size_t>(r) * kCols + k]))
+            << c.name << " row " << r << " col " << k;
+      }
+    }
+  }
+  EXPECT_THROW(tq::qmm::allocate_matrix(TensorType::kQ6_K, 4, 256), std::invalid_argument);
+}
+
+TEST(QMatmul, DequantizeRowsScalarEqualsAvx2) {
+  if (!tq::cpu_has_avx2()) GTEST_SKIP() << "no AVX2";
+  for (const Case& c : kCases) {
+    const auto raw = random_blocks(c.type, kRows, kCols, 8);
+    const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
+    std::vector<float> a(static_cast<std::size_t>(20) * kCols), b(a.size());
+    tq::qmm::dequantize_rows(w, 30, 20, a.data(), tq::SimdLevel::Scalar);
+    tq::qmm::dequantize_rows(w, 30, 20, b.data(), tq::SimdLevel::Avx2);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      // Q4_1 is q·d + m: one fused multiply-add on AVX2, two roundings in the scalar loop.
+      ASSERT_NEAR(a[i], b[i], 1e-6f * std::fabs(a[i])) << c.name << " at " << i;
+    }
+  }
+}
+
+TEST(QMatmul, GemvMatchesReference) {
+  for (const Case& c : kCases) {
+    const auto raw = random_blocks(c.type, kRows, kCols, 11);
+    const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
+    std::vector<float> deq(static_cast<std::size_t>(kRows) * kCols);
+    tq::gguf::dequantize(c.type, raw.data(), deq.data(), deq.size());
+    const auto x = random_vector(kCols, 12);
+    const auto bias = random_vector(kRows, 13);
+    const auto y0 = random_vector(kRows, 14);
+    for (const tq::SimdLevel simd : levels()) {
+      for (int threads : {1, 2}) {
+        for (int variant = 0; variant < 3; ++variant) {  // plain, bias, accumulate
+          const float* b = variant == 1 ? bias.data() : nullptr;
+          const bool acc = variant == 2;
+          std::vector<float> y = acc ? y0 : std::vector<float>(kRows, 99.0f);
+          tq::qmm::matmul(x.data(), 1, kCols, w, b, y.data(), kRows, threads, acc, simd);
+          std::vector<double> want, mag;
+          reference(deq, kRows, kCols, x.data(), 1, kCols, b, acc ? y0.data() : nullptr, kRows,
+                    want, mag);
+          EXPECT_LT(max_rel_error(y, want, mag, 1, kRows, kRows), kTol)
+              << c.name << " simd " << static_cast<int>(simd) << " threads " << threads
+              << " variant " << variant;
+        }
+      }
+    }
+  }
+}
+
+TEST(QMatmul, GemmMatchesReference) {
+  constexpr int kTokens = 7, kLdx = kCols + 5, kLdy = kRows + 3;
+  for (const Case& c : kCases) {
+    const auto raw = random_blocks(c.type, kRows, kCols, 21);
+    const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
+    std::vector<float> deq(static_cast<std::size_t>(kRows) * kCols);
+    tq::gguf::dequantize(c.type, raw.data(), deq.data(), deq.size());
+    const auto x = random_vector(static_cast<std::size_t>(kTokens) * kLdx, 22);
+    const auto bias = random_vector(kRows, 23);
+    const auto y0 = random_vector(static_cast<std::size_t>(kTokens) * kLdy, 24);
+    for (const tq::SimdLevel simd : levels()) {
+      for (int threads : {1, 2}) {
+        for (int variant = 0; variant < 3; ++variant) {
+          const float* b = variant == 1 ? bias.data() : nullptr;
+          const bool acc = variant == 2;
+          std::vector<float> y = acc ? y0 : std::vector<float>(y0.size(), 99.0f);
+          tq::qmm::matmul(x.data(), kTokens, kLdx, w, b, y.data(), kLdy, threads, acc, simd);
+          std::vector<double> want, mag;
+          reference(deq, kRows, kCols, x.data(), kTokens, kLdx, b, acc ? y0.data() : nullptr, kLdy,
+                    want, mag);
+          EXPECT_LT(max_rel_error(y, want, mag, kTokens, kRows, kLdy), kTol)
+              << c.name << " simd " << static_cast<int>(simd) << " threads " << threads
+              << " variant " << variant;
+        }
+      }
+    }
+  }
+}
+
+TEST(QMatmul, GemvScalarEqualsAvx2) {
+  if (!tq::cpu_has_avx2()) GTEST_SKIP() << "no AVX2";
+  for (const Case& c : kCases) {
+    const auto raw = random_blocks(c.type, kRows, kCols, 31);
+    const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
+    const auto x = random_vector(kCols, 32);
+    std::vector<float> a(kRows), b(kRows), mag(kRows);
+    tq::qmm::gemv_rows(w, x.data(), 0, kRows, a.data(), tq::SimdLevel::Scalar);
+    tq::qmm::gemv_rows(w, x.data(), 0, kRows, b.data(), tq::SimdLevel::Avx2);
+    std::vector<float> row(kCols);
+    for (int r = 0; r < kRows; ++r) {
+      w.dequantize_row(r, row.data());
+      double m = 0.0;
+      for (int k = 0; k < kCols; ++k) m += std::fabs(row[k] * x[k]);
+      EXPECT_LE(std::fabs(a[r] - b[r]), kTol * m) << c.name << " row " << r;
+    }
+  }
+}
+
+// The comparison must notice a kernel that is wrong in one row: perturb one output by a relative
+// 1e-3 of its magnitude and expect the check to fail.
+TEST(QMatmul, ComparisonCatchesAWrongRow) {
+  const auto raw = random_blocks(TensorType::kQ4_1, kRows, kCols, 41);
+  const tq::WeightMatrix w = tq::qmm::make_matrix(TensorType::kQ4_1, kRows, kCols, raw.data());
+  std::vector<float> deq(static_cast<std::size_t>(kRows) * kCols);
+  tq::gguf::dequantize(TensorType::kQ4_1, raw.data(), deq.data(), deq.size());
+  const auto x = random_vector(kCols, 42);
+  std::vector<float> y(kRows);
+  tq::qmm::matmul(x.data(), 1, kCols, w, nullptr, y.data(), kRows, 1);
+  std::vector<double> want, mag;
+  reference(deq, kRows, kCols, x.data(), 1, kCols, nullptr, nullptr, kRows, want, mag);
+  ASSERT_LT(max_rel_error(y, want, mag, 1, kRows, kRows), kTol);
+  y[77] += static_cast<float>(1e-3 * mag[77]);
+  EXPECT_GT(max_rel_error(y, want, mag, 1, kRows, kRows), kTol);
+}
+
+}  // namespace
