@@ -111,7 +111,8 @@ struct GpuFp16Cache {
 };
 
 // Which kernel runs the compressed segment. Auto takes the tensor-core path when it covers the
-// codecs (4-bit MSE keys and values, d = 64/128/256), the generic path otherwise.
+// codecs (MSE keys and values with d = 64/128/256 and (K, V) bits one of the presets 4/4, 3.5/3.5,
+// 4/3, 3/3, 2.5/2.5, 2/2; code arrays 16-byte aligned), the generic path otherwise.
 enum class AttentionPath { Auto, TensorCore, Generic };
 
 struct AttentionArgs {
