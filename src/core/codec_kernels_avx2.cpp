@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 namespace tq::kernels {
 namespace {
@@ -157,59 +158,42 @@ void segment_axpy_multi_impl(const float* const* w, int count, const float* cent
   }
 }
 
-template <int kBits>
-void dot_multi_dispatch(const float* const* q, int nq, int count, const float* centroids,
-                        const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out,
-                        std::size_t out_stride) {
+// Calls f(std::integral_constant<int, N>{}) with N = nq (1..kMaxQueriesPerPass), so the query
+// count becomes a compile-time constant and the accumulators live in registers.
+template <typename F>
+void with_query_count(int nq, F&& f) {
   switch (nq) {
     case 1:
-      return segment_dot_multi_impl<kBits, 1>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 1>{});
     case 2:
-      return segment_dot_multi_impl<kBits, 2>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 2>{});
     case 3:
-      return segment_dot_multi_impl<kBits, 3>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 3>{});
     case 4:
-      return segment_dot_multi_impl<kBits, 4>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 4>{});
     case 5:
-      return segment_dot_multi_impl<kBits, 5>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 5>{});
     case 6:
-      return segment_dot_multi_impl<kBits, 6>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 6>{});
     case 7:
-      return segment_dot_multi_impl<kBits, 7>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 7>{});
     default:
-      return segment_dot_multi_impl<kBits, 8>(q, count, centroids, codes, stride, n, out,
-                                              out_stride);
+      return f(std::integral_constant<int, 8>{});
   }
 }
 
-template <int kBits>
-void axpy_multi_dispatch(const float* const* w, int nq, int count, const float* centroids,
-                         const std::uint8_t* codes, std::size_t stride, std::size_t n,
-                         float* const* acc) {
-  switch (nq) {
+// Likewise for the code width 1..4.
+template <typename F>
+void with_bits(int bits, F&& f) {
+  switch (bits) {
     case 1:
-      return segment_axpy_multi_impl<kBits, 1>(w, count, centroids, codes, stride, n, acc);
+      return f(std::integral_constant<int, 1>{});
     case 2:
-      return segment_axpy_multi_impl<kBits, 2>(w, count, centroids, codes, stride, n, acc);
+      return f(std::integral_constant<int, 2>{});
     case 3:
-      return segment_axpy_multi_impl<kBits, 3>(w, count, centroids, codes, stride, n, acc);
-    case 4:
-      return segment_axpy_multi_impl<kBits, 4>(w, count, centroids, codes, stride, n, acc);
-    case 5:
-      return segment_axpy_multi_impl<kBits, 5>(w, count, centroids, codes, stride, n, acc);
-    case 6:
-      return segment_axpy_multi_impl<kBits, 6>(w, count, centroids, codes, stride, n, acc);
-    case 7:
-      return segment_axpy_multi_impl<kBits, 7>(w, count, centroids, codes, stride, n, acc);
+      return f(std::integral_constant<int, 3>{});
     default:
-      return segment_axpy_multi_impl<kBits, 8>(w, count, centroids, codes, stride, n, acc);
+      return f(std::integral_constant<int, 4>{});
   }
 }
 
@@ -225,21 +209,12 @@ void segment_dot_multi_avx2(const float* const* q, int n_queries, int count, int
   }
   for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
     const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
-    float* o = out + first * out_stride;
-    switch (bits) {
-      case 1:
-        dot_multi_dispatch<1>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
-        break;
-      case 2:
-        dot_multi_dispatch<2>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
-        break;
-      case 3:
-        dot_multi_dispatch<3>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
-        break;
-      default:
-        dot_multi_dispatch<4>(q + first, nq, count, centroids, codes, stride, n, o, out_stride);
-        break;
-    }
+    with_bits(bits, [&](auto b) {
+      with_query_count(nq, [&](auto k) {
+        segment_dot_multi_impl<b(), k()>(q + first, count, centroids, codes, stride, n,
+                                         out + first * out_stride, out_stride);
+      });
+    });
   }
 }
 
@@ -252,20 +227,12 @@ void segment_axpy_multi_avx2(const float* const* w, int n_queries, int count, in
   }
   for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
     const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
-    switch (bits) {
-      case 1:
-        axpy_multi_dispatch<1>(w + first, nq, count, centroids, codes, stride, n, acc + first);
-        break;
-      case 2:
-        axpy_multi_dispatch<2>(w + first, nq, count, centroids, codes, stride, n, acc + first);
-        break;
-      case 3:
-        axpy_multi_dispatch<3>(w + first, nq, count, centroids, codes, stride, n, acc + first);
-        break;
-      default:
-        axpy_multi_dispatch<4>(w + first, nq, count, centroids, codes, stride, n, acc + first);
-        break;
-    }
+    with_bits(bits, [&](auto b) {
+      with_query_count(nq, [&](auto k) {
+        segment_axpy_multi_impl<b(), k()>(w + first, count, centroids, codes, stride, n,
+                                          acc + first);
+      });
+    });
   }
 }
 
@@ -298,16 +265,8 @@ void segment_dot_avx2(const float* q, int count, int bits, const float* centroid
     segment_dot_scalar(q, count, bits, centroids, codes, stride, n, out);
     return;
   }
-  switch (bits) {
-    case 1:
-      return segment_dot_impl<1>(q, count, centroids, codes, stride, n, out);
-    case 2:
-      return segment_dot_impl<2>(q, count, centroids, codes, stride, n, out);
-    case 3:
-      return segment_dot_impl<3>(q, count, centroids, codes, stride, n, out);
-    default:
-      return segment_dot_impl<4>(q, count, centroids, codes, stride, n, out);
-  }
+  with_bits(bits,
+            [&](auto b) { segment_dot_impl<b()>(q, count, centroids, codes, stride, n, out); });
 }
 
 void segment_axpy_avx2(const float* w, int count, int bits, const float* centroids,
@@ -316,16 +275,8 @@ void segment_axpy_avx2(const float* w, int count, int bits, const float* centroi
     segment_axpy_scalar(w, count, bits, centroids, codes, stride, n, acc);
     return;
   }
-  switch (bits) {
-    case 1:
-      return segment_axpy_impl<1>(w, count, centroids, codes, stride, n, acc);
-    case 2:
-      return segment_axpy_impl<2>(w, count, centroids, codes, stride, n, acc);
-    case 3:
-      return segment_axpy_impl<3>(w, count, centroids, codes, stride, n, acc);
-    default:
-      return segment_axpy_impl<4>(w, count, centroids, codes, stride, n, acc);
-  }
+  with_bits(bits,
+            [&](auto b) { segment_axpy_impl<b()>(w, count, centroids, codes, stride, n, acc); });
 }
 
 void sign_dot_avx2(const float* sketch, int dim, const std::uint8_t* signs, std::size_t stride,
