@@ -138,6 +138,7 @@ for kv in order:
         f"tps_{c_short}": sp.get(c_short, {}).get("tokens_per_second"),
         f"tps_{c_long}": sp.get(c_long, {}).get("tokens_per_second"),
         f"attention_share_{c_long}": sp.get(c_long, {}).get("attention_share"),
+        f"attention_ms_{c_long}": sp.get(c_long, {}).get("attention_ms"),
     }
     for mode in ("single", "multi"):
         if mode in niah.get(kv, {}):
@@ -188,16 +189,16 @@ L.append(f"- Bits/value: stored bytes of K and V (codes + fp16 norms/scales, pro
          f"fp16 window included) at {c_long} tokens, ×8 / values. KV ratio = bytes / fp16 bytes.")
 L.append(f"- Decode speed (`tq bench`): fixed per-step cost measured on the real model at 64 tokens plus the "
          f"attention over a cache of {c_short} / {c_long} tokens measured per layer in the scheme's format "
-         f"(CPU, {threads} threads). Noisy on a shared machine (±10%).\n")
+         f"(CPU, {threads} threads). On a shared machine the tok/s columns swing with the load; the attention ms column is the comparable one.\n")
 L.append("| scheme | bits/value | KV vs fp16 | PPL | ΔPPL | mean KLD | KLD p99 | top-1 | NIAH single | NIAH multi | "
-         f"tok/s @{c_short} | tok/s @{c_long} | attn share @{c_long} |")
-L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+         f"tok/s @{c_short} | tok/s @{c_long} | attn ms @{c_long} | attn share @{c_long} |")
+L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     L.append(f"| `{r['kv']}` | {f(r['bits_per_value'], '.3f')} | {f(r['kv_ratio'], '.3f')} | "
              f"{r['ppl']:.3f} ± {r['ppl_stderr']:.2f} | {r['delta_ppl']:+.3f} ± {r['delta_ppl_stderr']:.3f} | "
              f"{r['kld_mean']:.5f} ± {r['kld_mean_stderr']:.5f} | {r['kld_p99']:.4f} | {100*r['top1_agree']:.1f}% | "
              f"{niah_cell(r, 'single')} | {niah_cell(r, 'multi')} | {f(r[f'tps_{c_short}'], '.2f')} | "
-             f"{f(r[f'tps_{c_long}'], '.2f')} | {f(r[f'attention_share_{c_long}'] and 100*r[f'attention_share_{c_long}'], '.0f')}% |")
+             f"{f(r[f'tps_{c_long}'], '.2f')} | {f(r.get(f'attention_ms_{c_long}'), '.1f')} | {f(r[f'attention_share_{c_long}'] and 100*r[f'attention_share_{c_long}'], '.0f')}% |")
 L.append("")
 pngs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "niah_*.png")))
 L.append("Plots: `quality_kld_vs_bits.png` (mean KLD vs bits/value), `decode_speed.png` (tokens/s vs context), NIAH heatmaps " +
