@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""Generates tests/fixtures/smollm2_reference.json from llama.cpp (via llama-cpp-python).
+"""Generates tests/fixtures/smollm2_reference{,_f32}.json from llama.cpp (via llama-cpp-python).
 
 This file owns the independent reference that our C++ GGUF runner is checked against:
 tokenizer outputs, per-position next-token top-k logits (+ full-vocab logsumexp), greedy
 continuations with their top-1/top-2 margins, and the full last-position logit vector.
 See docs/reference_fixtures.md for the schema and how to regenerate it.
 
+With --f32 the Q4_1 model is first converted to F32 by llama.cpp's own quantize API
+(llama_model_quantize, ftype ALL_F32, allow_requantize: an exact dequantization), so that
+llama.cpp runs fp32 weight x fp32 activation products instead of rounding activations to
+8 bits for its quantized dot products; that fixture checks our forward pass tightly.
+
 Usage: .venv-ref/bin/python scripts/make_reference_fixtures.py [--model PATH] [--out PATH]
+                                                               [--f32 [--f32-model PATH]]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import ctypes
 import datetime
 import hashlib
 import json
@@ -37,7 +45,7 @@ SEED = 1234
 TOP_K = 10
 N_GREEDY = 32
 KV_TYPE_NAME = "f16"
-KV_TYPE = llama_cpp.GGML_TYPE_F16
+KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}
 
 # Strings chosen to exercise the pre-tokenizer and BPE merges in the ways that usually break
 # hand-written tokenizers (whitespace runs, digit splitting, byte fallback, special tokens).
@@ -124,7 +132,9 @@ def render_chat(llm: Llama, messages: list[dict]) -> str:
     )
 
 
-def run_prompt(llm: Llama, name: str, text: str, add_bos: bool, kind: str) -> dict:
+def run_prompt(
+    llm: Llama, name: str, text: str, add_bos: bool, kind: str, full_logits: set[str]
+) -> dict:
     ids = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
     llm.reset()
     llm.eval(ids)
@@ -165,17 +175,45 @@ def run_prompt(llm: Llama, name: str, text: str, add_bos: bool, kind: str) -> di
         },
         "last_logits_f32_b64": (
             base64.b64encode(last_logits.astype("<f4").tobytes()).decode()
-            if name in FULL_LOGITS_PROMPTS
+            if name in full_logits
             else None
         ),
     }
 
 
+@contextlib.contextmanager
+def quiet_stderr():
+    # llama_model_quantize logs one line per tensor on fd 2; keep the script's output readable.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def convert_to_f32(src: str, dst: str) -> None:
+    """Writes `src` with every tensor converted to F32 by llama.cpp itself (exact dequantization:
+    Q4_1 -> d*q + m and Q8_0 -> d*q in fp32, F32 tensors copied)."""
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True  # the source is already quantized
+    params.nthread = N_THREADS
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = dst + ".tmp"
+    with quiet_stderr():
+        rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({src!r} -> {tmp!r}, ALL_F32) returned {rc}")
+    os.replace(tmp, dst)
+
+
 def ggml_build_info() -> dict:
     # The bindings do not wrap ggml_version()/ggml_commit(); call them from the bundled
     # libggml-base so the fixture names the exact vendored llama.cpp/ggml revision.
-    import ctypes
-
     libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
     info = {}
     try:
@@ -192,14 +230,45 @@ def ggml_build_info() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="GGUF path (default: scripts/fetch_model.sh)")
+    ap.add_argument("--out", default=None, help="output JSON (default depends on --f32)")
     ap.add_argument(
-        "--out", default=os.path.join(ROOT, "tests", "fixtures", "smollm2_reference.json")
+        "--f32",
+        action="store_true",
+        help="convert --model to F32 with llama.cpp's quantize API first and run that",
+    )
+    ap.add_argument(
+        "--f32-model",
+        default=None,
+        help="where the F32 conversion is written (default: models/<stem>.F32.gguf, git-ignored)",
+    )
+    ap.add_argument(
+        "--kv-type", choices=sorted(KV_TYPES), default=KV_TYPE_NAME, help="K and V cache type"
     )
     args = ap.parse_args()
 
-    model = args.model or subprocess.check_output(
+    source = args.model or subprocess.check_output(
         [os.path.join(ROOT, "scripts", "fetch_model.sh")], text=True
     ).strip()
+    fixture_name = "smollm2_reference_f32.json" if args.f32 else "smollm2_reference.json"
+    out_path = args.out or os.path.join(ROOT, "tests", "fixtures", fixture_name)
+    converted_from = None
+    if args.f32:
+        stem = os.path.basename(source)
+        stem = stem[: -len(".gguf")] if stem.endswith(".gguf") else stem
+        stem = stem.rsplit(".", 1)[0] if "." in stem else stem  # drop the quant suffix (Q4_1)
+        model = args.f32_model or os.path.join(ROOT, "models", stem + ".F32.gguf")
+        convert_to_f32(source, model)
+        converted_from = {
+            "model_file": os.path.basename(source),
+            "model_sha256": sha256_file(source),
+            "method": "llama_model_quantize(ftype=LLAMA_FTYPE_ALL_F32, allow_requantize=true)",
+        }
+        # Keep the F32 fixture small: the per-position top-10 and logsumexp carry the check.
+        full_logits = set()
+    else:
+        model = source
+        full_logits = FULL_LOGITS_PROMPTS
+    kv_type = KV_TYPES[args.kv_type]
 
     llm = Llama(
         model_path=model,
@@ -210,8 +279,8 @@ def main() -> int:
         n_threads_batch=N_THREADS,
         seed=SEED,
         logits_all=True,
-        type_k=KV_TYPE,
-        type_v=KV_TYPE,
+        type_k=kv_type,
+        type_v=kv_type,
         flash_attn=False,
         n_gpu_layers=0,
         verbose=False,
@@ -261,8 +330,11 @@ def main() -> int:
         back = llm.detokenize(e["ids"], special=e["special"]).decode("utf-8", errors="replace")
         e["roundtrip_ok"] = back == e["text"]
 
-    prompts = [run_prompt(llm, n, t, add_bos, "plain") for n, t in PLAIN_PROMPTS]
-    prompts += [run_prompt(llm, n, render_chat(llm, m), add_bos, "chatml") for n, m in CHAT_PROMPTS]
+    prompts = [run_prompt(llm, n, t, add_bos, "plain", full_logits) for n, t in PLAIN_PROMPTS]
+    prompts += [
+        run_prompt(llm, n, render_chat(llm, m), add_bos, "chatml", full_logits)
+        for n, m in CHAT_PROMPTS
+    ]
 
     meta = {
         "generator": "scripts/make_reference_fixtures.py",
@@ -278,7 +350,7 @@ def main() -> int:
         "n_threads": N_THREADS,
         "seed": SEED,
         "temperature": 0.0,
-        "kv_type": KV_TYPE_NAME,
+        "kv_type": args.kv_type,
         "flash_attn": False,
         "logits_all": True,
         "add_bos_metadata": add_bos_meta,
@@ -296,14 +368,16 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     }
 
+    if converted_from is not None:
+        meta["converted_from"] = converted_from
     out = {"meta": meta, "tokenizer": tokenizer, "prompts": prompts}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")
 
-    size = os.path.getsize(args.out)
-    print(f"wrote {args.out} ({size} bytes)", file=sys.stderr)
+    size = os.path.getsize(out_path)
+    print(f"wrote {out_path} ({size} bytes)", file=sys.stderr)
     for p in prompts:
         print(
             f"  {p['name']:18s} n_prompt={len(p['ids']):3d} min_margin={p['greedy']['min_margin']:.4f}"
