@@ -143,7 +143,8 @@ void run_generate(const GenerateOptions& opt) {
     j["generated_ids"] = generated;
     j["text"] = text;
     j["load_seconds"] = load_s;
-    j["weights_fp32_bytes"] = ls.weight_bytes;
+    j["weight_bytes"] = ls.weight_bytes;
+    j["weight_fp32_bytes"] = ls.fp32_bytes;
     j["prefill_seconds"] = prefill_s;
     j["prefill_tokens_per_second"] = prefill_tps;
     j["decode_steps"] = decode_steps;
@@ -158,7 +159,7 @@ void run_generate(const GenerateOptions& opt) {
     return;
   }
   std::fprintf(stderr,
-               "\n--- %s | load %.2f s (fp32 weights %.1f MiB)\n"
+               "\n--- %s | load %.2f s (weights held %.1f MiB)\n"
                "prefill: %zu tokens in %.3f s = %.1f tokens/s\n"
                "decode:  %d tokens in %.3f s = %.2f tokens/s\n"
                "KV cache (%zu tokens): %zu bytes vs fp16 %zu bytes (%.3fx, %.2f bits/value)\n",
