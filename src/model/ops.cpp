@@ -118,15 +118,20 @@ void matmul_block(const float* x, int rows, int inner, int ldx, const float* w, 
 void matmul(const float* x, int rows, int inner, int ldx, const float* w, int cols,
             const float* bias, float* y, int ldy, int threads, bool accumulate) {
   set_blas_single_threaded();
+  parallel_outputs(cols, static_cast<double>(rows) * inner * cols, threads, [&](int c0, int c1) {
+    matmul_block(x, rows, inner, ldx, w, c0, c1, bias, y, ldy, accumulate);
+  });
+}
+
+void parallel_outputs(int outputs, double work, int threads,
+                      const std::function<void(int begin, int end)>& part) {
 #ifdef _OPENMP
   if (threads <= 0) threads = omp_get_max_threads();
 #else
   threads = 1;
 #endif
-  // Below ~64k multiply-adds a parallel region costs more than it saves.
-  const double work = static_cast<double>(rows) * inner * cols;
-  if (threads <= 1 || work < 65536.0 || cols < 32 * threads) {
-    matmul_block(x, rows, inner, ldx, w, 0, cols, bias, y, ldy, accumulate);
+  if (threads <= 1 || work < 65536.0 || outputs < 32 * threads) {
+    part(0, outputs);
     return;
   }
 #pragma omp parallel num_threads(threads)
@@ -137,11 +142,10 @@ void matmul(const float* x, int rows, int inner, int ldx, const float* w, int co
 #else
     const int t = 0, nt = 1;
 #endif
-    // Column blocks rounded to 16 so that each thread's output slice starts on a cache line.
-    const int per = ((cols + nt - 1) / nt + 15) / 16 * 16;
-    const int c0 = std::min(cols, t * per);
-    const int c1 = std::min(cols, c0 + per);
-    matmul_block(x, rows, inner, ldx, w, c0, c1, bias, y, ldy, accumulate);
+    const int per = ((outputs + nt - 1) / nt + 15) / 16 * 16;
+    const int begin = std::min(outputs, t * per);
+    const int end = std::min(outputs, begin + per);
+    if (end > begin) part(begin, end);
   }
 }
 

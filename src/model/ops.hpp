@@ -5,6 +5,7 @@
 #include "turboquant/model.hpp"
 
 #include <cstddef>
+#include <functional>
 
 namespace tq::ops {
 
@@ -38,5 +39,13 @@ void matmul(const float* x, int rows, int inner, int ldx, const float* w, int co
 
 // Tells OpenBLAS to run single-threaded (we parallelise around it); idempotent.
 void set_blas_single_threaded();
+
+// Splits `outputs` output rows/columns over up to `threads` OpenMP threads (0: all) and calls
+// part(begin, end) for each thread's share, in slices rounded to 16 so that each thread's output
+// starts on a cache line. Runs serially when `work` (multiply-adds) is below ~64k or there are
+// fewer than 32 outputs per thread: then a parallel region costs more than it saves. Shared by
+// the fp32 BLAS product and the quantized-weight product.
+void parallel_outputs(int outputs, double work, int threads,
+                      const std::function<void(int begin, int end)>& part);
 
 }  // namespace tq::ops

@@ -13,10 +13,6 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace tq {
 
 void WeightMatrix::dequantize_row(int r, float* dst) const {
@@ -86,22 +82,6 @@ const std::uint8_t* row_ptr(const WeightMatrix& w, int r) {
 float* scratch(std::vector<float>& buf, std::size_t n) {
   if (buf.size() < n) buf.resize(n);
   return buf.data();
-}
-
-int resolve_threads(int threads) {
-#ifdef _OPENMP
-  return threads > 0 ? threads : omp_get_max_threads();
-#else
-  (void)threads;
-  return 1;
-#endif
-}
-
-// Output rows of w handled by thread t of nt, in slices of 16 rows (cache-line aligned outputs).
-void thread_range(int rows, int t, int nt, int& r0, int& r1) {
-  const int per = ((rows + nt - 1) / nt + 15) / 16 * 16;
-  r0 = std::min(rows, t * per);
-  r1 = std::min(rows, r0 + per);
 }
 
 // One thread's share of a single-token product: rows [r0, r1) of w against x.
@@ -198,33 +178,14 @@ void matmul(const float* x, int rows, int ldx, const WeightMatrix& w, const floa
                 y, ldy, threads, accumulate);
     return;
   }
-  threads = resolve_threads(threads);
-  // Below ~64k multiply-adds a parallel region costs more than it saves.
-  const double work = static_cast<double>(rows) * w.cols * w.rows;
-  if (threads <= 1 || work < 65536.0 || w.rows < 32 * threads) threads = 1;
-  auto part = [&](int r0, int r1) {
-    if (rows == 1) {
-      gemv_part(x, w, bias, y, r0, r1, accumulate, simd);
-    } else {
-      gemm_part(x, rows, ldx, w, bias, y, ldy, r0, r1, accumulate, simd);
-    }
-  };
-  if (threads == 1) {
-    part(0, w.rows);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-#else
-    const int t = 0, nt = 1;
-#endif
-    int r0, r1;
-    thread_range(w.rows, t, nt, r0, r1);
-    part(r0, r1);
-  }
+  ops::parallel_outputs(w.rows, static_cast<double>(rows) * w.cols * w.rows, threads,
+                        [&](int r0, int r1) {
+                          if (rows == 1) {
+                            gemv_part(x, w, bias, y, r0, r1, accumulate, simd);
+                          } else {
+                            gemm_part(x, rows, ldx, w, bias, y, ldy, r0, r1, accumulate, simd);
+                          }
+                        });
 }
 
 }  // namespace qmm
