@@ -105,16 +105,20 @@ void Rotation::apply(const float* in, float* out, std::size_t count) const {
     }
     return;
   }
-  std::vector<float> tmp(d);
+  // A staging row is needed only when the output overwrites the input (in-place apply); the
+  // codec's per-token encode writes elsewhere and so allocates nothing here.
+  const bool aliased = in < out + count * d && out < in + count * d;
+  std::vector<float> staging(aliased ? d : 0);
   for (std::size_t v = 0; v < count; ++v) {
     const float* x = in + v * d;
+    float* y = aliased ? staging.data() : out + v * d;
     for (std::size_t i = 0; i < d; ++i) {
       const float* row = &matrix_[i * d];
       double acc = 0.0;
       for (std::size_t r = 0; r < d; ++r) acc += static_cast<double>(row[r]) * x[r];
-      tmp[i] = static_cast<float>(acc);
+      y[i] = static_cast<float>(acc);
     }
-    std::copy(tmp.begin(), tmp.end(), out + v * d);
+    if (aliased) std::copy(staging.begin(), staging.end(), out + v * d);
   }
 }
 
