@@ -92,7 +92,8 @@ std::string canonical_name(const KvScheme& s) {
     opts.push_back("protect=" + std::to_string(s.protect_first) + "/" +
                    std::to_string(s.protect_last));
   }
-  if (s.window) opts.push_back("window=" + std::to_string(s.window));
+  const int default_window = s.key.format == KvFormat::TurboQuant ? kTurboQuantDefaultWindow : 0;
+  if (s.window != default_window) opts.push_back("window=" + std::to_string(s.window));
   if (s.seed != KvScheme{}.seed) opts.push_back("seed=" + std::to_string(s.seed));
   std::string name = base;
   for (std::size_t i = 0; i < opts.size(); ++i) name += (i == 0 ? ":" : ",") + opts[i];
@@ -136,6 +137,7 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
                                 "' is unknown; expected one of " + known +
                                 ", tqX or kAvB, optionally followed by :options");
   }
+  if (scheme.key.format == KvFormat::TurboQuant) scheme.window = kTurboQuantDefaultWindow;
   if (colon != std::string::npos) {
     std::stringstream options(text.substr(colon + 1));
     std::string option;

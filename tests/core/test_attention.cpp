@@ -65,14 +65,14 @@ const char* const kSchemes[] = {"fp16",
                                 "q8r",
                                 "q4",
                                 "q4r",
-                                "tq4",
-                                "tq3.5",
-                                "tq3",
-                                "tq2.5:normcorr=1",
-                                "k4v3:kcodec=prod",
-                                "tq3:kcodec=prod,vcodec=prod",
-                                "tq3:rot=haar",
-                                "tq3:protect=1/0"};
+                                "tq4:window=0",
+                                "tq3.5:window=0",
+                                "tq3:window=0",
+                                "tq2.5:normcorr=1,window=0",
+                                "k4v3:kcodec=prod,window=0",
+                                "tq3:kcodec=prod,vcodec=prod,window=0",
+                                "tq3:rot=haar,window=0",
+                                "tq3:protect=1/0,window=0"};
 
 TEST(Attention, MatchesReferenceAndScalarOnEveryFormat) {
   int cases = 0;
@@ -114,8 +114,8 @@ TEST(Attention, MatchesReferenceAndScalarOnEveryFormat) {
 // slightly different scale, is far outside the tolerance.
 TEST(Attention, ComparisonDetectsWrongCacheOrScale) {
   const CacheSetup s{LayerKvShape{0, 1, 3, 1, 64}, 40};
-  const LayerKvCache cache = filled_cache("tq3", s, 1);
-  const LayerKvCache other = filled_cache("tq3:seed=99", s, 1);
+  const LayerKvCache cache = filled_cache("tq3:window=0", s, 1);
+  const LayerKvCache other = filled_cache("tq3:seed=99,window=0", s, 1);
   const auto q = random_vec(3 * 64, 2, 1.5f);
   std::vector<float> a(3 * 64), b(3 * 64), ref(3 * 64);
   reference_attention(cache, q.data(), 1, 39, ref.data());
@@ -146,9 +146,9 @@ TEST(Attention, CloseToExactAttentionOnOriginals) {
     const char* scheme;
     double bound;
   };
-  for (const Case& c :
-       {Case{"q8", 0.02}, Case{"q8r", 0.02}, Case{"q4", 0.2}, Case{"q4r", 0.2}, Case{"tq4", 0.2},
-        Case{"tq3.5:window=32", 0.25}, Case{"tq3", 0.3}, Case{"k4v3:kcodec=prod", 0.5}}) {
+  for (const Case& c : {Case{"q8", 0.02}, Case{"q8r", 0.02}, Case{"q4", 0.2}, Case{"q4r", 0.2},
+                        Case{"tq4:window=0", 0.2}, Case{"tq3.5:window=32", 0.25},
+                        Case{"tq3:window=0", 0.3}, Case{"k4v3:kcodec=prod,window=0", 0.5}}) {
     LayerKvCache cache(parse_kv_scheme(c.scheme), shape);
     cache.append(k.data(), v.data(), n);
     cache.attend(q.data(), 1, n - 1, got.data());
@@ -160,7 +160,7 @@ TEST(Attention, CloseToExactAttentionOnOriginals) {
 
 // With W = 0 a causal prefill over a chunk gives what per-token decoding gives at each step.
 TEST(Attention, PrefillEqualsTokenByTokenDecode) {
-  for (const char* scheme : {"tq3.5", "q4r", "k4v3:kcodec=prod", "fp16"}) {
+  for (const char* scheme : {"tq3.5:window=0", "q4r", "k4v3:kcodec=prod,window=0", "fp16"}) {
     const LayerKvShape shape{0, 1, 6, 2, 64};
     const int n = 30;
     const auto k = random_vec(n * 2 * 64, 8);
@@ -217,8 +217,8 @@ TEST(Attention, CausalMaskIgnoresLaterTokens) {
   EXPECT_LT(max_relative_error(at10, ref_full, 64), 1e-4);
   EXPECT_LT(max_relative_error(prefix_out, ref_prefix, 64), 1e-4);
   // Window 0: identical storage, so identical outputs.
-  const LayerKvCache full0 = filled_cache("tq4", s, 21);
-  const LayerKvCache prefix0 = filled_cache("tq4", s11, 21);
+  const LayerKvCache full0 = filled_cache("tq4:window=0", s, 21);
+  const LayerKvCache prefix0 = filled_cache("tq4:window=0", s11, 21);
   full0.attend(q.data(), 1, 10, at10.data());
   prefix0.attend(q.data(), 1, 10, prefix_out.data());
   EXPECT_EQ(at10, prefix_out);
@@ -254,7 +254,7 @@ TEST(Attention, ThreadCountDoesNotChangeResults) {
 
 TEST(Attention, BadInputThrows) {
   const CacheSetup s{LayerKvShape{0, 1, 3, 3, 64}, 5};
-  const LayerKvCache cache = filled_cache("tq4", s, 51);
+  const LayerKvCache cache = filled_cache("tq4:window=0", s, 51);
   std::vector<float> q(3 * 3 * 64), out(q.size());
   try {
     cache.attend(q.data(), 3, 3, out.data());

@@ -43,9 +43,9 @@ TEST(KvCache, BytesEqualFormulaForEveryPreset) {
     schemes.push_back(p + ":protect=1/1,window=16");
     schemes.push_back(p + ":window=5");
   }
-  schemes.push_back("k4v3:kcodec=prod");
+  schemes.push_back("k4v3:kcodec=prod,window=0");
   schemes.push_back("tq3:kcodec=prod,vcodec=prod,protect=0/1,window=3");
-  schemes.push_back("tq2.5:rot=haar,normcorr=1");
+  schemes.push_back("tq2.5:rot=haar,normcorr=1,window=0");
   for (int d : {64, 128}) {
     const ModelShape model{"test", 4, 6, 2, d, 0};
     for (const auto& name : schemes) {
@@ -132,8 +132,9 @@ TEST(KvCache, DecodeAccuracyPerFormat) {
   };
   for (const Case& c :
        {Case{"fp16", 1e-3}, Case{"q8", 0.02}, Case{"q8r", 0.02}, Case{"q4", 0.2}, Case{"q4r", 0.2},
-        Case{"tq4", 0.12}, Case{"tq3.5", 0.17}, Case{"tq3", 0.22}, Case{"tq2.5", 0.3},
-        Case{"tq3:rot=haar", 0.22}, Case{"tq4:kcodec=prod", 0.3}, Case{"tq4:protect=0/2", 1e-3}}) {
+        Case{"tq4:window=0", 0.12}, Case{"tq3.5:window=0", 0.17}, Case{"tq3:window=0", 0.22},
+        Case{"tq2.5:window=0", 0.3}, Case{"tq3:rot=haar,window=0", 0.22},
+        Case{"tq4:kcodec=prod,window=0", 0.3}, Case{"tq4:protect=0/2,window=0", 1e-3}}) {
     LayerKvCache cache(parse_kv_scheme(c.scheme), s);
     cache.append(k.data(), k.data(), n);
     for (int h = 0; h < 2; ++h) {
@@ -159,7 +160,7 @@ TEST(KvCache, ChunkingDoesNotChangeStoredTokens) {
   const auto k = random_tokens(n, s, 21);
   const auto v = random_tokens(n, s, 22);
   for (const char* name : {"fp16", "q8", "q4r", "tq3.5:window=8", "k4v3:kcodec=prod,window=3",
-                           "tq2.5", "tq4:window=64"}) {
+                           "tq2.5:window=0", "tq4:window=64"}) {
     const KvScheme scheme = parse_kv_scheme(name);
     LayerKvCache one(scheme, s), chunked(scheme, s);
     for (std::size_t t = 0; t < n; ++t) one.append(k.data() + t * 128, v.data() + t * 128, 1);
@@ -202,7 +203,7 @@ TEST(KvCache, ProtectedLayersStoreFp16) {
 }
 
 TEST(KvCache, SeedsDifferPerLayerAndSide) {
-  const KvScheme scheme = parse_kv_scheme("tq4");
+  const KvScheme scheme = parse_kv_scheme("tq4:window=0");
   std::set<std::uint64_t> seeds;
   for (int layer = 0; layer < 4; ++layer) {
     LayerKvCache cache(scheme, LayerKvShape{layer, 4, 1, 1, 64});
@@ -226,7 +227,7 @@ std::string thrown_message(F f) {
 }
 
 TEST(KvCache, BadInputThrowsNamingTheValue) {
-  const KvScheme tq4 = parse_kv_scheme("tq4");
+  const KvScheme tq4 = parse_kv_scheme("tq4:window=0");
   EXPECT_NE(thrown_message([&] {
               LayerKvCache(tq4, LayerKvShape{0, 1, 7, 3, 64});
             }).find("7"),
@@ -248,7 +249,8 @@ TEST(KvCache, BadInputThrowsNamingTheValue) {
             }).find("0"),
             std::string::npos);
   // Fine with haar, or unrotated.
-  EXPECT_NO_THROW(LayerKvCache(parse_kv_scheme("tq4:rot=haar"), LayerKvShape{0, 1, 3, 3, 96}));
+  EXPECT_NO_THROW(
+      LayerKvCache(parse_kv_scheme("tq4:rot=haar,window=0"), LayerKvShape{0, 1, 3, 3, 96}));
   EXPECT_NO_THROW(LayerKvCache(parse_kv_scheme("q4"), LayerKvShape{0, 1, 3, 3, 96}));
   LayerKvCache cache(tq4, LayerKvShape{0, 1, 3, 3, 64});
   std::vector<float> buf(64 * 3 * 4);

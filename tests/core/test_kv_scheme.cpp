@@ -27,6 +27,15 @@ TEST(KvScheme, ParsesPresetsAndOptions) {
   EXPECT_FALSE(k4v3.layer_is_protected(1, 30));
   EXPECT_TRUE(k4v3.layer_is_protected(28, 30));
   EXPECT_EQ(parse_kv_scheme("tq3.5").key.bits, 3.5);
+  // TurboQuant schemes keep a 64-token exact window by default; the canonical name omits the
+  // default and spells out any other choice, including none.
+  EXPECT_EQ(parse_kv_scheme("tq3.5").window, kTurboQuantDefaultWindow);
+  EXPECT_EQ(parse_kv_scheme("tq3.5").name, "tq3.5");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=64").name, "tq3.5");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=0").window, 0);
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=0").name, "tq3.5:window=0");
+  EXPECT_EQ(parse_kv_scheme("q4r").window, 0);
+  EXPECT_EQ(parse_kv_scheme("q4r:window=64").name, "q4r:window=64");
   EXPECT_TRUE(parse_kv_scheme("q4r").key.rotated);
   EXPECT_FALSE(parse_kv_scheme("q4").key.rotated);
 }
@@ -45,9 +54,14 @@ TEST(KvSize, MatchesHandComputedBytes) {
   const std::size_t fp16 = 2ull * 32 * 8 * 128 * 2 * ctx;  // K+V, layers, heads, d, bytes
   EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("fp16"), ctx).bytes, fp16);
   // tq4: 64 B codes + 2 B norm per token-head-side.
-  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("tq4"), ctx).bytes, 2ull * 32 * 8 * 66 * ctx);
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("tq4:window=0"), ctx).bytes,
+            2ull * 32 * 8 * 66 * ctx);
+  // The default 64-token window is stored in fp16 (256 B per token-head for K+V... per side 256).
+  EXPECT_EQ(
+      kv_cache_size(llama, parse_kv_scheme("tq4"), ctx).bytes,
+      2ull * 32 * 8 * (66 * (ctx - kTurboQuantDefaultWindow) + 256 * kTurboQuantDefaultWindow));
   // tq3.5: 32 + 24 B codes + 2 B norm.
-  const KvSizeBreakdown t35 = kv_cache_size(llama, parse_kv_scheme("tq3.5"), ctx);
+  const KvSizeBreakdown t35 = kv_cache_size(llama, parse_kv_scheme("tq3.5:window=0"), ctx);
   EXPECT_EQ(t35.bytes, 2ull * 32 * 8 * 58 * ctx);
   EXPECT_NEAR(t35.bits_per_value, 3.5 + 16.0 / 128, 1e-12);
   EXPECT_NEAR(t35.ratio(), 58.0 / 256.0, 1e-12);

@@ -23,7 +23,8 @@
 // tolerance (this checks the one-token decode path, not only prefill). A step whose tokens differ
 // is a failure unless the reference margin there is below the fixture's greedy margin, in which
 // case the two runs have legitimately parted and the comparison of that prompt ends.
-// With the 8-bit TurboQuant cache ("tq8") the greedy tokens must equal our fp16 run's exactly.
+// With the 8-bit TurboQuant cache ("tq8:window=0") the greedy tokens must equal our fp16 run's
+// exactly.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -296,7 +297,7 @@ TEST(ModelReference, Fp16MatchesLlamaCppAndTq8MatchesFp16) {
   {
     SCOPED_TRACE("tq8 cache against our fp16 cache");
     const auto& expected = fp16_runs();
-    const auto tq8 = run_prompts("tq8", /*keep_rows=*/false);
+    const auto tq8 = run_prompts("tq8:window=0", /*keep_rows=*/false);
     ASSERT_EQ(tq8.size(), expected.size());
     for (std::size_t i = 0; i < tq8.size(); ++i) {
       SCOPED_TRACE(shared()->f32["prompts"][i]["name"].get<std::string>());
@@ -307,7 +308,7 @@ TEST(ModelReference, Fp16MatchesLlamaCppAndTq8MatchesFp16) {
 
 TEST(ModelReference, Tq8CacheIsSmallerThanFp16) {
   REQUIRE_MODEL();
-  tq::Session session(*shared()->model, "tq8");
+  tq::Session session(*shared()->model, "tq8:window=0");
   const auto& ids = shared()->f32["prompts"][0]["ids"];
   session.eval(ids.get<std::vector<tq::TokenId>>());
   const tq::KvSizeBreakdown kv = session.kv_bytes();

@@ -141,7 +141,7 @@ void check_chunking(const BuildOptions& o, const char* scheme) {
 TEST(ModelSynthetic, ChunkedPrefillEqualsTokenByToken) {
   check_chunking({}, "fp16");
   check_chunking({.arch = "qwen2", .biases = true}, "fp16");
-  check_chunking({}, "tq4");
+  check_chunking({}, "tq4:window=0");
 }
 
 TEST(ModelSynthetic, ContextLimitIsEnforced) {

@@ -1,16 +1,19 @@
 // Entry point of the `tq` CLI: builds the CLI11 app from the registered subcommands and turns
 // library exceptions into a clear one-line error and a non-zero exit code.
 #include "command_registry.hpp"
+#include "turboquant/runtime_environment.hpp"
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 
 int main(int argc, char** argv) {
-  // OpenMP threads that spin at barriers are ruinous on a shared or oversubscribed machine (a
-  // measured 12x slower decode); sleeping waiters cost little when the machine is idle. The user's
-  // own setting wins.
-  setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
+  // libgomp and OpenBLAS read their settings when they are loaded, before main(): a passive
+  // OpenMP wait policy (spinning waiters made decode 12x slower on a shared machine) and, where
+  // OpenBLAS fell back to SSE3 kernels on an AVX2/AVX-512 CPU, the right kernel family (3x
+  // faster prefill on our CI machine) need a re-exec with the environment set. The user's own
+  // settings win.
+  tq::reexec_with_runtime_environment(argv);
   CLI::App app{"turboquant: KV-cache compression with TurboQuant codecs"};
   app.require_subcommand(1);
   for (auto& setup : tq::cli::command_setups()) setup(app);
