@@ -5,8 +5,9 @@
 # `tq sensitivity` on the default model and WikiText-2 test, then writes
 # bench/results/quality.md and quality.json (+ the PNGs next to them).
 #
-# Sized for a shared 2-core CPU (about 25-30 minutes); every size is an environment variable,
-# e.g. CHUNKS=32 NIAH_LENGTHS=1024,2048,4096,8192 NIAH_SEEDS=2 for the full grid on a bigger box.
+# Sized for a 2-core CPU (about 90 minutes); every size is an environment variable, e.g.
+# CHUNKS=4 NIAH_LENGTHS=1024 NIAH_OTHER_LENGTHS=1024 for a 20-minute smoke run, or
+# NIAH_SEEDS=3 for a finer grid on a bigger box.
 # Usage: scripts/report.sh            (TQ=path/to/tq to pick the binary)
 set -euo pipefail
 
@@ -17,12 +18,12 @@ MODEL="${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 DATA="${DATA:-../shared/data}"
 TEXT="${TEXT:-$DATA/wikitext-2-raw/wiki.test.raw}"
 HAYSTACK="${HAYSTACK:-$DATA/haystack/pride-and-prejudice-pg1342.txt}"
-CTX="${CTX:-512}"
-CHUNKS="${CHUNKS:-4}"
+CTX="${CTX:-1024}"
+CHUNKS="${CHUNKS:-12}"
 THREADS="${THREADS:-2}"
 PROTECT="${PROTECT:-2/0}"  # tq sensitivity: layer 1 dominates; layer 0 and the last layers do not stand out
-WINDOW="${WINDOW:-64}"
-NIAH_LENGTHS="${NIAH_LENGTHS:-1024}"
+NIAH_LENGTHS="${NIAH_LENGTHS:-1024,2048,4096,8192}"  # fp16 and tq3.5: single + multi needle
+NIAH_OTHER_LENGTHS="${NIAH_OTHER_LENGTHS:-1024,2048,4096}"  # other schemes: single needle
 NIAH_DEPTHS="${NIAH_DEPTHS:-0,25,50,75,100}"
 NIAH_MULTI_DEPTHS="${NIAH_MULTI_DEPTHS:-0,50,100}"
 NIAH_SEEDS="${NIAH_SEEDS:-1}"
@@ -43,19 +44,31 @@ echo "report: work dir $WORK" >&2
 START=$(date +%s)
 
 P="protect=$PROTECT"
-W="window=$WINDOW"
+# TurboQuant presets keep a 64-token fp16 window by default; `window=0` rows show the codes alone,
+# and q4r:window=64 gives the block baseline the same window for a like-for-like comparison.
 SCHEMES=(
-  q8 q8r q4 q4r tq4 tq3.5 k4v3 tq3 tq2.5 "tq4:kcodec=prod" "tq3.5:kcodec=prod"
+  q8 q8r q4 q4r "q4r:window=64" tq4 tq3.5 k4v3 tq3 tq2.5 "tq4:kcodec=prod" "tq3.5:kcodec=prod"
   "tq4:$P" "tq3.5:$P" "k4v3:$P" "tq3:$P" "tq2.5:$P" "tq4:kcodec=prod,$P" "tq3.5:kcodec=prod,$P"
-  "tq4:$W" "tq3.5:$W" "tq3.5:$P,$W"
+  "tq4:window=0" "tq3.5:window=0" "k4v3:window=0" "tq3:window=0" "tq2.5:window=0"
 )
-NIAH_KEY=(fp16 q4r tq3.5 "tq3.5:$P,$W")
-NIAH_SINGLE_ONLY=(tq4 "tq3.5:$W")
+NIAH_KEY=(fp16 tq3.5)
+NIAH_OTHER=(q4r tq4 "tq3.5:window=0")
 
 tag() { echo "$1" | tr ':,/=' '_+-~'; }
 ppl_args=(-m "$MODEL" -f "$TEXT" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" --json)
 
-echo "== perplexity fp16 (reference logits)" >&2
+niah_common=(-m "$MODEL" --haystack "$HAYSTACK" --seeds "$NIAH_SEEDS" -t "$THREADS" --out "$OUT" -q)
+i=0
+for s in "${NIAH_KEY[@]}"; do
+  echo "== niah $s  ($(($(date +%s) - START)) s)" >&2
+  "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_LENGTHS" --mode single \
+    --depths "$NIAH_DEPTHS" --json-out "$WORK/niah_single_$i.json"
+  "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_LENGTHS" --mode multi --needles 2 \
+    --depths "$NIAH_MULTI_DEPTHS" --json-out "$WORK/niah_multi_$i.json"
+  i=$((i + 1))
+done
+
+echo "== perplexity fp16 (reference logits)  ($(($(date +%s) - START)) s)" >&2
 "$TQ" perplexity "${ppl_args[@]}" --kv fp16 --save-logits "$WORK/ref.logits" >"$WORK/ppl_fp16.json"
 for s in "${SCHEMES[@]}"; do
   echo "== perplexity $s  ($(($(date +%s) - START)) s)" >&2
@@ -69,21 +82,10 @@ for s in fp16 "${SCHEMES[@]}"; do bench_kv+=(--kv "$s"); done
 "$TQ" bench -m "$MODEL" "${bench_kv[@]}" --contexts "$BENCH_CONTEXTS" --steps 8 -t "$THREADS" \
   --out "$OUT/decode_speed" -q
 
-niah_common=(-m "$MODEL" --haystack "$HAYSTACK" --lengths "$NIAH_LENGTHS" --seeds "$NIAH_SEEDS"
-  -t "$THREADS" --out "$OUT" -q)
-i=0
-for s in "${NIAH_KEY[@]}"; do
+for s in "${NIAH_OTHER[@]}"; do
   echo "== niah $s  ($(($(date +%s) - START)) s)" >&2
-  "$TQ" niah "${niah_common[@]}" --kv "$s" --mode single --depths "$NIAH_DEPTHS" \
-    --json-out "$WORK/niah_single_$i.json"
-  "$TQ" niah "${niah_common[@]}" --kv "$s" --mode multi --needles 2 --depths "$NIAH_MULTI_DEPTHS" \
-    --json-out "$WORK/niah_multi_$i.json"
-  i=$((i + 1))
-done
-for s in "${NIAH_SINGLE_ONLY[@]}"; do
-  echo "== niah $s  ($(($(date +%s) - START)) s)" >&2
-  "$TQ" niah "${niah_common[@]}" --kv "$s" --mode single --depths "$NIAH_DEPTHS" \
-    --json-out "$WORK/niah_single_$i.json"
+  "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_OTHER_LENGTHS" --mode single \
+    --depths "$NIAH_DEPTHS" --json-out "$WORK/niah_single_$i.json"
   i=$((i + 1))
 done
 
@@ -96,10 +98,10 @@ fi
 ELAPSED=$(($(date +%s) - START))
 echo "== assembling ($ELAPSED s)" >&2
 python3 - "$WORK" "$OUT" "$MODEL" "$TEXT" "$HAYSTACK" "$CTX" "$CHUNKS" "$THREADS" "$ELAPSED" \
-  "$NIAH_LENGTHS" "$NIAH_DEPTHS" "$NIAH_MULTI_DEPTHS" "$NIAH_SEEDS" <<'PY'
+  "$NIAH_LENGTHS" "$NIAH_DEPTHS" "$NIAH_MULTI_DEPTHS" "$NIAH_SEEDS" "$NIAH_OTHER_LENGTHS" <<'PY'
 import glob, json, os, platform, subprocess, sys
 (work, out, model, text, haystack, ctx, chunks, threads, elapsed,
- niah_lengths, niah_depths, niah_multi_depths, niah_seeds) = sys.argv[1:]
+ niah_lengths, niah_depths, niah_multi_depths, niah_seeds, niah_other_lengths) = sys.argv[1:]
 
 ppl = {}
 # Runs are sequential in the script's scheme order: file times give the table order.
@@ -112,11 +114,17 @@ speed = {}
 for r in bench["rows"]:
     speed.setdefault(r["kv"], {})[r["context"]] = r
 niah = {}
+niah_by_length = {}  # (kv, mode) -> {context: [correct, cells]}
 for f in sorted(glob.glob(os.path.join(work, "niah_*.json"))):
     for r in json.load(open(f))["runs"]:
-        n = sum(1 for c in r["cells"]) 
+        n = sum(1 for c in r["cells"])
         ok = sum(1 for c in r["cells"] if c["correct"])
         niah.setdefault(r["kv"], {})[r["mode"]] = (ok, n, r.get("heatmap", ""))
+        per = niah_by_length.setdefault((r["kv"], r["mode"]), {})
+        for c in r["cells"]:
+            cell = per.setdefault(c["context"], [0, 0])
+            cell[0] += 1 if c["correct"] else 0
+            cell[1] += 1
 
 contexts = sorted({r["context"] for r in bench["rows"]})
 c_short, c_long = contexts[0], contexts[-1]
@@ -161,7 +169,10 @@ meta = {"model": model, "text": text, "context": int(ctx), "chunks": int(chunks)
         "threads": int(threads), "cpu": cpu, "cpus": ncpu, "commit": commit,
         "elapsed_seconds": int(elapsed), "haystack": haystack,
         "niah": {"lengths": niah_lengths, "single_depths": niah_depths,
-                 "multi_depths": niah_multi_depths, "multi_needles": 2, "seeds": int(niah_seeds)},
+                 "multi_depths": niah_multi_depths, "multi_needles": 2, "seeds": int(niah_seeds),
+                 "other_lengths": niah_other_lengths,
+                 "by_length": [{"kv": kv, "mode": mode, "context": c, "correct": v[0], "cells": v[1]}
+                               for (kv, mode), per in niah_by_length.items() for c, v in sorted(per.items())]},
         "decode_contexts": contexts}
 json.dump({"meta": meta, "rows": rows}, open(os.path.join(out, "quality.json"), "w"), indent=2)
 
@@ -181,7 +192,8 @@ L.append(f"- Perplexity/KLD: WikiText-2 raw test (`wiki.test.raw`), llama-perple
          f"the first {chunks} non-overlapping chunks of {ctx} tokens (BOS at each chunk start), second "
          f"half of each scored: **{ref['tokens_scored']} scored tokens** ({ref['tokens_evaluated']} evaluated). "
          f"KLD = KL(P_fp16 ‖ P_scheme) per token, nats, on the same tokens; top-1 = same argmax as fp16.")
-L.append(f"- NIAH: haystack `{os.path.basename(haystack)}`, context {niah_lengths} tokens "
+L.append(f"- NIAH: haystack `{os.path.basename(haystack)}`, context {niah_lengths} tokens for fp16 and tq3.5 "
+         f"({niah_other_lengths} for the other schemes, single needle only) "
          f"(whole chat-templated prompt + answer), single needle at depths {niah_depths}%, "
          f"multi (2 needles, both required) at depths {niah_multi_depths}%, {niah_seeds} seed(s) per cell; "
          f"greedy answer, exact 7-digit match. Cells correct / cells.")
@@ -203,6 +215,15 @@ L.append("")
 pngs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "niah_*.png")))
 L.append("Plots: `quality_kld_vs_bits.png` (mean KLD vs bits/value), `decode_speed.png` (tokens/s vs context), NIAH heatmaps " +
          ", ".join(f"`{p}`" for p in pngs) + ".\n")
+if niah_by_length:
+    lengths = sorted({c for per in niah_by_length.values() for c in per})
+    L.append("NIAH by context length (cells correct / cells):\n")
+    L.append("| scheme | mode | " + " | ".join(str(c) for c in lengths) + " |")
+    L.append("|---|---|" + "---:|" * len(lengths))
+    for (kv, mode), per in niah_by_length.items():
+        L.append(f"| `{kv}` | {mode} | " + " | ".join(
+            f"{per[c][0]}/{per[c][1]}" if c in per else "—" for c in lengths) + " |")
+    L.append("")
 byname = {r["kv"]: r for r in rows}
 def kld(r): return f"{r['kld_mean']:.4f}"
 def bits(r): return "?" if r["bits_per_value"] is None else f"{r['bits_per_value']:.2f}"
