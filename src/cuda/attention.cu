@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 namespace tq::cuda {
 namespace {
@@ -194,6 +196,43 @@ __global__ void merge_kernel(const MergeParams p) {
   }
   p.out[qoff + j] = l > 0.0f ? acc / l : 0.0f;
 }
+
+// Diagnostics: with TQ_CUDA_TIMELINE=FILE set, every tensor-core call records per-CTA
+// timestamps (SplitParams::timeline) and appends them to FILE as one record (u64 CTA count, then
+// 8 u64 per CTA). It synchronises the stream after each call: for profiling runs only.
+class CtaTimeline {
+ public:
+  explicit CtaTimeline(int ctas) : ctas_(ctas) {
+    path_ = std::getenv("TQ_CUDA_TIMELINE");
+    if (path_ == nullptr) return;
+    TQ_CUDA_CHECK(cudaMalloc(&words_, static_cast<std::size_t>(ctas) * 8 * sizeof(*words_)));
+    TQ_CUDA_CHECK(cudaMemset(words_, 0, static_cast<std::size_t>(ctas) * 8 * sizeof(*words_)));
+  }
+  ~CtaTimeline() {
+    if (words_) cudaFree(words_);
+  }
+  CtaTimeline(const CtaTimeline&) = delete;
+  CtaTimeline& operator=(const CtaTimeline&) = delete;
+  unsigned long long* device_words() const { return words_; }
+  void append_to_file(cudaStream_t stream) const {
+    if (words_ == nullptr) return;
+    std::vector<unsigned long long> host(static_cast<std::size_t>(ctas_) * 8);
+    TQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+    TQ_CUDA_CHECK(
+        cudaMemcpy(host.data(), words_, host.size() * sizeof(host[0]), cudaMemcpyDeviceToHost));
+    std::FILE* f = std::fopen(path_, "ab");
+    if (f == nullptr) throw std::runtime_error(std::string("cannot append to ") + path_);
+    const unsigned long long n = static_cast<unsigned long long>(ctas_);
+    std::fwrite(&n, sizeof(n), 1, f);
+    std::fwrite(host.data(), sizeof(host[0]), host.size(), f);
+    std::fclose(f);
+  }
+
+ private:
+  int ctas_;
+  const char* path_ = nullptr;
+  unsigned long long* words_ = nullptr;
+};
 
 int sm_count_cached() {
   static const int sms = device_sm_count();
@@ -474,7 +513,10 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     if (KL.hi_count) sp.cent[KL.hi_bits] = kd.cent_hi;
     sp.cent[VL.lo_bits] = vd.cent_lo;
     if (VL.hi_count) sp.cent[VL.hi_bits] = vd.cent_hi;
+    CtaTimeline timeline(sp.splits * a.batch * cache.kv_heads * plan.row_chunks);
+    sp.timeline = timeline.device_words();
     detail::launch_tensor_core_split(sp, a.batch, D, kcode, vcode, stream);
+    timeline.append_to_file(stream);
     if (a.window_lengths)
       run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
   } else {

@@ -64,6 +64,9 @@ struct SplitParams {
   // Arrival counters [batch][kv_heads][row_chunks], zero between calls (the last CTA of each
   // group resets its own). Null: no fused merge, the host runs the merge kernel (window).
   int* counters;
+  // Diagnostics (TQ_CUDA_TIMELINE, see attention.cu): per CTA 8 words — %globaltimer at entry,
+  // loop start, loop end, partials written, arrival counted, kernel end, then %smid. Else null.
+  unsigned long long* timeline;
 };
 
 // Tensor-core split kernel. kc / vc: key / value codes as 10·hi_bits + lo_bits (44 = 4-bit,

@@ -302,6 +302,15 @@ struct Tables {
   static constexpr int total = words(4) + words(3) + words(2);
 };
 
+// Position of (row of the chunk, dim) inside a per-warp state row of the reduction: an XOR of
+// the low 5 bits (it stays inside its 32-word block, so a warp reading 32 consecutive dims of one
+// row is conflict-free) chosen so that the mma-fragment writes — lanes spread over rows 2·tig
+// and dims 2·g·MTPS — hit 32 distinct banks for d = 64, 128, 256 and one or two value segments
+// (checked exhaustively when it was chosen). dim ^ 1 swizzles like dim for even dims.
+__device__ __forceinline__ int red_swizzle(int row, int dim) {
+  return dim ^ (((row >> 1) & 3) ^ (((dim >> 5) & 7) << 2));
+}
+
 template <int D, int KC, int VC>
 constexpr int region_a_words() {
   return Tables<KC, VC>::total > kRowsPerChunk * D ? Tables<KC, VC>::total : kRowsPerChunk * D;
@@ -342,12 +351,30 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   float* sq = red_o + kRegionB;  // [8][D] query rows, later z
   __half* sp_all = reinterpret_cast<__half*>(sq + kRowsPerChunk * D);
   float* red_ml = reinterpret_cast<float*>(sp_all + kWarps * 16 * 8);
+  // Query B fragments in lane order ([k-step][half][lane] half2 words), built once per CTA: every
+  // warp then loads its fragments conflict-free (read straight from sq, the 32 lanes of a warp
+  // hit one bank — a 32-way conflict that cost ~4 µs per call).
+  uint32_t* qbuf = reinterpret_cast<uint32_t*>(red_ml + kWarps * kRowsPerChunk * 2);
   __shared__ int s_last;
 
   const int split = blockIdx.x, kvh = blockIdx.y;
   const int b = blockIdx.z / p.row_chunks, chunk = blockIdx.z % p.row_chunks;
+  const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tig = lane & 3;
+  auto stamp = [&](int k) {
+    if (p.timeline != nullptr && tid == 0) {
+      unsigned long long t;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+      p.timeline[lin * 8 + k] = t;
+      if (k == 0) {
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        p.timeline[lin * 8 + 7] = sm;
+      }
+    }
+  };
+  stamp(0);
 
   const int len = p.lengths[b];
   const int start = split * p.tokens_per_split;
@@ -412,6 +439,22 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       cp_async_commit();
     }
   };
+  // The query rows' elements of this thread, loaded before the ring prefill below so that they
+  // do not queue behind the tiles of every SM (at 128k the prologue took 8 µs that way).
+  constexpr int kQPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
+  float qv[kQPer];
+#pragma unroll
+  for (int k = 0; k < kQPer; ++k) {
+    const int i = tid + k * kThreads, c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
+    float v = 0.0f;
+    if (i < kRowsPerChunk * D && row < p.rows) {
+      const int qi = row / p.group, qh = kvh * p.group + row % p.group;
+      v = __ldg(p.q + ((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j) *
+          p.scale_log2;
+      if (p.rot_signs) v *= __ldg(p.rot_signs + j) * rsqrtf(static_cast<float>(D));
+    }
+    qv[k] = v;
+  }
   if constexpr (kTq) {
     // Prefill the ring first: the first tiles' DRAM latency overlaps the setup below.
 #pragma unroll
@@ -420,18 +463,9 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
 
   // Query preparation (formerly its own kernel): Π q · scale · log2 e for the chunk's 8 rows.
   {
-    const int row0 = chunk * kRowsPerChunk;
-    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-      const int c = i / D, j = i % D, row = row0 + c;
-      float v = 0.0f;
-      if (row < p.rows) {
-        const int qi = row / p.group, qh = kvh * p.group + row % p.group;
-        v = p.q[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] *
-            p.scale_log2;
-        if (p.rot_signs) v *= p.rot_signs[j] * rsqrtf(static_cast<float>(D));
-      }
-      sq[i] = v;
-    }
+#pragma unroll
+    for (int k = 0; k < kQPer; ++k)
+      if (tid + k * kThreads < kRowsPerChunk * D) sq[tid + k * kThreads] = qv[k];
     __syncthreads();
     if (p.rot_signs) {
       fwht_rows<D>(sq);
@@ -480,21 +514,22 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   }
   // Query B fragments, permuted to match the A loads: k-step kb of key segment s = kb / KSPS
   // takes pair P = s·D/(2·KNSEG) + tig·D/(8·KNSEG) + 2·(kb mod KSPS) + half (one segment:
-  // P = tig·D/8 + 2·kb + half).
-  uint32_t qf[KSTEPS][2];
-  {
-    const float* q = sq + g * D;  // rows past p.rows are zero
-#pragma unroll
-    for (int kb = 0; kb < KSTEPS; ++kb) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int pair =
-            (kb / KSPS) * (D / (2 * KNSEG)) + tig * (D / (8 * KNSEG)) + 2 * (kb % KSPS) + h;
-        qf[kb][h] = pack_half2(q[2 * pair], q[2 * pair + 1]);
-      }
-    }
+  // P = tig·D/8 + 2·kb + half). Entry e of qbuf is built by thread e: consecutive threads take
+  // consecutive (kb, half) of one lane, so the sq reads spread over the banks.
+  for (int e = tid; e < 2 * KSTEPS * 32; e += kThreads) {
+    const int kbh = e % (2 * KSTEPS), ln = e / (2 * KSTEPS);
+    const int kb = kbh >> 1, h = kbh & 1, gg = ln >> 2, tt = ln & 3;
+    const int pair = (kb / KSPS) * (D / (2 * KNSEG)) + tt * (D / (8 * KNSEG)) + 2 * (kb % KSPS) + h;
+    const float* q = sq + gg * D;  // rows past p.rows are zero
+    qbuf[kbh * 32 + ln] = pack_half2(q[2 * pair], q[2 * pair + 1]);
   }
   __syncthreads();
+  uint32_t qf[KSTEPS][2];
+#pragma unroll
+  for (int kb = 0; kb < KSTEPS; ++kb) {
+    qf[kb][0] = qbuf[(2 * kb) * 32 + lane];
+    qf[kb][1] = qbuf[(2 * kb + 1) * 32 + lane];
+  }
 
   // Half2 of the j-th code pair of a normalised stream of b-bit codes (b constant after
   // unrolling).
@@ -533,6 +568,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   float m0 = kNegBig, m1 = kNegBig, l0 = 0.0f, l1 = 0.0f;
   __half* sp = sp_all + warp * 128;
   const uint32_t sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sp + (lane & 15) * 8));
+  stamp(1);
 
   // process(tile registers, tile index): scores, online softmax, P·V for one 16-token tile.
   auto process = [&](const auto& cur, int tile) {
@@ -620,12 +656,11 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
                __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), pb0, pb1);
     }
   };
-  int tile = warp;
   if constexpr (kTq) {
     // kStages − 1 tiles per warp in flight through cp.async (no registers held for them);
     // the stage read now is refilled at the next iteration, after the closing __syncwarp.
     int it = 0;
-    for (; tile < ntiles; tile += kWarps, ++it) {
+    for (int tile = warp; tile < ntiles; tile += kWarps, ++it) {
       issue(tile + (kStages - 1) * kWarps, (it + kStages - 1) % kStages);
       cp_async_wait<kStages - 1>();
       __syncwarp();
@@ -667,7 +702,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     cp_async_wait<0>();
   } else {
     Regs cur;
-    for (; tile < ntiles; tile += kWarps) {
+    for (int tile = warp; tile < ntiles; tile += kWarps) {
       load_tile(cur, tile);
       process(cur, tile);
     }
@@ -678,16 +713,20 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
   __syncthreads();  // the rings are drained; their space holds the per-warp states
+  stamp(2);
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    // Value pair of (m-tile, g): segment mt / MTPS, its g-th run of MTPS pairs.
+    // Value pair of (m-tile, g): segment mt / MTPS, its g-th run of MTPS pairs. Stored at
+    // red_swizzle(row, dim): unswizzled, the lanes of a warp hit 2 banks (a 16-way conflict
+    // that cost ~4 µs per call at d = 128).
     const int dim = 2 * ((mt / MTPS) * (D / (2 * VNSEG)) + g * MTPS + mt % MTPS);
+    const int sd = red_swizzle(2 * tig, dim);  // rows 2·tig and 2·tig + 1 swizzle alike
     float* w0 = red_o + (warp * kRowsPerChunk + 2 * tig) * D;
     float* w1 = w0 + D;
-    w0[dim] = o[mt][0];
-    w1[dim] = o[mt][1];
-    w0[dim + 1] = o[mt][2];
-    w1[dim + 1] = o[mt][3];
+    w0[sd] = o[mt][0];
+    w1[sd] = o[mt][1];
+    w0[sd ^ 1] = o[mt][2];
+    w1[sd ^ 1] = o[mt][3];
   }
   if (g == 0) {
     red_ml[(warp * kRowsPerChunk + 2 * tig) * 2] = m0;
@@ -707,7 +746,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
       const float f = fast_exp2(red_ml[(w * kRowsPerChunk + col) * 2] - mmax);
-      acc += f * red_o[(w * kRowsPerChunk + col) * D + dim];
+      acc += f * red_o[(w * kRowsPerChunk + col) * D + red_swizzle(col, dim)];
       lsum += f * red_ml[(w * kRowsPerChunk + col) * 2 + 1];
     }
     const long long slot =
@@ -718,6 +757,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       p.part_ml[slot * 2 + 1] = lsum;
     }
   }
+  stamp(3);
   if (p.counters == nullptr) return;  // the host runs the merge kernel (exact window)
 
   // Fused merge (formerly its own kernel): the last CTA of this (sequence, KV head, chunk) to
@@ -732,6 +772,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if (s_last) *ctr = 0;  // every CTA of the group has arrived: ready for the next call
   }
   __syncthreads();
+  stamp(4);
   if (!s_last) return;
   __threadfence();
   const int S = p.splits, row0 = chunk * kRowsPerChunk;
@@ -834,6 +875,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     p.out[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] =
         l > 0.0f ? v / l : 0.0f;
   }
+  stamp(5);
 }
 
 template <int D, int KC, int VC>
@@ -843,7 +885,7 @@ constexpr int smem_bytes() {
   constexpr int ring = KC != 0 ? W * kStages * stage_bytes<D, KC, VC>() / 4 : 0;
   constexpr int red = W * kRowsPerChunk * D;
   return lut * 4 + (ring > red ? ring : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
-         W * kRowsPerChunk * 2 * 4 + 64;
+         W * kRowsPerChunk * 2 * 4 + 2 * (D / 16) * 32 * 4 + 64;
 }
 
 template <int D, int KC, int VC>
