@@ -198,6 +198,9 @@ int main(int argc, char** argv) {
     if (quick) contexts = {4096, 32768, 131072};
     if (one) contexts = {one_ctx};
     const int reps = one ? 2 : (quick ? 10 : 25);
+    // TQ_BENCH_CAPACITY_PAD=N: cache capacity ctx + N tokens (stride experiments; default 0).
+    const char* pad_env = std::getenv("TQ_BENCH_CAPACITY_PAD");
+    const int capacity_pad = pad_env ? std::atoi(pad_env) : 0;
     tc::AttentionWorkspace ws;
     for (const Shape& s : shapes) {
       // Presets on the tensor-core path (and 3 bits on the generic kernel, for reference).
@@ -249,7 +252,8 @@ int main(int argc, char** argv) {
             if (one && std::strcmp(cf.name, one_kernel.c_str()) != 0) continue;
             tc::DeviceCodec dk(codec_of(cf.kbits, 1)), dv(codec_of(cf.vbits, 2));
             a.path = cf.path;
-            tc::GpuKvCacheStorage store(dk.layout(), dv.layout(), batch, s.kv_heads, ctx);
+            tc::GpuKvCacheStorage store(dk.layout(), dv.layout(), batch, s.kv_heads,
+                                        ctx + capacity_pad);
             const tc::GpuKvCache& c = store.cache();
             fill_random(c.key.codes, slots * dk.layout().code_bytes, 1, block, block_bytes);
             fill_random(c.value.codes, slots * dv.layout().code_bytes, 2, block, block_bytes);

@@ -24,10 +24,14 @@ def main():
         r["speedup_vs_sdpa"] = s["us"] / r["us"] if s else None
         r["speedup_vs_fp16_ours"] = h["us"] / r["us"] if h else None
     json.dump(dict(device=ours["device"], sms=ours["sms"], copy_gbs=copy, torch=sdpa["torch"],
-                   rows=rows), open(prefix + ".json", "w"), indent=1)
+                   flush=sdpa.get("flush", "write"), rows=rows), open(prefix + ".json", "w"), indent=1)
+    flush_note = ("L2 emptied by reading 256 MiB before each timed call: no foreign dirty lines "
+                  "are written back during it" if sdpa.get("flush") == "read" else
+                  "256 MiB rewritten before each timed call: up to ~50 MB of dirty lines are "
+                  "written back during it")
     lines = [f"# CUDA attention benchmark — {ours['device']} ({ours['sms']} SMs)", "",
              f"Copy bandwidth (1 GiB D2D, read+write) measured in the same run: {copy:.0f} GB/s. "
-             f"PyTorch {sdpa['torch']}. Median µs, cold L2. GB/s over the bytes each kernel must read "
+             f"PyTorch {sdpa['torch']}. Median µs, cold L2 ({flush_note}). GB/s over the bytes each kernel must read "
              "(compressed codes + norms for tq; fp16 K+V for fp16 kernels).", "",
              "| kernel | shape | context | batch | µs | GB/s | % copy | × vs SDPA | × vs our fp16 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
