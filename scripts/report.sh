@@ -9,6 +9,8 @@
 # CHUNKS=4 NIAH_LENGTHS=1024 NIAH_OTHER_LENGTHS=1024 for a 20-minute smoke run, or
 # NIAH_SEEDS=3 for a finer grid on a bigger box.
 # Usage: scripts/report.sh            (TQ=path/to/tq to pick the binary)
+# Resumable: with WORK=DIR of an interrupted run, results already in DIR are reused (delete a
+# file there to redo that step).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,10 +46,12 @@ echo "report: work dir $WORK" >&2
 START=$(date +%s)
 
 P="protect=$PROTECT"
-# TurboQuant presets keep a 64-token fp16 window by default; `window=0` rows show the codes alone,
-# and q4r:window=64 gives the block baseline the same window for a like-for-like comparison.
+# TurboQuant presets keep a 128-token fp16 window by default; `window=0` rows show the codes
+# alone, and q4r:window=128 gives the block baseline the same window for a like-for-like
+# comparison.
 SCHEMES=(
-  q8 q8r q4 q4r "q4r:window=64" tq4 tq3.5 k4v3 tq3 tq2.5 "tq4:kcodec=prod" "tq3.5:kcodec=prod"
+  q8 q8r q4 q4r "q4r:window=128" tq4 tq3.5 k4v3 tq3 tq2.5 "tq3.5:window=64"
+  "tq4:kcodec=prod" "tq3.5:kcodec=prod"
   "tq4:$P" "tq3.5:$P" "k4v3:$P" "tq3:$P" "tq2.5:$P" "tq4:kcodec=prod,$P" "tq3.5:kcodec=prod,$P"
   "tq4:window=0" "tq3.5:window=0" "k4v3:window=0" "tq3:window=0" "tq2.5:window=0"
 )
@@ -61,18 +65,25 @@ niah_common=(-m "$MODEL" --haystack "$HAYSTACK" --seeds "$NIAH_SEEDS" -t "$THREA
 i=0
 for s in "${NIAH_KEY[@]}"; do
   echo "== niah $s  ($(($(date +%s) - START)) s)" >&2
-  "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_LENGTHS" --mode single \
-    --depths "$NIAH_DEPTHS" --json-out "$WORK/niah_single_$i.json"
-  "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_LENGTHS" --mode multi --needles 2 \
-    --depths "$NIAH_MULTI_DEPTHS" --json-out "$WORK/niah_multi_$i.json"
+  [ -s "$WORK/niah_single_$i.json" ] ||
+    "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_LENGTHS" --mode single \
+      --depths "$NIAH_DEPTHS" --json-out "$WORK/niah_single_$i.json"
+  [ -s "$WORK/niah_multi_$i.json" ] ||
+    "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_LENGTHS" --mode multi --needles 2 \
+      --depths "$NIAH_MULTI_DEPTHS" --json-out "$WORK/niah_multi_$i.json"
   i=$((i + 1))
 done
 
 echo "== perplexity fp16 (reference logits)  ($(($(date +%s) - START)) s)" >&2
-"$TQ" perplexity "${ppl_args[@]}" --kv fp16 --save-logits "$WORK/ref.logits" >"$WORK/ppl_fp16.json"
+if [ ! -s "$WORK/ppl_fp16.json" ] || [ ! -s "$WORK/ref.logits" ]; then
+  "$TQ" perplexity "${ppl_args[@]}" --kv fp16 --save-logits "$WORK/ref.logits" >"$WORK/ppl_fp16.json"
+fi
 for s in "${SCHEMES[@]}"; do
   echo "== perplexity $s  ($(($(date +%s) - START)) s)" >&2
-  "$TQ" perplexity "${ppl_args[@]}" --kv "$s" --kld "$WORK/ref.logits" -q >"$WORK/ppl_$(tag "$s").json"
+  out_json="$WORK/ppl_$(tag "$s").json"
+  [ -s "$out_json" ] ||
+    "$TQ" perplexity "${ppl_args[@]}" --kv "$s" --kld "$WORK/ref.logits" -q >"$out_json.tmp"
+  [ -s "$out_json" ] || mv "$out_json.tmp" "$out_json"
 done
 rm -f "$WORK/ref.logits"
 
@@ -84,8 +95,9 @@ for s in fp16 "${SCHEMES[@]}"; do bench_kv+=(--kv "$s"); done
 
 for s in "${NIAH_OTHER[@]}"; do
   echo "== niah $s  ($(($(date +%s) - START)) s)" >&2
-  "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_OTHER_LENGTHS" --mode single \
-    --depths "$NIAH_DEPTHS" --json-out "$WORK/niah_single_$i.json"
+  [ -s "$WORK/niah_single_$i.json" ] ||
+    "$TQ" niah "${niah_common[@]}" --kv "$s" --lengths "$NIAH_OTHER_LENGTHS" --mode single \
+      --depths "$NIAH_DEPTHS" --json-out "$WORK/niah_single_$i.json"
   i=$((i + 1))
 done
 

@@ -8,7 +8,7 @@
 //         rotation first
 // options: kcodec=mse|prod, vcodec=mse|prod, rot=hadamard|haar, protect=F/L (first F and last L
 //          layers kept fp16), window=W (last W tokens kept fp16; TurboQuant schemes default to
-//          W = 64, the others to 0), normcorr=0|1, seed=N
+//          W = 128, the others to 0), normcorr=0|1, seed=N
 // Example: "tq3.5:protect=1/1,window=64", "k4v3:kcodec=prod".
 #pragma once
 
@@ -25,11 +25,13 @@ namespace tq {
 
 enum class KvFormat { Fp16, Int8Block, Int4Block, TurboQuant };
 inline constexpr int kIntBlockSize = 32;  // values per fp16 scale in the int8/int4 baselines
-// TurboQuant schemes keep the most recent 64 tokens exact unless `window=` says otherwise: on
-// SmolLM2 it lowered tq4's mean KLD 11% and made tq3.5 retrieve every single needle that fp16
-// does, for +0.09 bits/value at 8k tokens (bench/results/quality.md). Block baselines default
-// to 0 so that they stay the plain formats they are named after.
-inline constexpr int kTurboQuantDefaultWindow = 64;
+// TurboQuant schemes keep the most recent 128 tokens exact unless `window=` says otherwise. On
+// SmolLM2 a window lowered tq4's mean KLD below q4r's; with 64 tokens tq3.5 still dropped a digit
+// in one 4k needle cell that fp16 retrieves, which 128 fixed (the question and the answer being
+// written are what the window keeps exact). Cost: +0.19 bits/value at 8k tokens, +0.05 at 32k
+// (bench/results/quality.md). Block baselines default to 0 so that they stay the plain formats
+// they are named after.
+inline constexpr int kTurboQuantDefaultWindow = 128;
 
 struct KvSideSpec {
   KvFormat format = KvFormat::Fp16;

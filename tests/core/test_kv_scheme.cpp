@@ -27,11 +27,12 @@ TEST(KvScheme, ParsesPresetsAndOptions) {
   EXPECT_FALSE(k4v3.layer_is_protected(1, 30));
   EXPECT_TRUE(k4v3.layer_is_protected(28, 30));
   EXPECT_EQ(parse_kv_scheme("tq3.5").key.bits, 3.5);
-  // TurboQuant schemes keep a 64-token exact window by default; the canonical name omits the
+  // TurboQuant schemes keep a 128-token exact window by default; the canonical name omits the
   // default and spells out any other choice, including none.
   EXPECT_EQ(parse_kv_scheme("tq3.5").window, kTurboQuantDefaultWindow);
   EXPECT_EQ(parse_kv_scheme("tq3.5").name, "tq3.5");
-  EXPECT_EQ(parse_kv_scheme("tq3.5:window=64").name, "tq3.5");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=128").name, "tq3.5");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=64").name, "tq3.5:window=64");
   EXPECT_EQ(parse_kv_scheme("tq3.5:window=0").window, 0);
   EXPECT_EQ(parse_kv_scheme("tq3.5:window=0").name, "tq3.5:window=0");
   EXPECT_EQ(parse_kv_scheme("q4r").window, 0);
