@@ -3,6 +3,7 @@
 // Dots work token by token (one horizontal sum per token); axpys work on tiles of tokens with the
 // accumulator chunk held in a register, so each token row is read from L1 and acc is touched once
 // per tile instead of once per token.
+#include "avx2_math.hpp"
 #include "block_int.hpp"
 
 #include <immintrin.h>
@@ -17,12 +18,7 @@ namespace {
 
 constexpr std::size_t kTile = 32;
 
-inline float hsum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+using avx2::horizontal_sum;
 
 inline float h2f(half_bits h) {
   return _cvtsh_ss(h);
@@ -65,7 +61,7 @@ void fp16_dot(const float* q, int dim, const half_bits* x, std::size_t n, float*
           _mm256_loadu_ps(q + j),
           _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j))), a0);
     }
-    out[t] = hsum(_mm256_add_ps(a0, a1));
+    out[t] = horizontal_sum(_mm256_add_ps(a0, a1));
   }
 }
 
@@ -106,7 +102,7 @@ void int_dot(const float* q, int dim, const std::uint8_t* codes, const half_bits
       }
       total = _mm256_fmadd_ps(a, _mm256_set1_ps(h2f(scales[t * blocks + b])), total);
     }
-    out[t] = hsum(total);
+    out[t] = horizontal_sum(total);
   }
 }
 
@@ -180,7 +176,7 @@ float softmax_exp(float* s, std::size_t n, float scale) {
     _mm256_storeu_ps(s + t, e);
     vsum = _mm256_add_ps(vsum, e);
   }
-  float sum = hsum(vsum);
+  float sum = horizontal_sum(vsum);
   for (; t < n; ++t) {
     s[t] = std::exp(scale * s[t] - max_value);
     sum += s[t];

@@ -2,6 +2,7 @@
 // cpu_has_avx2()). Table look-ups for b <= 4 stay in registers: 8 codes are 8·b bits = b bytes,
 // broadcast and shifted per lane with vpsrlvd, then looked up with vpermps (and a blend on bit 3
 // for 16-entry tables) — no gathers and no memory traffic besides the codes themselves.
+#include "avx2_math.hpp"
 #include "codec_kernels.hpp"
 
 #include <immintrin.h>
@@ -13,16 +14,7 @@
 namespace tq::kernels {
 namespace {
 
-inline float horizontal_sum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  __m128 shuf = _mm_movehdup_ps(lo);
-  __m128 sums = _mm_add_ps(lo, shuf);
-  shuf = _mm_movehl_ps(shuf, sums);
-  sums = _mm_add_ss(sums, shuf);
-  return _mm_cvtss_f32(sums);
-}
+using avx2::horizontal_sum;
 
 template <int kBits>
 struct TableLookup {

@@ -203,7 +203,8 @@ __global__ void merge_kernel(const MergeParams p) {
 class CtaTimeline {
  public:
   explicit CtaTimeline(int ctas) : ctas_(ctas) {
-    path_ = std::getenv("TQ_CUDA_TIMELINE");
+    static const char* const env = std::getenv("TQ_CUDA_TIMELINE");  // read once per process
+    path_ = env;
     if (path_ == nullptr) return;
     TQ_CUDA_CHECK(cudaMalloc(&words_, static_cast<std::size_t>(ctas) * 8 * sizeof(*words_)));
     TQ_CUDA_CHECK(cudaMemset(words_, 0, static_cast<std::size_t>(ctas) * 8 * sizeof(*words_)));

@@ -85,10 +85,8 @@ void set_blas_single_threaded() {
   std::call_once(once, [] { openblas_set_num_threads(1); });
 }
 
-namespace {
-
-void matmul_block(const float* x, int rows, int inner, int ldx, const float* w, int c0, int c1,
-                  const float* bias, float* y, int ldy, bool accumulate) {
+void matmul_columns(const float* x, int rows, int inner, int ldx, const float* w, int c0, int c1,
+                    const float* bias, float* y, int ldy, bool accumulate) {
   const int n = c1 - c0;
   if (n <= 0) return;
   const float* wb = w + static_cast<std::size_t>(c0) * inner;
@@ -113,13 +111,11 @@ void matmul_block(const float* x, int rows, int inner, int ldx, const float* w, 
   }
 }
 
-}  // namespace
-
 void matmul(const float* x, int rows, int inner, int ldx, const float* w, int cols,
             const float* bias, float* y, int ldy, int threads, bool accumulate) {
   set_blas_single_threaded();
   parallel_outputs(cols, static_cast<double>(rows) * inner * cols, threads, [&](int c0, int c1) {
-    matmul_block(x, rows, inner, ldx, w, c0, c1, bias, y, ldy, accumulate);
+    matmul_columns(x, rows, inner, ldx, w, c0, c1, bias, y, ldy, accumulate);
   });
 }
 

@@ -40,6 +40,12 @@ void matmul(const float* x, int rows, int inner, int ldx, const float* w, int co
 // Tells OpenBLAS to run single-threaded (we parallelise around it); idempotent.
 void set_blas_single_threaded();
 
+// Columns [c0, c1) of matmul on the calling thread: y[:, c0:c1] (+)= x · w[c0:c1]ᵀ + bias[c0:c1]
+// (w row-major [cols][inner]; with accumulate the product and bias are added to y). BLAS must
+// be single-threaded (set_blas_single_threaded).
+void matmul_columns(const float* x, int rows, int inner, int ldx, const float* w, int c0, int c1,
+                    const float* bias, float* y, int ldy, bool accumulate);
+
 // Splits `outputs` output rows/columns over up to `threads` OpenMP threads (0: all) and calls
 // part(begin, end) for each thread's share, in slices rounded to 16 so that each thread's output
 // starts on a cache line. Runs serially when `work` (multiply-adds) is below ~64k or there are

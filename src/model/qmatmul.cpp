@@ -5,8 +5,6 @@
 
 #include "ops.hpp"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -121,20 +119,8 @@ void gemm_part(const float* x, int rows, int ldx, const WeightMatrix& w, const f
       dequantize_rows(w, t0, n, wt, simd);
       wb = wt;
     }
-    float* yb = y + t0;
-    if (bias) {
-      for (int r = 0; r < rows; ++r) {
-        float* yr = yb + static_cast<std::size_t>(r) * ldy;
-        if (accumulate) {
-          for (int c = 0; c < n; ++c) yr[c] += bias[t0 + c];
-        } else {
-          std::copy(bias + t0, bias + t0 + n, yr);
-        }
-      }
-    }
-    const float beta = (bias || accumulate) ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x, ldx, wb, k, beta, yb,
-                ldy);
+    ops::matmul_columns(x, rows, k, ldx, wb, 0, n, bias ? bias + t0 : nullptr, y + t0, ldy,
+                        accumulate);
   }
 }
 

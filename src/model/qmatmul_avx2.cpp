@@ -4,6 +4,8 @@
 // only the order of the fp32 sums differs from the scalar reference.
 #include "qmatmul.hpp"
 
+#include "core/avx2_math.hpp"
+
 #include <immintrin.h>
 
 #include <cstring>
@@ -25,12 +27,7 @@ inline float half_at(const std::uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using avx2::horizontal_sum;
 
 inline __m256 u8_to_ps(__m128i v) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
@@ -89,7 +86,7 @@ void gemv_q4_1(const std::uint8_t* data, std::size_t rb, int cols, const float* 
     const __m256 s =
         _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
                       _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
-    xsum[static_cast<std::size_t>(b)] = hsum(s);
+    xsum[static_cast<std::size_t>(b)] = horizontal_sum(s);
   }
   for (int r = r0; r < r1; ++r) {
     const std::uint8_t* blk = data + static_cast<std::size_t>(r) * rb;
@@ -101,7 +98,7 @@ void gemv_q4_1(const std::uint8_t* data, std::size_t rb, int cols, const float* 
       acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk)), block_dot(q, x + b * kQK), acc);
       macc += half_at(blk + 2) * xsum[static_cast<std::size_t>(b)];
     }
-    out[r - r0] = hsum(acc) + macc;
+    out[r - r0] = horizontal_sum(acc) + macc;
   }
 }
 
@@ -116,7 +113,7 @@ void gemv_q4_0(const std::uint8_t* data, std::size_t rb, int cols, const float* 
       q4_unpack<true>(blk + 2, q);
       acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk)), block_dot(q, x + b * kQK), acc);
     }
-    out[r - r0] = hsum(acc);
+    out[r - r0] = horizontal_sum(acc);
   }
 }
 
@@ -131,7 +128,7 @@ void gemv_q8_0(const std::uint8_t* data, std::size_t rb, int cols, const float* 
       q8_unpack(blk + 2, q);
       acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk)), block_dot(q, x + b * kQK), acc);
     }
-    out[r - r0] = hsum(acc);
+    out[r - r0] = horizontal_sum(acc);
   }
 }
 
@@ -149,7 +146,7 @@ void gemv_f16(const std::uint8_t* data, std::size_t rb, int cols, const float* x
       a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
       a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
     }
-    float s = hsum(_mm256_add_ps(a0, a1));
+    float s = horizontal_sum(_mm256_add_ps(a0, a1));
     for (; i < cols; ++i) s += half_at(row + 2 * i) * x[i];
     out[r - r0] = s;
   }
@@ -165,7 +162,7 @@ void gemv_f32(const std::uint8_t* data, std::size_t rb, int cols, const float* x
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), a0);
       a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);
     }
-    float s = hsum(_mm256_add_ps(a0, a1));
+    float s = horizontal_sum(_mm256_add_ps(a0, a1));
     for (; i < cols; ++i) s += row[i] * x[i];
     out[r - r0] = s;
   }

@@ -3,6 +3,8 @@
 // accumulation and leading dimensions), plus a deliberately wrong pairing that must fail.
 #include <gtest/gtest.h>
 
+#include "random_inputs.hpp"
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -11,13 +13,7 @@
 
 namespace {
 
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using tq::testing::random_normal_vector;
 
 // Naive RoPE on one head at position pos: pair (a, b) of coordinate i rotated by pos·base^(−2i/r).
 std::vector<float> naive_rope(std::vector<float> x, int rope_dim, double base, double pos,
@@ -41,7 +37,7 @@ void check_rope(tq::RopeOrdering ordering, int head_dim, int rope_dim, std::size
   for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(base, -2.0 * i / rope_dim);
   std::vector<float> c(half), s(half);
   tq::ops::rope_angles(pos, 1, inv_freq.data(), half, c.data(), s.data());
-  auto x = random_vector(static_cast<std::size_t>(n_heads) * head_dim, 7);
+  auto x = random_normal_vector(static_cast<std::size_t>(n_heads) * head_dim, 7);
   auto y = x;
   tq::ops::rope(y.data(), n_heads, head_dim, rope_dim, c.data(), s.data(), ordering);
   for (int h = 0; h < n_heads; ++h) {
@@ -74,7 +70,7 @@ TEST(Ops, RopeOrderingsDiffer) {
   for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / d);
   std::vector<float> c(half), s(half);
   tq::ops::rope_angles(9, 1, inv_freq.data(), half, c.data(), s.data());
-  auto a = random_vector(d, 3), b = a;
+  auto a = random_normal_vector(d, 3), b = a;
   tq::ops::rope(a.data(), 1, d, d, c.data(), s.data(), tq::RopeOrdering::kNormal);
   tq::ops::rope(b.data(), 1, d, d, c.data(), s.data(), tq::RopeOrdering::kNeox);
   double diff = 0;
@@ -88,7 +84,7 @@ TEST(Ops, RopePreservesNormAndRelativePosition) {
   std::vector<double> inv_freq(half);
   for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / d);
   auto dot_at = [&](std::size_t pq, std::size_t pk) {
-    auto q = random_vector(d, 11), k = random_vector(d, 12);
+    auto q = random_normal_vector(d, 11), k = random_normal_vector(d, 12);
     std::vector<float> c(half), s(half);
     tq::ops::rope_angles(pq, 1, inv_freq.data(), half, c.data(), s.data());
     tq::ops::rope(q.data(), 1, d, d, c.data(), s.data(), tq::RopeOrdering::kNormal);
@@ -103,7 +99,7 @@ TEST(Ops, RopePreservesNormAndRelativePosition) {
 
 TEST(Ops, RmsNormMatchesFormula) {
   const int n = 96;
-  auto x = random_vector(2 * n, 5), w = random_vector(n, 6);
+  auto x = random_normal_vector(2 * n, 5), w = random_normal_vector(n, 6);
   std::vector<float> y(2 * n);
   tq::ops::rms_norm(x.data(), w.data(), y.data(), 2, n, 1e-5f);
   for (int r = 0; r < 2; ++r) {
@@ -140,10 +136,10 @@ TEST(Ops, MatmulMatchesNaive) {
       for (const bool with_bias : {false, true}) {
         for (const bool acc : {false, true}) {
           const int inner = 96, cols = 200, ldx = inner + 8, ldy = cols + 3;
-          auto x = random_vector(static_cast<std::size_t>(rows) * ldx, 1);
-          auto w = random_vector(static_cast<std::size_t>(cols) * inner, 2);
-          auto bias = random_vector(cols, 3);
-          auto y = random_vector(static_cast<std::size_t>(rows) * ldy, 4);
+          auto x = random_normal_vector(static_cast<std::size_t>(rows) * ldx, 1);
+          auto w = random_normal_vector(static_cast<std::size_t>(cols) * inner, 2);
+          auto bias = random_normal_vector(cols, 3);
+          auto y = random_normal_vector(static_cast<std::size_t>(rows) * ldy, 4);
           const auto y0 = y;
           tq::ops::matmul(x.data(), rows, inner, ldx, w.data(), cols,
                           with_bias ? bias.data() : nullptr, y.data(), ldy, threads, acc);

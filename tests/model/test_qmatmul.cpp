@@ -5,6 +5,8 @@
 // result that the comparison must catch.
 #include <gtest/gtest.h>
 
+#include "random_inputs.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -68,13 +70,7 @@ std::vector<std::uint8_t> random_blocks(TensorType type, int rows, int cols, uns
   return out;
 }
 
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using tq::testing::random_normal_vector;
 
 struct Case {
   TensorType type;
@@ -175,9 +171,9 @@ TEST(QMatmul, GemvMatchesReference) {
     const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
     std::vector<float> deq(static_cast<std::size_t>(kRows) * kCols);
     tq::gguf::dequantize(c.type, raw.data(), deq.data(), deq.size());
-    const auto x = random_vector(kCols, 12);
-    const auto bias = random_vector(kRows, 13);
-    const auto y0 = random_vector(kRows, 14);
+    const auto x = random_normal_vector(kCols, 12);
+    const auto bias = random_normal_vector(kRows, 13);
+    const auto y0 = random_normal_vector(kRows, 14);
     for (const tq::SimdLevel simd : levels()) {
       for (int threads : {1, 2}) {
         for (int variant = 0; variant < 3; ++variant) {  // plain, bias, accumulate
@@ -204,9 +200,9 @@ TEST(QMatmul, GemmMatchesReference) {
     const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
     std::vector<float> deq(static_cast<std::size_t>(kRows) * kCols);
     tq::gguf::dequantize(c.type, raw.data(), deq.data(), deq.size());
-    const auto x = random_vector(static_cast<std::size_t>(kTokens) * kLdx, 22);
-    const auto bias = random_vector(kRows, 23);
-    const auto y0 = random_vector(static_cast<std::size_t>(kTokens) * kLdy, 24);
+    const auto x = random_normal_vector(static_cast<std::size_t>(kTokens) * kLdx, 22);
+    const auto bias = random_normal_vector(kRows, 23);
+    const auto y0 = random_normal_vector(static_cast<std::size_t>(kTokens) * kLdy, 24);
     for (const tq::SimdLevel simd : levels()) {
       for (int threads : {1, 2}) {
         for (int variant = 0; variant < 3; ++variant) {
@@ -231,7 +227,7 @@ TEST(QMatmul, GemvScalarEqualsAvx2) {
   for (const Case& c : kCases) {
     const auto raw = random_blocks(c.type, kRows, kCols, 31);
     const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
-    const auto x = random_vector(kCols, 32);
+    const auto x = random_normal_vector(kCols, 32);
     std::vector<float> a(kRows), b(kRows), mag(kRows);
     tq::qmm::gemv_rows(w, x.data(), 0, kRows, a.data(), tq::SimdLevel::Scalar);
     tq::qmm::gemv_rows(w, x.data(), 0, kRows, b.data(), tq::SimdLevel::Avx2);
@@ -252,7 +248,7 @@ TEST(QMatmul, ComparisonCatchesAWrongRow) {
   const tq::WeightMatrix w = tq::qmm::make_matrix(TensorType::kQ4_1, kRows, kCols, raw.data());
   std::vector<float> deq(static_cast<std::size_t>(kRows) * kCols);
   tq::gguf::dequantize(TensorType::kQ4_1, raw.data(), deq.data(), deq.size());
-  const auto x = random_vector(kCols, 42);
+  const auto x = random_normal_vector(kCols, 42);
   std::vector<float> y(kRows);
   tq::qmm::matmul(x.data(), 1, kCols, w, nullptr, y.data(), kRows, 1);
   std::vector<double> want, mag;
