@@ -3,7 +3,9 @@
 // kernel must read, % of the device-to-device copy bandwidth measured in the same run, for the
 // tensor-core path (tq4, tq3.5, k4v3, tq3, tq2.5), the generic path (3 bits) and our fp16
 // kernel; plus quantize-append.
-// Usage: tq_bench_cuda OUT.json [--quick|--one [--ctx=N] [--kernel=NAME]] [--read-flush].
+// Usage: tq_bench_cuda OUT.json [--quick|--one [--ctx=N] [--kernel=NAME]] [--read-flush]
+//        [--contexts=N,N,…] [--kernels=NAME,NAME,…] [--reps=N]
+// (--contexts / --kernels / --reps narrow a run for A/B measurements of one change.)
 // --read-flush empties L2 by reading 256 MiB instead of writing it (no dirty lines left to write
 // back during the timed call; see docs/CUDA_NOTES.md). PyTorch SDPA is timed by
 // bench/cuda/sdpa_bench.py and the two are joined by bench/cuda/report.py (scripts/gpu_bench.sh
@@ -135,8 +137,27 @@ int main(int argc, char** argv) {
     bool quick = false, one = false, read_flush = false;
     int one_ctx = 131072;
     std::string one_kernel = "tq4_tc";
+    int reps_arg = 0;
+    std::vector<int> contexts_arg;
+    std::vector<std::string> kernels_arg;
+    auto split_list = [](const std::string& list) {
+      std::vector<std::string> out;
+      std::size_t pos = 0;
+      while (pos <= list.size()) {
+        const std::size_t comma = std::min(list.find(',', pos), list.size());
+        if (comma > pos) out.push_back(list.substr(pos, comma - pos));
+        pos = comma + 1;
+      }
+      return out;
+    };
     for (int i = 2; i < argc; ++i) {
       const std::string arg = argv[i];
+      if (arg.rfind("--contexts=", 0) == 0)
+        for (const std::string& c : split_list(arg.substr(11)))
+          contexts_arg.push_back(std::stoi(c));
+      if (arg.rfind("--kernels=", 0) == 0) kernels_arg = split_list(arg.substr(10));
+      if (arg.rfind("--reps=", 0) == 0) reps_arg = std::stoi(arg.substr(7));
+
       if (arg.rfind("--ctx=", 0) == 0) one_ctx = std::atoi(arg.c_str() + 6);  // with --one
       if (arg.rfind("--kernel=", 0) == 0) one_kernel = arg.substr(9);         // with --one
       quick |= arg == "--quick";
@@ -197,23 +218,33 @@ int main(int argc, char** argv) {
     std::vector<int> contexts = {4096, 16384, 32768, 131072, 1048576};
     if (quick) contexts = {4096, 32768, 131072};
     if (one) contexts = {one_ctx};
-    const int reps = one ? 2 : (quick ? 10 : 25);
+    if (!contexts_arg.empty()) contexts = contexts_arg;
+    const int reps = reps_arg > 0 ? reps_arg : (one ? 2 : (quick ? 10 : 25));
+    auto wanted = [&](const std::string& name) {
+      if (one) return name == one_kernel;
+      return kernels_arg.empty() ||
+             std::find(kernels_arg.begin(), kernels_arg.end(), name) != kernels_arg.end();
+    };
     // TQ_BENCH_CAPACITY_PAD=N: cache capacity ctx + N tokens (stride experiments; default 0).
     const char* pad_env = std::getenv("TQ_BENCH_CAPACITY_PAD");
     const int capacity_pad = pad_env ? std::atoi(pad_env) : 0;
     tc::AttentionWorkspace ws;
     for (const Shape& s : shapes) {
       // Presets on the tensor-core path (and 3 bits on the generic kernel, for reference).
+      // *_w128: the default schemes' 128-token exact fp16 window on top (its bytes count).
       struct Config {
         const char* name;
         double kbits, vbits;
         tc::AttentionPath path;
+        int window = 0;
       };
       const Config configs[] = {{"tq4_tc", 4, 4, tc::AttentionPath::TensorCore},
                                 {"tq3.5_tc", 3.5, 3.5, tc::AttentionPath::TensorCore},
                                 {"k4v3_tc", 4, 3, tc::AttentionPath::TensorCore},
                                 {"tq3_tc", 3, 3, tc::AttentionPath::TensorCore},
                                 {"tq2.5_tc", 2.5, 2.5, tc::AttentionPath::TensorCore},
+                                {"tq4_tc_w128", 4, 4, tc::AttentionPath::TensorCore, 128},
+                                {"tq3.5_tc_w128", 3.5, 3.5, tc::AttentionPath::TensorCore, 128},
                                 {"tq3_generic", 3, 3, tc::AttentionPath::Generic}};
       auto codec_of = [&](double bits, std::uint64_t seed) {
         return tq::CodecSpec{s.dim, bits, tq::CodecKind::Mse, tq::RotationKind::Hadamard,
@@ -249,21 +280,39 @@ int main(int argc, char** argv) {
           for (const Config& cf : configs) {
             const bool generic = cf.path == tc::AttentionPath::Generic;
             if (generic && (quick || one || batch > 1 || ctx > 131072)) continue;
-            if (one && std::strcmp(cf.name, one_kernel.c_str()) != 0) continue;
+            if (!wanted(cf.name)) continue;
             tc::DeviceCodec dk(codec_of(cf.kbits, 1)), dv(codec_of(cf.vbits, 2));
             a.path = cf.path;
             tc::GpuKvCacheStorage store(dk.layout(), dv.layout(), batch, s.kv_heads,
-                                        ctx + capacity_pad);
+                                        ctx + capacity_pad, cf.window);
             const tc::GpuKvCache& c = store.cache();
+            double bytes = static_cast<double>(store.compressed_bytes());
+            int* dwin = nullptr;
+            a.window_lengths = nullptr;
+            a.max_window = 0;
+            if (cf.window > 0) {
+              const std::size_t wbytes =
+                  static_cast<std::size_t>(batch) * s.kv_heads * cf.window * s.dim * 2;
+              fill_random(c.key_window, wbytes, 8, hblock, block_bytes);
+              fill_random(c.value_window, wbytes, 9, hblock, block_bytes);
+              const std::vector<int> wins(batch, cf.window);
+              CK(cudaMalloc(&dwin, batch * sizeof(int)));
+              CK(cudaMemcpy(dwin, wins.data(), batch * sizeof(int), cudaMemcpyHostToDevice));
+              a.window_lengths = dwin;
+              a.max_window = cf.window;
+              bytes += 2.0 * wbytes;
+            }
             fill_random(c.key.codes, slots * dk.layout().code_bytes, 1, block, block_bytes);
             fill_random(c.value.codes, slots * dv.layout().code_bytes, 2, block, block_bytes);
             fill_random(c.key.norms, slots * 2, 3, nblock, hn.size() * 2);
             fill_random(c.value.norms, slots * 2, 4, nblock, hn.size() * 2);
             const double us = timer.median_us([&] { tc::attention(dk, dv, c, a, ws); }, reps);
-            rows.push_back(json_row(cf.name, s, ctx, batch, us,
-                                    static_cast<double>(store.compressed_bytes()), copy_gbs));
+            rows.push_back(json_row(cf.name, s, ctx, batch, us, bytes, copy_gbs));
+            if (dwin) CK(cudaFree(dwin));
+            a.window_lengths = nullptr;
+            a.max_window = 0;
           }
-          if (!one || one_kernel == "fp16_ours") {
+          if (wanted("fp16_ours")) {
             void *kk = nullptr, *vv = nullptr;
             const std::size_t bytes = slots * s.dim * 2;
             CK(cudaMalloc(&kk, bytes));
@@ -290,6 +339,7 @@ int main(int argc, char** argv) {
     }
     // Quantize-append: one decode token and a 4096-token prefill chunk, K side, 4 bits.
     for (const Shape& s : shapes) {
+      if (!wanted("quantize_k4")) break;
       tq::CodecSpec k4{s.dim, 4.0, tq::CodecKind::Mse, tq::RotationKind::Hadamard, 1, false};
       tc::DeviceCodec dk(k4);
       for (int count : {1, 4096}) {

@@ -36,7 +36,8 @@ def main():
              "| kernel | shape | context | batch | µs | GB/s | % copy | × vs SDPA | × vs our fp16 |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     order = {"tq4_tc": 0, "tq3.5_tc": 1, "k4v3_tc": 2, "tq3_tc": 3, "tq2.5_tc": 4,
-             "tq3_generic": 5, "fp16_ours": 6, "sdpa_fp16": 7}
+             "tq4_tc_w128": 5, "tq3.5_tc_w128": 6, "tq3_generic": 7, "fp16_ours": 8,
+             "sdpa_fp16": 9}
     for r in sorted((r for r in rows if not r["kernel"].startswith("quantize")),
                     key=lambda r: (r["shape"], r["batch"], r["context"], order.get(r["kernel"], 9))):
         sv = r.get("speedup_vs_sdpa")

@@ -1,8 +1,9 @@
 // Host side of the GPU attention: validation, the split plan, query preparation (rotate once,
 // fold in the softmax scale and log2 e, QJL sketch for prod keys; generic path only, the
-// tensor-core kernel prepares and merges in its single launch), dispatch of the split kernel
-// (tensor-core or generic) and the merge kernel that combines the splits, rotates back once
-// (Πᵀ, plus Sᵀ of the sign accumulator for prod values) and folds in the exact fp16 window.
+// tensor-core kernel prepares and merges in its single launch, window included up to
+// kFusedWindowMax tokens), dispatch of the split kernel (tensor-core or generic) and the merge
+// kernel that combines the splits, rotates back once (Πᵀ, plus Sᵀ of the sign accumulator for
+// prod values) and folds in the exact fp16 window.
 #include "attention_kernels.cuh"
 
 #include <algorithm>
@@ -265,6 +266,14 @@ Plan make_plan(const AttentionArgs& a, int kv_heads, int rows, int ctas_per_sm) 
   return plan;
 }
 
+void check_window(const GpuKvCache& cache, const AttentionArgs& a) {
+  if (!cache.key_window || !cache.value_window || cache.window_capacity < a.max_window) {
+    throw std::invalid_argument("attention: window_lengths given but the cache window holds " +
+                                std::to_string(cache.window_capacity) + " tokens < max_window " +
+                                std::to_string(a.max_window));
+  }
+}
+
 void check_common(const AttentionArgs& a, int kv_heads, int dim) {
   if (!a.q || !a.out || !a.lengths) {
     throw std::invalid_argument("attention: q, out and lengths must be device pointers, got null");
@@ -350,11 +359,7 @@ void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf,
   mp.scale_log2 = scale_log2;
   mp.out = a.out;
   if (cache && a.window_lengths) {
-    if (!cache->key_window || !cache->value_window || cache->window_capacity < a.max_window) {
-      throw std::invalid_argument("attention: window_lengths given but the cache window holds " +
-                                  std::to_string(cache->window_capacity) + " tokens < max_window " +
-                                  std::to_string(a.max_window));
-    }
+    check_window(*cache, a);
     mp.k_win = reinterpret_cast<const __half*>(cache->key_window);
     mp.v_win = reinterpret_cast<const __half*>(cache->value_window);
     mp.window_lengths = a.window_lengths;
@@ -506,9 +511,26 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     sp.out_signs = vd.signs;
     sp.out_pi = vd.signs ? nullptr : vd.pi;
     sp.out = a.out;
-    sp.counters = a.window_lengths ? nullptr
-                                   : ws.zeroed_counters(static_cast<std::size_t>(a.batch) *
-                                                        cache.kv_heads * plan.row_chunks);
+    // Windows up to kFusedWindowMax tokens are folded in by the fused merge (one launch per
+    // decode step); longer ones, or window arrays the kernel cannot read in 16-byte loads, go
+    // through the merge kernel.
+    bool fuse_window = false;
+    if (a.window_lengths) {
+      check_window(cache, a);
+      fuse_window = a.max_window <= detail::kFusedWindowMax &&
+                    reinterpret_cast<std::uintptr_t>(cache.key_window) % 16 == 0;
+    }
+    sp.counters = a.window_lengths && !fuse_window
+                      ? nullptr
+                      : ws.zeroed_counters(static_cast<std::size_t>(a.batch) * cache.kv_heads *
+                                           plan.row_chunks);
+    if (fuse_window) {
+      sp.k_win = reinterpret_cast<const __half*>(cache.key_window);
+      sp.v_win = reinterpret_cast<const __half*>(cache.value_window);
+      sp.window_lengths = a.window_lengths;
+      sp.window_capacity = cache.window_capacity;
+      sp.max_window = a.max_window;
+    }
     for (int b = 0; b < 5; ++b) sp.cent[b] = nullptr;
     sp.cent[KL.lo_bits] = kd.cent_lo;
     if (KL.hi_count) sp.cent[KL.hi_bits] = kd.cent_hi;
@@ -518,7 +540,7 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     sp.timeline = timeline.device_words();
     detail::launch_tensor_core_split(sp, a.batch, D, kcode, vcode, stream);
     timeline.append_to_file(stream);
-    if (a.window_lengths)
+    if (a.window_lengths && !fuse_window)
       run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
   } else {
     dispatch_dim(

@@ -549,6 +549,32 @@ TEST(CudaAttention, ExactWindowAndMultiQuery) {
                    {17, 0},
                    tc::AttentionPath::Auto},
                   32);
+  // The tensor-core kernel folds windows of up to 1024 tokens into its fused merge (d = 64 /
+  // 128 / 256, GQA 1 and 8, a dense Π, the 1024 limit itself); 1500 tokens take the merge
+  // kernel.
+  struct WindowCase {
+    int d, group;
+    double bits;
+    tq::RotationKind rot;
+    std::vector<int> lengths, windows;
+  };
+  const WindowCase window_cases[] = {
+      {128, 4, 4, tq::RotationKind::Hadamard, {20000, 3000}, {128, 128}},
+      {64, 8, 3.5, tq::RotationKind::Hadamard, {5000, 1}, {128, 40}},
+      {256, 1, 2.5, tq::RotationKind::Hadamard, {777, 4096}, {9, 128}},
+      {128, 4, 3.5, tq::RotationKind::Haar, {3000}, {100}},
+      {128, 4, 4, tq::RotationKind::Hadamard, {4000, 50}, {1024, 1000}},
+      {128, 4, 4, tq::RotationKind::Hadamard, {4000, 50}, {1500, 3}},
+  };
+  std::uint64_t wseed = 300;
+  for (const WindowCase& w : window_cases) {
+    check_attention(
+        {spec(w.d, w.bits, CodecKind::Mse, wseed, w.rot),
+         spec(w.d, w.bits, CodecKind::Mse, wseed + 1, w.rot), static_cast<int>(w.lengths.size()), 2,
+         w.group, 1, w.lengths, w.windows, tc::AttentionPath::TensorCore},
+        wseed + 2);
+    wseed += 10;
+  }
   // Multi-query (prefill chunk / speculative verification): 5 queries, causal over the last 5.
   check_attention({spec(128, 4, CodecKind::Mse, 25),
                    spec(128, 4, CodecKind::Mse, 26),
