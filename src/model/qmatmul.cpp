@@ -112,14 +112,9 @@ void gemm_part(const float* x, int rows, int ldx, const WeightMatrix& w, const f
   float* wt = scratch(buf, static_cast<std::size_t>(tile) * static_cast<std::size_t>(k));
   for (int t0 = r0; t0 < r1; t0 += tile) {
     const int n = std::min(tile, r1 - t0);
-    const float* wb;
-    if (w.type == TensorType::kF32) {
-      wb = reinterpret_cast<const float*>(row_ptr(w, t0));
-    } else {
-      dequantize_rows(w, t0, n, wt, simd);
-      wb = wt;
-    }
-    ops::matmul_columns(x, rows, k, ldx, wb, 0, n, bias ? bias + t0 : nullptr, y + t0, ldy,
+    // (fp32 weights never get here: matmul hands every many-token fp32 product to BLAS)
+    dequantize_rows(w, t0, n, wt, simd);
+    ops::matmul_columns(x, rows, k, ldx, wt, 0, n, bias ? bias + t0 : nullptr, y + t0, ldy,
                         accumulate);
   }
 }

@@ -102,30 +102,18 @@ void gemv_q4_1(const std::uint8_t* data, std::size_t rb, int cols, const float* 
   }
 }
 
-void gemv_q4_0(const std::uint8_t* data, std::size_t rb, int cols, const float* x, int r0, int r1,
-               float* out) {
+// Q4_0 and Q8_0 rows: blocks of an fp16 scale d then 32 codes, w = q·d, so Σ w·x is
+// Σ over blocks of d·Σ q·x. The two differ only in block size and in how codes unpack.
+template <int kBlockBytes, typename Unpack>
+void gemv_scaled_blocks(const std::uint8_t* data, std::size_t rb, int cols, const float* x, int r0,
+                        int r1, float* out, Unpack unpack) {
   const int nb = cols / kQK;
   for (int r = r0; r < r1; ++r) {
     const std::uint8_t* blk = data + static_cast<std::size_t>(r) * rb;
     __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; ++b, blk += 18) {
+    for (int b = 0; b < nb; ++b, blk += kBlockBytes) {
       __m256 q[4];
-      q4_unpack<true>(blk + 2, q);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk)), block_dot(q, x + b * kQK), acc);
-    }
-    out[r - r0] = horizontal_sum(acc);
-  }
-}
-
-void gemv_q8_0(const std::uint8_t* data, std::size_t rb, int cols, const float* x, int r0, int r1,
-               float* out) {
-  const int nb = cols / kQK;
-  for (int r = r0; r < r1; ++r) {
-    const std::uint8_t* blk = data + static_cast<std::size_t>(r) * rb;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; ++b, blk += 34) {
-      __m256 q[4];
-      q8_unpack(blk + 2, q);
+      unpack(blk + 2, q);
       acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk)), block_dot(q, x + b * kQK), acc);
     }
     out[r - r0] = horizontal_sum(acc);
@@ -181,9 +169,12 @@ void gemv_rows_avx2(TensorType type, const std::uint8_t* data, std::size_t row_b
     case TensorType::kQ4_1:
       return gemv_q4_1(data, row_bytes, cols, x, r0, r1, out);
     case TensorType::kQ4_0:
-      return gemv_q4_0(data, row_bytes, cols, x, r0, r1, out);
+      return gemv_scaled_blocks<18>(
+          data, row_bytes, cols, x, r0, r1, out,
+          [](const std::uint8_t* qs, __m256 q[4]) { q4_unpack<true>(qs, q); });
     case TensorType::kQ8_0:
-      return gemv_q8_0(data, row_bytes, cols, x, r0, r1, out);
+      return gemv_scaled_blocks<34>(data, row_bytes, cols, x, r0, r1, out,
+                                    [](const std::uint8_t* qs, __m256 q[4]) { q8_unpack(qs, q); });
     case TensorType::kF16:
       return gemv_f16(data, row_bytes, cols, x, r0, r1, out);
     case TensorType::kF32:
