@@ -511,13 +511,14 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     sp.out_signs = vd.signs;
     sp.out_pi = vd.signs ? nullptr : vd.pi;
     sp.out = a.out;
-    // Windows up to kFusedWindowMax tokens are folded in by the fused merge (one launch per
-    // decode step); longer ones, or window arrays the kernel cannot read in 16-byte loads, go
-    // through the merge kernel.
+    // Windows up to kFusedWindowMax tokens ride in the splits (each CTA folds ⌈W / splits⌉ ≤ d
+    // of them into its partial: one launch per decode step); longer ones, or window arrays the
+    // kernel cannot read in 16-byte loads, go through the merge kernel.
     bool fuse_window = false;
     if (a.window_lengths) {
       check_window(cache, a);
-      fuse_window = a.max_window <= detail::kFusedWindowMax &&
+      const int per_split = (a.max_window + plan.splits - 1) / plan.splits;
+      fuse_window = a.max_window <= detail::kFusedWindowMax && per_split <= D &&
                     reinterpret_cast<std::uintptr_t>(cache.key_window) % 16 == 0;
     }
     sp.counters = a.window_lengths && !fuse_window
@@ -529,7 +530,6 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
       sp.v_win = reinterpret_cast<const __half*>(cache.value_window);
       sp.window_lengths = a.window_lengths;
       sp.window_capacity = cache.window_capacity;
-      sp.max_window = a.max_window;
     }
     for (int b = 0; b < 5; ++b) sp.cent[b] = nullptr;
     sp.cent[KL.lo_bits] = kd.cent_lo;

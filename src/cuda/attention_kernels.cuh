@@ -12,8 +12,8 @@
 namespace tq::cuda::detail {
 
 constexpr int kRowsPerChunk = 8;
-// Longest exact window the tensor-core kernel's fused merge folds in (its scores live in the
-// freed ring space); longer windows go through the separate merge kernel.
+// Longest exact window the tensor-core kernel folds into its splits (with at most d tokens per
+// split); longer windows go through the separate merge kernel.
 constexpr int kFusedWindowMax = 1024;
 constexpr float kNegBig = -1e30f;  // "no token yet": finite so exp2(m_old − m_new) never NaNs
 
@@ -68,12 +68,11 @@ struct SplitParams {
   // group resets its own). Null: no fused merge, the host runs the merge kernel (windows longer
   // than kFusedWindowMax).
   int* counters;
-  // Exact fp16 window folded into the fused merge (decode only), or window_lengths null.
+  // Exact fp16 window folded into the splits' partials (decode only), or window_lengths null.
   const __half* k_win;  // [batch][kv_heads][window_capacity][D]
   const __half* v_win;
   const int* window_lengths;
   int window_capacity;
-  int max_window;  // host bound of window_lengths[] (sizes the L2 prefetch)
   // Diagnostics (TQ_CUDA_TIMELINE, see attention.cu): per CTA 8 words — %globaltimer at entry,
   // loop start, loop end, partials written, arrival counted, kernel end, then %smid. Else null.
   unsigned long long* timeline;

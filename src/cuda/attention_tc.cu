@@ -2,8 +2,9 @@
 // sequence of one (sequence, KV head, chunk of 8 rows); 16 warps (8 at d = 256) take 16-token
 // tiles in turn, each through its own 4-stage cp.async ring). The same launch prepares the
 // queries (Π q per CTA), merges the splits in the last CTA to finish (atomic arrival counter),
-// rotates back once and folds in the exact fp16 window (up to kFusedWindowMax tokens; longer
-// windows go through the separate merge kernel).
+// rotates back once. The exact fp16 window (up to kFusedWindowMax tokens, ⌈W / splits⌉ ≤ d)
+// rides in the splits: each CTA folds a slice of it into its partial; longer windows go through
+// the separate merge kernel.
 //
 // Why this shape (DESIGN.md §4: the fp32 table kernel was instruction-bound at 409 µs):
 //  * Scores S = K·Qᵀ run on mma.m16n8k16 with tokens on M and the GQA rows on N. With 4-bit codes
@@ -317,106 +318,6 @@ constexpr int region_a_words() {
   return Tables<KC, VC>::total > kRowsPerChunk * D ? Tables<KC, VC>::total : kRowsPerChunk * D;
 }
 
-// The exact fp16 window folded into the merged state of one row chunk (decode: one query per
-// row), after the inverse rotation, in the original domain. Formerly the separate merge kernel:
-// a second launch on every decode step of the default schemes. On entry sq holds the merged,
-// unrotated but not yet sign-scaled accumulators, red_ml[c] / red_ml[8 + c] each row's l / m;
-// on exit sq holds sign-scaled accumulators including the window and red_ml[c] the new l.
-// Kept out of line so that it does not change the register allocation of the tile loop.
-template <int D, int kThreads, int kRegionB>
-__device__ __noinline__ void fold_window(const float* __restrict__ q, const __half* k_win,
-                                         const __half* v_win, const float* out_signs, int W,
-                                         int nrows, int row0, int head0, int group,
-                                         long long q_base, long long wbase, float scale_log2,
-                                         float* sq, float* scratch, float* qo, float* red_ml) {
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  // qo: [8][D] original queries · scale · log2 e (the tables' space, dead by now)
-  float* sw = scratch;  // [8][W] window scores, then weights (W ≤ kFusedWindowMax)
-  // Window rows are staged through the rest of region B in blocks, each with 16-byte loads
-  // from all threads at once (one L2 round trip per block: every CTA prefetched its share of
-  // the window into L2 at entry). Reading them straight from global memory in the dot-product
-  // loops cost ~20 µs per call, a dependent L2 / DRAM latency per token.
-  __half2* blk = reinterpret_cast<__half2*>(scratch + kRowsPerChunk * W);
-  const int block_tokens = min(W, (kRegionB - kRowsPerChunk * W) / (D / 2));
-  auto stage = [&](const __half* side, int t0, int n) {
-    const uint4* src = reinterpret_cast<const uint4*>(side + (wbase + t0) * D);
-    uint4* dst = reinterpret_cast<uint4*>(blk);
-    for (int i = tid; i < n * D / 8; i += kThreads) dst[i] = __ldg(src + i);
-    __syncthreads();
-  };
-  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-    const int c = i / D, j = i % D;
-    float v = 0.0f;
-    if (c < nrows) {
-      const int qh = head0 + (row0 + c) % group;  // row r: query head r mod G of the group
-      v = __ldg(q + (q_base + qh) * D + j) * scale_log2;
-    }
-    qo[i] = v;
-  }
-  for (int t0 = 0; t0 < W; t0 += block_tokens) {  // scores, one (row, token) per thread
-    const int n = min(block_tokens, W - t0);
-    stage(k_win, t0, n);  // its barrier also publishes qo
-    for (int it = tid; it < nrows * n; it += kThreads) {
-      const int c = it / n, t = it % n;
-      const __half2* kr = blk + t * (D / 2);
-      const float2* qr = reinterpret_cast<const float2*>(qo + c * D);
-      float d = 0.0f;
-#pragma unroll 8
-      for (int e = 0; e < D / 2; ++e) {
-        const int pe = (e + t) & (D / 2 - 1);  // rotated start: threads of a warp (consecutive
-                                               // tokens) hit distinct banks
-        const float2 k = __half22float2(kr[pe]);
-        const float2 q = qr[pe];
-        d += k.x * q.x + k.y * q.y;
-      }
-      sw[c * W + t0 + t] = d;
-    }
-    __syncthreads();
-  }
-  if (warp < nrows) {  // warp c: the row's new maximum, window weights, rescaled l
-    const int c = warp;
-    const float m_old = red_ml[kRowsPerChunk + c];
-    float m2 = m_old;
-    for (int t = lane; t < W; t += 32) m2 = fmaxf(m2, sw[c * W + t]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) m2 = fmaxf(m2, __shfl_xor_sync(0xffffffffu, m2, off));
-    float lw = 0.0f;
-    for (int t = lane; t < W; t += 32) {
-      const float w = fast_exp2(sw[c * W + t] - m2);
-      sw[c * W + t] = w;
-      lw += w;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) lw += __shfl_xor_sync(0xffffffffu, lw, off);
-    if (lane == 0) {
-      const float f = fast_exp2(m_old - m2);
-      red_ml[c] = red_ml[c] * f + lw;
-      red_ml[2 * kRowsPerChunk + c] = f;
-    }
-  }
-  __syncthreads();
-  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {  // rescale, back to signs
-    const int c = i / D, j = i % D;
-    const float sign = out_signs ? out_signs[j] * rsqrtf(static_cast<float>(D)) : 1.0f;
-    if (c < nrows) sq[i] *= sign * red_ml[2 * kRowsPerChunk + c];
-  }
-  const __half* vb = reinterpret_cast<const __half*>(blk);
-  for (int t0 = 0; t0 < W; t0 += block_tokens) {  // values, one (row, dim) per thread
-    const int n = min(block_tokens, W - t0);
-    stage(v_win, t0, n);
-    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-      const int c = i / D, j = i % D;
-      if (c >= nrows) continue;
-      const float* wr = sw + c * W + t0;
-      float acc = 0.0f;
-#pragma unroll 8
-      for (int t = 0; t < n; ++t) acc += wr[t] * __half2float(vb[t * D + j]);
-      sq[i] += acc;
-    }
-    __syncthreads();
-  }
-}
-
 template <int D, int KC, int VC>
 __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const SplitParams p) {
   constexpr bool kTq = KC != 0;
@@ -456,6 +357,10 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   // warp then loads its fragments conflict-free (read straight from sq, the 32 lanes of a warp
   // hit one bank — a 32-way conflict that cost ~4 µs per call).
   uint32_t* qbuf = reinterpret_cast<uint32_t*>(red_ml + kWarps * kRowsPerChunk * 2);
+  // This CTA's slice of the exact window as one more softmax state ([8][D] o, rotated forward
+  // like the codes, then [8] m and [8] l), folded into the CTA's partial after the loop.
+  float* win_o = reinterpret_cast<float*>(qbuf + 2 * KSTEPS * 32);
+  float* win_ml = win_o + kRowsPerChunk * D;
   __shared__ int s_last;
 
   const int split = blockIdx.x, kvh = blockIdx.y;
@@ -540,20 +445,6 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       cp_async_commit();
     }
   };
-  if constexpr (kTq) {
-    // This CTA's share of the exact window's K and V lines into L2 (the merging CTA stages the
-    // whole window late in the call; from DRAM that would be on the critical path).
-    if (p.window_lengths && p.counters) {
-      const long long wb = static_cast<long long>(b * p.kv_heads + kvh) * p.window_capacity * D;
-      const int lines = min(p.max_window, kFusedWindowMax) * D * 2 / 128;
-      for (int l = split + tid * p.splits; l < lines; l += kThreads * p.splits) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(p.k_win + wb) +
-                                                      128 * l));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(p.v_win + wb) +
-                                                      128 * l));
-      }
-    }
-  }
   // The query rows' elements of this thread, loaded before the ring prefill below so that they
   // do not queue behind the tiles of every SM (at 128k the prologue took 8 µs that way).
   constexpr int kQPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
@@ -594,6 +485,118 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       }
       __syncthreads();
       for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = prep_scratch[i];
+      __syncthreads();
+    }
+  }
+  // The exact window (decode, fused case): this CTA takes tokens [split·per, (split+1)·per) of it,
+  // per = ⌈W / S⌉ ≤ D (the host's condition), so the scores fit the win_o space: scores, the
+  // row's max and sum, o = Σ p·v in the original domain, then Π o (FWHT after the signs for
+  // Hadamard) so that it merges with the rotated-domain states. Riding in the splits, the window
+  // costs every CTA a little in its prologue instead of a serial tail in the merging CTA.
+  // (window_lengths[b] ≤ max_window ≤ window_capacity is the caller's contract; the clamp only
+  // keeps a broken one inside the scratch space)
+  int win_n = 0, t_begin = 0;
+  if constexpr (kTq) {
+    if (p.window_lengths) {
+      const int W = min(p.window_lengths[b], min(p.window_capacity, kFusedWindowMax));
+      const int per = min((W + p.splits - 1) / p.splits, D);
+      t_begin = split * per;
+      win_n = max(0, min(per, W - t_begin));
+    }
+  }
+  if (kTq && win_n > 0) {
+    const int n = win_n, nrows = min(kRowsPerChunk, p.rows - chunk * kRowsPerChunk);
+    const long long wbase =
+        (static_cast<long long>(b * p.kv_heads + kvh) * p.window_capacity + t_begin) * D;
+    float* qo = prep_scratch;  // [8][D] original queries · scale · log2 e (region A, free now)
+    float* sw = win_o;         // [8][n] scores, then weights (n ≤ D)
+    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+      const int c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
+      float v = 0.0f;
+      if (c < nrows) {
+        const int qh = kvh * p.group + row % p.group;
+        v = __ldg(p.q + (static_cast<long long>(b) * p.q_heads + qh) * D + j) * p.scale_log2;
+      }
+      qo[i] = v;
+    }
+    __syncthreads();
+    for (int it = tid; it < nrows * n; it += kThreads) {  // one (row, token) dot product each
+      const int c = it / n, t = it % n;
+      const uint4* kr =
+          reinterpret_cast<const uint4*>(p.k_win + wbase + static_cast<long long>(t) * D);
+      uint4 kv[D / 8];
+#pragma unroll
+      for (int k8 = 0; k8 < D / 8; ++k8) kv[k8] = __ldg(kr + k8);
+      const float* qr = qo + c * D;
+      float d = 0.0f;
+#pragma unroll
+      for (int k8 = 0; k8 < D / 8; ++k8) {
+        const __half2* h = reinterpret_cast<const __half2*>(&kv[k8]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f = __half22float2(h[e]);
+          d += f.x * qr[8 * k8 + 2 * e] + f.y * qr[8 * k8 + 2 * e + 1];
+        }
+      }
+      sw[c * n + t] = d;
+    }
+    __syncthreads();
+    if (warp < kRowsPerChunk) {  // warp c: the slice's max and sum for row c, weights in place
+      const int c = warp;
+      float m = kNegBig, l = 0.0f;
+      if (c < nrows) {
+        for (int t = lane; t < n; t += 32) m = fmaxf(m, sw[c * n + t]);
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+        for (int t = lane; t < n; t += 32) {
+          const float w = fast_exp2(sw[c * n + t] - m);
+          sw[c * n + t] = w;
+          l += w;
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+      }
+      if (lane == 0) {
+        win_ml[c] = m;
+        win_ml[kRowsPerChunk + c] = l;
+      }
+    }
+    __syncthreads();
+    constexpr int kPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
+    float acc[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {  // o = Σ w·v, one (row, dim) per thread and k
+      const int i = tid + k * kThreads, c = i / D, j = i % D;
+      float a = 0.0f;
+      if (i < kRowsPerChunk * D && c < nrows) {
+        const __half* vc = p.v_win + wbase + j;
+        const float* wr = sw + c * n;
+#pragma unroll 8
+        for (int t = 0; t < n; ++t) a += wr[t] * __half2float(vc[static_cast<long long>(t) * D]);
+      }
+      acc[k] = a;
+    }
+    __syncthreads();  // the weights are read; win_o takes o
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads, j = i % D;
+      if (i < kRowsPerChunk * D)
+        win_o[i] =
+            p.out_signs ? acc[k] * __ldg(p.out_signs + j) * rsqrtf(static_cast<float>(D)) : acc[k];
+    }
+    __syncthreads();
+    if (p.out_signs) {
+      fwht_rows<D>(win_o);  // Π o = H (s ⊙ o) / √D, the inverse of the merge's rotation
+    } else if (p.out_pi) {
+      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+        const int c = i / D, k = i % D;
+        float a = 0.0f;  // (Π o)_k
+#pragma unroll 8
+        for (int j = 0; j < D; ++j) a += __ldg(p.out_pi + k * D + j) * win_o[c * D + j];
+        prep_scratch[i] = a;
+      }
+      __syncthreads();
+      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) win_o[i] = prep_scratch[i];
       __syncthreads();
     }
   }
@@ -864,6 +867,13 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       acc += f * red_o[(w * kRowsPerChunk + col) * D + red_swizzle(col, dim)];
       lsum += f * red_ml[(w * kRowsPerChunk + col) * 2 + 1];
     }
+    if (win_n > 0) {  // this CTA's window slice, one more state
+      const float mw = win_ml[col], m2 = fmaxf(mmax, mw);
+      const float f1 = fast_exp2(mmax - m2), f2 = fast_exp2(mw - m2);
+      acc = acc * f1 + win_o[col * D + dim] * f2;
+      lsum = lsum * f1 + win_ml[kRowsPerChunk + col] * f2;
+      mmax = m2;
+    }
     const long long slot =
         (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * p.splits + split;
     p.part_o[slot * D + dim] = acc;
@@ -891,7 +901,6 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   if (!s_last) return;
   __threadfence();
   const int S = p.splits, row0 = chunk * kRowsPerChunk;
-  auto out_sign_of = [&](int j) { return p.out_signs[j] * rsqrtf(static_cast<float>(D)); };
   float* wts = scratch;  // [8][S] split weights (region B is free again)
   auto slot_of = [&](int row) {
     return (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * S;
@@ -927,10 +936,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
             acc += f * ov[k];
           }
         }
-        if (dim == 0) {
-          red_ml[c] = l;
-          red_ml[kRowsPerChunk + c] = mx;
-        }
+        if (dim == 0) red_ml[c] = l;
       }
       sq[i] = acc;
     }
@@ -953,10 +959,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         }
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
-        if (lane == 0) {
-          red_ml[warp] = l;
-          red_ml[kRowsPerChunk + warp] = mx;
-        }
+        if (lane == 0) red_ml[warp] = l;
       }
     }
     __syncthreads();
@@ -990,25 +993,11 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   // The exact fp16 window (decode: one query per row), folded in after the inverse rotation, in
   // the original domain (formerly the separate merge kernel: a second launch on every decode
   // step of the default schemes).
-  // (window_lengths[b] ≤ max_window ≤ window_capacity is the caller's contract; the clamp only
-  // keeps a broken one inside the scratch space). The fp16 baseline has no window.
-  int W = 0;
-  if constexpr (kTq) {
-    if (p.window_lengths) W = min(p.window_lengths[b], min(p.window_capacity, kFusedWindowMax));
-  }
-  const bool signs_applied = W > 0;
-  if (kTq && W > 0) {
-    fold_window<D, kThreads, kRegionB>(
-        p.q, p.k_win, p.v_win, p.out_signs, W, min(kRowsPerChunk, p.rows - row0), row0,
-        kvh * p.group, p.group, static_cast<long long>(b) * p.q_heads,
-        static_cast<long long>(b * p.kv_heads + kvh) * p.window_capacity, p.scale_log2, sq, scratch,
-        prep_scratch, red_ml);
-  }
   for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
     const int c = i / D, j = i % D, row = row0 + c;
     if (row >= p.rows) continue;
     float v = sq[i];
-    if (p.out_signs && !signs_applied) v *= out_sign_of(j);
+    if (p.out_signs) v *= p.out_signs[j] * rsqrtf(static_cast<float>(D));
     const float l = red_ml[c];
     const int qi = row / p.group, qh = kvh * p.group + row % p.group;
     p.out[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] =
@@ -1024,7 +1013,7 @@ constexpr int smem_bytes() {
   constexpr int ring = KC != 0 ? W * kStages * stage_bytes<D, KC, VC>() / 4 : 0;
   constexpr int red = W * kRowsPerChunk * D;
   return lut * 4 + (ring > red ? ring : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
-         W * kRowsPerChunk * 2 * 4 + 2 * (D / 16) * 32 * 4 + 64;
+         W * kRowsPerChunk * 2 * 4 + 2 * (D / 16) * 32 * 4 + (kRowsPerChunk * D + 16) * 4 + 64;
 }
 
 template <int D, int KC, int VC>
