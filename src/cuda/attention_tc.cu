@@ -87,6 +87,25 @@ __device__ __forceinline__ void fwht_rows(float* y) {
   __syncthreads();
 }
 
+// x ← A x for each of the kRowsPerChunk rows of D floats in shared memory (dense rotations,
+// haar), through `tmp` (kRowsPerChunk · D floats). M is row-major D × D; A = Mᵀ when kTransposed
+// (y_j = Σ_k M[k][j] x_k), else A = M. Callers synchronise before; ends with a barrier.
+template <int D, int kThreads, bool kTransposed>
+__device__ __forceinline__ void dense_rotate_rows(const float* __restrict__ M, float* x,
+                                                  float* tmp) {
+  for (int i = threadIdx.x; i < kRowsPerChunk * D; i += kThreads) {
+    const int c = i / D, r = i % D;
+    float acc = 0.0f;
+#pragma unroll 8
+    for (int k = 0; k < D; ++k)
+      acc += __ldg(M + (kTransposed ? k * D + r : r * D + k)) * x[c * D + k];
+    tmp[i] = acc;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kRowsPerChunk * D; i += kThreads) x[i] = tmp[i];
+  __syncthreads();
+}
+
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -476,16 +495,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if (p.rot_signs) {
       fwht_rows<D>(sq);
     } else if (p.rot_pi_t) {
-      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-        const int c = i / D, j = i % D;
-        float acc = 0.0f;
-#pragma unroll 8
-        for (int k = 0; k < D; ++k) acc += __ldg(p.rot_pi_t + k * D + j) * sq[c * D + k];
-        prep_scratch[i] = acc;
-      }
-      __syncthreads();
-      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = prep_scratch[i];
-      __syncthreads();
+      dense_rotate_rows<D, kThreads, true>(p.rot_pi_t, sq, prep_scratch);  // Π q from Πᵀ
     }
   }
   // The exact window (decode, fused case): this CTA takes tokens [split·per, (split+1)·per) of it,
@@ -588,16 +598,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if (p.out_signs) {
       fwht_rows<D>(win_o);  // Π o = H (s ⊙ o) / √D, the inverse of the merge's rotation
     } else if (p.out_pi) {
-      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-        const int c = i / D, k = i % D;
-        float a = 0.0f;  // (Π o)_k
-#pragma unroll 8
-        for (int j = 0; j < D; ++j) a += __ldg(p.out_pi + k * D + j) * win_o[c * D + j];
-        prep_scratch[i] = a;
-      }
-      __syncthreads();
-      for (int i = tid; i < kRowsPerChunk * D; i += kThreads) win_o[i] = prep_scratch[i];
-      __syncthreads();
+      dense_rotate_rows<D, kThreads, false>(p.out_pi, win_o, prep_scratch);  // Π o
     }
   }
   if constexpr (kTq) {
@@ -979,20 +980,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   if (p.out_signs) {
     fwht_rows<D>(sq);
   } else if (p.out_pi) {
-    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
-      const int c = i / D, j = i % D;
-      float acc = 0.0f;  // (Πᵀ z)_j
-#pragma unroll 8
-      for (int k = 0; k < D; ++k) acc += __ldg(p.out_pi + k * D + j) * sq[c * D + k];
-      scratch[kRowsPerChunk * S + i] = acc;
-    }
-    __syncthreads();
-    for (int i = tid; i < kRowsPerChunk * D; i += kThreads) sq[i] = scratch[kRowsPerChunk * S + i];
-    __syncthreads();
+    dense_rotate_rows<D, kThreads, true>(p.out_pi, sq, scratch + kRowsPerChunk * S);  // Πᵀ z
   }
-  // The exact fp16 window (decode: one query per row), folded in after the inverse rotation, in
-  // the original domain (formerly the separate merge kernel: a second launch on every decode
-  // step of the default schemes).
   for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
     const int c = i / D, j = i % D, row = row0 + c;
     if (row >= p.rows) continue;
