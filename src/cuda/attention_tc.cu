@@ -298,29 +298,45 @@ struct TqTile {
   float kna, knb, vna, vnb;
 };
 
-// Byte offset (entry · 128) of the j-th pair of b-bit codes in the lane-replicated table: the
-// field is shifted straight into place (bits 7…) so that OR-ing the lane's 4·lane gives the
-// address with no multiply / add (SHF + LOP3 per lookup).
-template <int B>
+// Byte offset (entry · 2^SH, SH = log2 of the entry stride in bytes) of the j-th pair of b-bit
+// codes in a lane-replicated table: the field is shifted straight into place so that OR-ing the
+// lane's 4·lane gives the address with no multiply / add (SHF + LOP3 per lookup).
+template <int B, int SH>
 __device__ __forceinline__ uint32_t pair_offset(const uint32_t* w, int j) {
   const int off = j * 2 * B, wi = off >> 5, sh = off & 31;
-  constexpr uint32_t mask = ((1u << (2 * B)) - 1u) << 7;
-  if (sh + 2 * B > 32) return __funnelshift_r(w[wi], w[wi + 1], sh - 7) & mask;
-  if (sh >= 7) return (w[wi] >> (sh - 7)) & mask;
-  return (w[wi] << (7 - sh)) & mask;
+  constexpr uint32_t mask = ((1u << (2 * B)) - 1u) << SH;
+  if (sh + 2 * B > 32) return __funnelshift_r(w[wi], w[wi + 1], sh - SH) & mask;
+  if (sh >= SH) return (w[wi] >> (sh - SH)) & mask;
+  return (w[wi] << (SH - sh)) & mask;
 }
 
-// Table words (lane-replicated, [entries][32]) per bit width: 4 → 256 entries, 3 → 64, 2 → 16.
+// The same for a pair of 4-bit codes (one byte of the stream) in the wide table (256-byte
+// entries): one PRMT builds the whole address — byte 1 ← the code byte, byte 0 ← 4·lane (< 128),
+// bytes 2–3 ← 0 — where the shift-and-mask form takes SHF + LOP3 (64 look-ups per tile and
+// thread at 4 bits).
+__device__ __forceinline__ uint32_t byte_pair_offset(const uint32_t* w, int j, uint32_t lane4) {
+  return __byte_perm(w[j >> 2], lane4, 0x7604u | (static_cast<uint32_t>(j & 3) << 4));
+}
+
+// Table words (lane-replicated, [entries][stride]) per bit width: 4 → 256 entries, 3 → 64,
+// 2 → 16. With 4-bit codes in use the tables are "wide": 64-word (256-byte) entries so that the
+// 4-bit look-up is one PRMT (byte_pair_offset); the 3- and 2-bit tables then live in the unused
+// upper halves of the 4-bit entries (3-bit entry e in row e, 2-bit entry e in row 64 + e). Without
+// 4-bit codes they are packed with 32-word entries.
 template <int KC, int VC>
 struct Tables {
   static constexpr bool uses(int b) {
     return KC / 10 == b || KC % 10 == b || VC / 10 == b || VC % 10 == b;
   }
-  static constexpr int words(int b) { return uses(b) ? (1 << (2 * b)) * 32 : 0; }
-  static constexpr int offset(int b) {
-    return b == 4 ? 0 : (b == 3 ? words(4) : words(4) + words(3));
+  static constexpr bool wide = uses(4);
+  static constexpr int entries(int b) { return uses(b) ? 1 << (2 * b) : 0; }
+  static constexpr int stride() { return wide ? 64 : 32; }  // words per entry
+  static constexpr int shift = wide ? 8 : 7;                // log2 of the entry stride in bytes
+  static constexpr int offset(int b) {                      // word of entry 0, lane 0
+    if constexpr (wide) return b == 4 ? 0 : (b == 3 ? 32 : 64 * 64 + 32);
+    return b == 3 ? 0 : entries(3) * 32;
   }
-  static constexpr int total = words(4) + words(3) + words(2);
+  static constexpr int total = wide ? 256 * 64 : (entries(3) + entries(2)) * 32;
 };
 
 // Position of (row of the chunk, dim) inside a per-warp state row of the reduction: an XOR of
@@ -420,12 +436,21 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   const uint32_t ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
   // issue(tile, stage): one tile's codes and norms into the warp's ring (one commit group per
   // call, empty past the end, so that group k always belongs to the warp's k-th tile).
+  // Per-thread sources for tile 0 of this split (tile t is 16·t rows further): a full tile then
+  // costs one address per stream instead of the clamped per-row arithmetic (which, with the
+  // registers of the loop, the compiler rematerialised every tile: ~90 instructions per issue).
+  constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
+  const unsigned char* k_src0 = static_cast<const unsigned char*>(p.k_data) + (base + start) * KR;
+  const unsigned char* v_src0 = static_cast<const unsigned char*>(p.v_data) + (base + start) * VR;
+  // Norms: lane l < 16 takes the aligned word holding token l's K norm, lanes 16–31 the V norm
+  // (the parity of base + start + l does not change from tile to tile: tiles are 16 tokens).
+  const __half* n_src0 =
+      (lane < 16 ? p.k_norms : p.v_norms) + ((base + start + (lane & 15)) & ~1LL);
   auto issue = [&](int tile, int stage) {
     if constexpr (kTq) {
       if (tile < ntiles) {
         const int t0 = start + tile * 16, last = split_end - 1;
         const uint32_t sa = ring_addr + stage * kStage;
-        constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
         constexpr int KA = KCodes::ALIGN, VA = VCodes::ALIGN;
         const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
         const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
@@ -434,7 +459,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         // chunks of the rows' natural alignment (rows past the end repeat the last).
         const bool full = t0 + 15 <= last;
         if (full && k_blob) {
-          const unsigned char* src = kc + (base + t0) * KR;
+          const unsigned char* src = k_src0 + tile * (16 * KR);
 #pragma unroll
           for (int c = lane; c < KR; c += 32) cp_async16(sa + c * 16, src + c * 16);
         } else {
@@ -446,7 +471,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
           }
         }
         if (full && v_blob) {
-          const unsigned char* src = vc + (base + t0) * VR;
+          const unsigned char* src = v_src0 + tile * (16 * VR);
 #pragma unroll
           for (int c = lane; c < VR; c += 32) cp_async16(sa + 16 * KR + c * 16, src + c * 16);
         } else {
@@ -457,9 +482,13 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
             cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
           }
         }
-        const long long tok = base + min(t0 + (lane & 15), last);
-        const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
-        cp_async4(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL));
+        if (full) {
+          cp_async4(sa + 16 * (KR + VR) + lane * 4, n_src0 + tile * 16);
+        } else {
+          const long long tok = base + min(t0 + (lane & 15), last);
+          const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
+          cp_async4(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL));
+        }
       }
       cp_async_commit();
     }
@@ -602,18 +631,19 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     }
   }
   if constexpr (kTq) {
-    // Pair → half2 tables, lane-replicated ([entries][32]), written directly with 16-byte
-    // stores (entry e = (second code << b) | first code; no staging copy, no extra barrier).
+    // Pair → half2 tables, lane-replicated ([entries][stride], 32 words used per entry), written
+    // directly with 16-byte stores (entry e = (second code << b) | first code; no staging copy,
+    // no extra barrier).
     auto build = [&](auto bits_c) {
       constexpr int B = decltype(bits_c)::value;
       if constexpr (Tab::uses(B)) {
-        uint4* t = reinterpret_cast<uint4*>(lut + Tab::offset(B));
-        // Whole warps take part (the entry counts are multiples of 32): shuffles are safe.
-        for (int i = tid; i < Tab::words(B) / 4; i += kThreads) {
+        // Whole warps take part (8 stores per entry, entry counts ≥ 16): shuffles are safe.
+        for (int i = tid; i < Tab::entries(B) * 8; i += kThreads) {
           const int e = i >> 3;
           const uint32_t h = pack_half2(__shfl_sync(0xffffffffu, cent_reg[B], e & ((1 << B) - 1)),
                                         __shfl_sync(0xffffffffu, cent_reg[B], e >> B));
-          t[i] = make_uint4(h, h, h, h);
+          *reinterpret_cast<uint4*>(lut + Tab::offset(B) + e * Tab::stride() + (i & 7) * 4) =
+              make_uint4(h, h, h, h);
         }
       }
     };
@@ -655,13 +685,14 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   const unsigned char* lut_bytes = reinterpret_cast<const unsigned char*>(lut);
   const uint32_t lane4 = static_cast<uint32_t>(lane) * 4u;
   auto lookup = [&](const uint32_t* w, int b, int j) -> uint32_t {
+    constexpr int SH = Tab::shift;
     uint32_t off;
     if (b == 4)
-      off = Tab::offset(4) * 4 + (pair_offset<4>(w, j) | lane4);
+      off = byte_pair_offset(w, j, lane4);  // 4-bit ⇒ wide tables, 4-bit table at offset 0
     else if (b == 3)
-      off = Tab::offset(3) * 4 + (pair_offset<3>(w, j) | lane4);
+      off = Tab::offset(3) * 4 + (pair_offset<3, SH>(w, j) | lane4);
     else
-      off = Tab::offset(2) * 4 + (pair_offset<2>(w, j) | lane4);
+      off = Tab::offset(2) * 4 + (pair_offset<2, SH>(w, j) | lane4);
     return *reinterpret_cast<const uint32_t*>(lut_bytes + off);
   };
   auto load_tile = [&](Regs& r, int tile) {
@@ -785,7 +816,6 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       __syncwarp();
       const unsigned char* st = ring + (it % kStages) * kStage;
       const int t0 = start + tile * 16, last = split_end - 1;
-      constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
       Tile cur;
       {
         using KCd = KCodes;
@@ -1008,6 +1038,7 @@ constexpr int smem_bytes() {
 template <int D, int KC, int VC>
 void launch_one(const SplitParams& p, int batch, cudaStream_t stream) {
   constexpr int smem = smem_bytes<D, KC, VC>();
+  static_assert(smem <= 227 * 1024, "tensor-core kernel: over the 227 KB of shared memory per CTA");
   static bool configured = false;  // the attribute is per function, set once
   if (!configured) {
     TQ_CUDA_CHECK(cudaFuncSetAttribute(tc_split_kernel<D, KC, VC>,
