@@ -756,27 +756,35 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     s[1] = ta < col_end[1] ? s[1] : ninf;
     s[2] = tb < col_end[0] ? s[2] : ninf;
     s[3] = tb < col_end[1] ? s[3] : ninf;
+    // Online softmax with the row maxima warp-uniform: the 8-lane max reduction (6 shuffles
+    // through the MIO pipe) and the rescale of o run only when some score of the tile exceeds its
+    // row's running maximum — after the first tiles, rarely. Otherwise p = 2^(s − m) with m kept
+    // (exact: the rescale factor would be 1).
     float mx0 = fmaxf(s[0], s[2]), mx1 = fmaxf(s[1], s[3]);
+    float al0 = 1.0f, al1 = 1.0f;
+    if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
 #pragma unroll
-    for (int off = 4; off < 32; off <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      for (int off = 4; off < 32; off <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      }
+      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+      al0 = fast_exp2(m0 - mn0);
+      al1 = fast_exp2(m1 - mn1);
+      m0 = mn0;
+      m1 = mn1;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        o[mt][0] *= al0;
+        o[mt][1] *= al1;
+        o[mt][2] *= al0;
+        o[mt][3] *= al1;
+      }
     }
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);
-    m0 = mn0;
-    m1 = mn1;
-    float p0 = fast_exp2(s[0] - mn0), p1 = fast_exp2(s[1] - mn1);
-    float p2 = fast_exp2(s[2] - mn0), p3 = fast_exp2(s[3] - mn1);
+    float p0 = fast_exp2(s[0] - m0), p1 = fast_exp2(s[1] - m1);
+    float p2 = fast_exp2(s[2] - m0), p3 = fast_exp2(s[3] - m1);
     l0 = l0 * al0 + p0 + p2;
     l1 = l1 * al1 + p1 + p3;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      o[mt][0] *= al0;
-      o[mt][1] *= al1;
-      o[mt][2] *= al0;
-      o[mt][3] *= al1;
-    }
     if constexpr (kTq) {
       p0 *= cur.vna;
       p1 *= cur.vna;
