@@ -418,6 +418,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   stamp(0);
 
   const int len = p.lengths[b];
+  // The window length is loaded now: at the fold it would be one more DRAM round trip.
+  const int win_len = (kTq && p.window_lengths) ? p.window_lengths[b] : 0;
   const int start = split * p.tokens_per_split;
   const int split_end = min(start + p.tokens_per_split, len);
   const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
@@ -537,7 +539,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   int win_n = 0, t_begin = 0;
   if constexpr (kTq) {
     if (p.window_lengths) {
-      const int W = min(p.window_lengths[b], min(p.window_capacity, kFusedWindowMax));
+      const int W = min(win_len, min(p.window_capacity, kFusedWindowMax));
       const int per = min((W + p.splits - 1) / p.splits, D);
       t_begin = split * per;
       win_n = max(0, min(per, W - t_begin));
@@ -549,6 +551,23 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         (static_cast<long long>(b * p.kv_heads + kvh) * p.window_capacity + t_begin) * D;
     float* qo = prep_scratch;  // [8][D] original queries · scale · log2 e (region A, free now)
     float* sw = win_o;         // [8][n] scores, then weights (n ≤ D)
+    // This thread's (row, dim) elements of o = Σ w·v: their V values of the first kVPre tokens
+    // and the value signs are loaded now, in the same round trip as the keys below (loaded
+    // after the weights they made a chain of three DRAM latencies).
+    constexpr int kPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
+    constexpr int kVPre = 8;
+    __half vpre[kPer][kVPre];
+    float sgn[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = tid + k * kThreads, c = i / D, j = i % D;
+      const bool mine = i < kRowsPerChunk * D && c < nrows;
+#pragma unroll
+      for (int t = 0; t < kVPre; ++t)
+        vpre[k][t] =
+            mine && t < n ? p.v_win[wbase + static_cast<long long>(t) * D + j] : __float2half(0.0f);
+      sgn[k] = p.out_signs && i < kRowsPerChunk * D ? __ldg(p.out_signs + j) : 1.0f;
+    }
     for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
       const int c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
       float v = 0.0f;
@@ -601,7 +620,6 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       }
     }
     __syncthreads();
-    constexpr int kPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
     float acc[kPer];
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {  // o = Σ w·v, one (row, dim) per thread and k
@@ -610,18 +628,21 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       if (i < kRowsPerChunk * D && c < nrows) {
         const __half* vc = p.v_win + wbase + j;
         const float* wr = sw + c * n;
+#pragma unroll
+        for (int t = 0; t < kVPre; ++t)
+          if (t < n) a += wr[t] * __half2float(vpre[k][t]);
 #pragma unroll 8
-        for (int t = 0; t < n; ++t) a += wr[t] * __half2float(vc[static_cast<long long>(t) * D]);
+        for (int t = kVPre; t < n; ++t)
+          a += wr[t] * __half2float(vc[static_cast<long long>(t) * D]);
       }
       acc[k] = a;
     }
     __syncthreads();  // the weights are read; win_o takes o
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
-      const int i = tid + k * kThreads, j = i % D;
+      const int i = tid + k * kThreads;
       if (i < kRowsPerChunk * D)
-        win_o[i] =
-            p.out_signs ? acc[k] * __ldg(p.out_signs + j) * rsqrtf(static_cast<float>(D)) : acc[k];
+        win_o[i] = p.out_signs ? acc[k] * sgn[k] * rsqrtf(static_cast<float>(D)) : acc[k];
     }
     __syncthreads();
     if (p.out_signs) {
@@ -938,6 +959,15 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   __syncthreads();
   stamp(4);
   if (!s_last) return;
+  // The value signs of this thread's output elements, loaded before the partials (the same
+  // round trip instead of one more after the rotation).
+  constexpr int kOutPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
+  float out_sgn[kOutPer];
+#pragma unroll
+  for (int k = 0; k < kOutPer; ++k)
+    out_sgn[k] = p.out_signs && tid + k * kThreads < kRowsPerChunk * D
+                     ? __ldg(p.out_signs + (tid + k * kThreads) % D)
+                     : 1.0f;
   __threadfence();
   const int S = p.splits, row0 = chunk * kRowsPerChunk;
   float* wts = scratch;  // [8][S] split weights (region B is free again)
@@ -1020,11 +1050,14 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   } else if (p.out_pi) {
     dense_rotate_rows<D, kThreads, true>(p.out_pi, sq, scratch + kRowsPerChunk * S);  // Πᵀ z
   }
-  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+#pragma unroll
+  for (int k = 0; k < kOutPer; ++k) {
+    const int i = tid + k * kThreads;
+    if (i >= kRowsPerChunk * D) break;
     const int c = i / D, j = i % D, row = row0 + c;
     if (row >= p.rows) continue;
     float v = sq[i];
-    if (p.out_signs) v *= p.out_signs[j] * rsqrtf(static_cast<float>(D));
+    if (p.out_signs) v *= out_sgn[k] * rsqrtf(static_cast<float>(D));
     const float l = red_ml[c];
     const int qi = row / p.group, qh = kvh * p.group + row % p.group;
     p.out[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] =
