@@ -330,9 +330,9 @@ struct Tables {
   }
   static constexpr bool wide = uses(4);
   static constexpr int entries(int b) { return uses(b) ? 1 << (2 * b) : 0; }
-  static constexpr int stride() { return wide ? 64 : 32; }  // words per entry
-  static constexpr int shift = wide ? 8 : 7;                // log2 of the entry stride in bytes
-  static constexpr int offset(int b) {                      // word of entry 0, lane 0
+  static constexpr int shift = wide ? 8 : 7;                  // log2 of the entry stride in bytes
+  static constexpr int stride() { return (1 << shift) / 4; }  // words per entry
+  static constexpr int offset(int b) {                        // word of entry 0, lane 0
     if constexpr (wide) return b == 4 ? 0 : (b == 3 ? 32 : 64 * 64 + 32);
     return b == 3 ? 0 : entries(3) * 32;
   }
@@ -497,10 +497,20 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   };
   // The query rows' elements of this thread, loaded before the ring prefill below so that they
   // do not queue behind the tiles of every SM (at 128k the prologue took 8 µs that way).
-  constexpr int kQPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
-  float qv[kQPer];
+  // Elements of the chunk's [8][D] rows per thread (i = tid + k·kThreads): the query
+  // preparation, the window fold and the merge's output all split them this way.
+  constexpr int kPerThread = (kRowsPerChunk * D + kThreads - 1) / kThreads;
+  // The value signs of this thread's elements (1 without signs or past the end).
+  auto load_value_signs = [&](float(&sgn)[kPerThread]) {
 #pragma unroll
-  for (int k = 0; k < kQPer; ++k) {
+    for (int k = 0; k < kPerThread; ++k) {
+      const int i = tid + k * kThreads;
+      sgn[k] = p.out_signs && i < kRowsPerChunk * D ? __ldg(p.out_signs + i % D) : 1.0f;
+    }
+  };
+  float qv[kPerThread];
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
     const int i = tid + k * kThreads, c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
     float v = 0.0f;
     if (i < kRowsPerChunk * D && row < p.rows) {
@@ -520,7 +530,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   // Query preparation (formerly its own kernel): Π q · scale · log2 e for the chunk's 8 rows.
   {
 #pragma unroll
-    for (int k = 0; k < kQPer; ++k)
+    for (int k = 0; k < kPerThread; ++k)
       if (tid + k * kThreads < kRowsPerChunk * D) sq[tid + k * kThreads] = qv[k];
     __syncthreads();
     if (p.rot_signs) {
@@ -554,20 +564,19 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     // This thread's (row, dim) elements of o = Σ w·v: their V values of the first kVPre tokens
     // and the value signs are loaded now, in the same round trip as the keys below (loaded
     // after the weights they made a chain of three DRAM latencies).
-    constexpr int kPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
     constexpr int kVPre = 8;
-    __half vpre[kPer][kVPre];
-    float sgn[kPer];
+    __half vpre[kPerThread][kVPre];
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {
+    for (int k = 0; k < kPerThread; ++k) {
       const int i = tid + k * kThreads, c = i / D, j = i % D;
       const bool mine = i < kRowsPerChunk * D && c < nrows;
 #pragma unroll
       for (int t = 0; t < kVPre; ++t)
         vpre[k][t] =
             mine && t < n ? p.v_win[wbase + static_cast<long long>(t) * D + j] : __float2half(0.0f);
-      sgn[k] = p.out_signs && i < kRowsPerChunk * D ? __ldg(p.out_signs + j) : 1.0f;
     }
+    float sgn[kPerThread];
+    load_value_signs(sgn);
     for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
       const int c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
       float v = 0.0f;
@@ -620,9 +629,9 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       }
     }
     __syncthreads();
-    float acc[kPer];
+    float acc[kPerThread];
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {  // o = Σ w·v, one (row, dim) per thread and k
+    for (int k = 0; k < kPerThread; ++k) {  // o = Σ w·v, one (row, dim) per thread and k
       const int i = tid + k * kThreads, c = i / D, j = i % D;
       float a = 0.0f;
       if (i < kRowsPerChunk * D && c < nrows) {
@@ -639,7 +648,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     }
     __syncthreads();  // the weights are read; win_o takes o
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) {
+    for (int k = 0; k < kPerThread; ++k) {
       const int i = tid + k * kThreads;
       if (i < kRowsPerChunk * D)
         win_o[i] = p.out_signs ? acc[k] * sgn[k] * rsqrtf(static_cast<float>(D)) : acc[k];
@@ -961,13 +970,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
   if (!s_last) return;
   // The value signs of this thread's output elements, loaded before the partials (the same
   // round trip instead of one more after the rotation).
-  constexpr int kOutPer = (kRowsPerChunk * D + kThreads - 1) / kThreads;
-  float out_sgn[kOutPer];
-#pragma unroll
-  for (int k = 0; k < kOutPer; ++k)
-    out_sgn[k] = p.out_signs && tid + k * kThreads < kRowsPerChunk * D
-                     ? __ldg(p.out_signs + (tid + k * kThreads) % D)
-                     : 1.0f;
+  float out_sgn[kPerThread];
+  load_value_signs(out_sgn);
   __threadfence();
   const int S = p.splits, row0 = chunk * kRowsPerChunk;
   float* wts = scratch;  // [8][S] split weights (region B is free again)
@@ -1051,7 +1055,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     dense_rotate_rows<D, kThreads, true>(p.out_pi, sq, scratch + kRowsPerChunk * S);  // Πᵀ z
   }
 #pragma unroll
-  for (int k = 0; k < kOutPer; ++k) {
+  for (int k = 0; k < kPerThread; ++k) {
     const int i = tid + k * kThreads;
     if (i >= kRowsPerChunk * D) break;
     const int c = i / D, j = i % D, row = row0 + c;
