@@ -3,7 +3,7 @@
 // 4k and 16k cached tokens, per cache format. Counters: tok/s = decode steps per second for this
 // layer, GB/s = stored cache bytes (LayerKvCache::bytes) read per second, bits/val = stored bits
 // per K/V value. Threads: OpenMP default (set OMP_NUM_THREADS to pin).
-#include "turboquant/kv_cache.hpp"
+#include "turboquant/cache/kv_cache.hpp"
 
 #include <benchmark/benchmark.h>
 

@@ -1,8 +1,8 @@
 // Micro-benchmarks of the codec hot paths: encode (rotate + quantize + pack) and prepared-query
 // scoring straight from codes, scalar vs AVX2, d = 64/128, b = 2/3/4 (plus 2.5/3.5 and prod).
 // Counters: vectors/s, and GB/s of code bytes read (scoring) or written (encode).
-#include "turboquant/codec.hpp"
-#include "turboquant/distortion.hpp"
+#include "turboquant/codec/codec.hpp"
+#include "turboquant/codec/distortion.hpp"
 
 #include <benchmark/benchmark.h>
 

@@ -1,6 +1,6 @@
 // DeviceCodec (codec constants on the device), GPU cache storage, workspace and device queries.
 #include "internal.cuh"
-#include "turboquant/codebook.hpp"
+#include "turboquant/codec/codebook.hpp"
 
 #include <cmath>
 #include <vector>

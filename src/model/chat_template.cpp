@@ -1,9 +1,9 @@
 // Chat prompt formatting for the template families the runner supports (see chat_template.hpp).
 // We recognise templates by their marker tokens instead of interpreting Jinja: the handful of
 // formats real Llama-family GGUFs use are fixed strings around each message.
-#include "turboquant/chat_template.hpp"
+#include "turboquant/model/chat_template.hpp"
 
-#include "turboquant/gguf.hpp"
+#include "turboquant/model/gguf.hpp"
 
 namespace tq {
 

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "turboquant/gguf.hpp"
-#include "turboquant/half.hpp"
+#include "turboquant/base/half.hpp"
+#include "turboquant/model/gguf.hpp"
 
 namespace tq::gguf {
 

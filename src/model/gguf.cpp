@@ -2,7 +2,7 @@
 // out bounds-checked views of tensor data. Every count and length is checked against the bytes
 // that remain before anything is allocated from it, so hostile files cannot trigger huge
 // allocations, deep recursion or reads outside the mapping.
-#include "turboquant/gguf.hpp"
+#include "turboquant/model/gguf.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -2,10 +2,10 @@
 // exists with the shape those numbers imply, and loads the weights (Q/K/V and gate/up fused, see
 // model.hpp): matrices whose type has an on-the-fly kernel keep their GGUF blocks (copied), the
 // rest and the norms/biases are dequantized to fp32. Tensors are loaded in parallel, one per task.
-#include "turboquant/model.hpp"
+#include "turboquant/model/model.hpp"
 
 #include "qmatmul.hpp"
-#include "turboquant/gguf.hpp"
+#include "turboquant/model/gguf.hpp"
 
 #include <algorithm>
 #include <chrono>

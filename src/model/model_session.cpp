@@ -3,7 +3,7 @@
 // what the cache holds → output projection added to the residual → RMSNorm → SwiGLU MLP added to
 // the residual; final RMSNorm and logits. Prefill runs in chunks (matrix-matrix products), decode
 // is a chunk of one (matrix-vector products). Every buffer is sized once in the constructor.
-#include "turboquant/model.hpp"
+#include "turboquant/model/model.hpp"
 
 #include "ops.hpp"
 #include "qmatmul.hpp"

@@ -2,7 +2,7 @@
 // matrix-product wrapper around BLAS. Private to tq_model; the tests include it directly.
 #pragma once
 
-#include "turboquant/model.hpp"
+#include "turboquant/model/model.hpp"
 
 #include <cstddef>
 #include <functional>

@@ -6,9 +6,9 @@
 // (sgemm), so no fp32 copy of the model is kept. Private to tq_model; tests include it directly.
 #pragma once
 
-#include "turboquant/codec.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
+#include "turboquant/base/simd.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
 
 #include <cstddef>
 #include <cstdint>

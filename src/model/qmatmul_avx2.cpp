@@ -4,7 +4,7 @@
 // only the order of the fp32 sums differs from the scalar reference.
 #include "qmatmul.hpp"
 
-#include "core/avx2_math.hpp"
+#include "base/avx2_math.hpp"
 
 #include <immintrin.h>
 

@@ -1,7 +1,7 @@
 // Token sampling: argmax, and temperature + top-k + top-p over a candidate list that is reused
 // between calls. For top-p alone it first sorts only the leading candidates (nucleus mass is
 // almost always inside the top few hundred) and falls back to a full sort when it is not.
-#include "turboquant/sampler.hpp"
+#include "turboquant/model/sampler.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -2,7 +2,7 @@
 // it has no notion of Unicode letter/number categories), byte-level BPE with a merge-rank hash map
 // and a priority queue per word, SentencePiece score-driven merging with byte fallback, special
 // token splitting, and decoding.
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 #include <algorithm>
 #include <array>
@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "model/unicode_tables.hpp"
-#include "turboquant/gguf.hpp"
+#include "turboquant/model/gguf.hpp"
 
 namespace tq {
 

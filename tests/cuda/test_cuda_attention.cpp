@@ -4,8 +4,8 @@
 // CPU-decoded cache. Outputs are NaN-poisoned before every launch. Skips without a GPU.
 #include "turboquant/cuda/attention.hpp"
 
-#include "turboquant/half.hpp"
-#include "turboquant/random.hpp"
+#include "turboquant/base/half.hpp"
+#include "turboquant/base/random.hpp"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>

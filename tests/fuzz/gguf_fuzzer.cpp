@@ -7,8 +7,8 @@
 #include <exception>
 #include <span>
 
-#include "turboquant/gguf.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {

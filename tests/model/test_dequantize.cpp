@@ -9,8 +9,8 @@
 #include <random>
 
 #include "test_gguf_writer.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/half.hpp"
+#include "turboquant/base/half.hpp"
+#include "turboquant/model/gguf.hpp"
 
 namespace tq::gguf {
 namespace {

@@ -9,7 +9,7 @@
 #include <random>
 
 #include "test_gguf_writer.hpp"
-#include "turboquant/gguf.hpp"
+#include "turboquant/model/gguf.hpp"
 
 // Timing bounds are only asserted in optimized builds without sanitizers.
 #if defined(__SANITIZE_ADDRESS__)

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "turboquant/gguf.hpp"
+#include "turboquant/model/gguf.hpp"
 
 namespace tq::gguf::testing {
 

@@ -38,9 +38,9 @@
 #include <string>
 #include <vector>
 
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
-#include "turboquant/sampler.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
+#include "turboquant/model/sampler.hpp"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <random>
 
 #include "test_gguf_writer.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
 
 namespace {
 

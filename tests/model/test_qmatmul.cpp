@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "model/qmatmul.hpp"
-#include "turboquant/half.hpp"
+#include "turboquant/base/half.hpp"
 
 namespace {
 

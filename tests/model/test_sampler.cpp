@@ -7,7 +7,7 @@
 #include <map>
 #include <vector>
 
-#include "turboquant/sampler.hpp"
+#include "turboquant/model/sampler.hpp"
 
 namespace {
 

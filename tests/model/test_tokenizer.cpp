@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <random>
 
-#include "turboquant/chat_template.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/chat_template.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 namespace tq {
 namespace {

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "test_gguf_writer.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 namespace tq {
 namespace {

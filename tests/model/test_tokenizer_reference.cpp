@@ -7,8 +7,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "turboquant/gguf.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 namespace tq {
 namespace {

@@ -10,8 +10,8 @@
 
 #include "turboquant/eval/plot.hpp"
 #include "turboquant/eval/runner.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -11,11 +11,11 @@
 #include <string>
 
 #include "command_registry.hpp"
-#include "turboquant/chat_template.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
-#include "turboquant/sampler.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/chat_template.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
+#include "turboquant/model/sampler.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 namespace {
 

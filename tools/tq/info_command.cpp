@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "command_registry.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/kv_scheme.hpp"
+#include "turboquant/cache/kv_scheme.hpp"
+#include "turboquant/model/gguf.hpp"
 
 namespace {
 

@@ -2,7 +2,7 @@
 // fp16 and the bits per stored value (codes plus norms/scales, windows and protected layers).
 #include "command_registry.hpp"
 
-#include "turboquant/kv_scheme.hpp"
+#include "turboquant/cache/kv_scheme.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -43,13 +43,15 @@ void run_kv_size(const KvSizeOptions& o) {
   if (o.head_dim) shape.head_dim = o.head_dim;
   if (o.model.empty()) {
     if (!o.layers || !o.kv_heads || !o.head_dim) {
-      throw std::invalid_argument("kv-size needs --model NAME or all of --layers, --kv-heads, --head-dim");
+      throw std::invalid_argument(
+          "kv-size needs --model NAME or all of --layers, --kv-heads, --head-dim");
     }
     shape.name = "custom";
   }
   std::vector<std::size_t> contexts = o.contexts;
   if (contexts.empty()) {
-    for (std::size_t c = 4096; c <= std::max<std::size_t>(shape.max_context, 4096); c *= 4) contexts.push_back(c);
+    for (std::size_t c = 4096; c <= std::max<std::size_t>(shape.max_context, 4096); c *= 4)
+      contexts.push_back(c);
     if (shape.max_context && contexts.back() != static_cast<std::size_t>(shape.max_context)) {
       contexts.push_back(shape.max_context);
     }
@@ -93,7 +95,8 @@ void run_kv_size(const KvSizeOptions& o) {
 
 const CommandRegistrar registrar([](CLI::App& root) {
   auto o = std::make_shared<KvSizeOptions>();
-  CLI::App* cmd = root.add_subcommand("kv-size", "KV-cache bytes per model shape, context and scheme");
+  CLI::App* cmd =
+      root.add_subcommand("kv-size", "KV-cache bytes per model shape, context and scheme");
   std::string presets;
   for (const auto& s : model_shape_presets()) presets += (presets.empty() ? "" : ", ") + s.name;
   cmd->add_option("--model,-m", o->model, "Model shape preset: " + presets);
@@ -101,7 +104,8 @@ const CommandRegistrar registrar([](CLI::App& root) {
   cmd->add_option("--kv-heads", o->kv_heads, "KV heads per layer (overrides the preset)");
   cmd->add_option("--head-dim", o->head_dim, "Head dimension (overrides the preset)");
   cmd->add_option("--context,-c", o->contexts, "Context length(s) in tokens")->delimiter(',');
-  cmd->add_option("--kv", o->schemes, "Scheme(s): fp16, q8, q4r, tq4, tq3.5, k4v3, ... (see README)")
+  cmd->add_option("--kv", o->schemes,
+                  "Scheme(s): fp16, q8, q4r, tq4, tq3.5, k4v3, ... (see README)")
       ->delimiter(',');
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->callback([o] { run_kv_size(*o); });

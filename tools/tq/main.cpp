@@ -1,7 +1,7 @@
 // Entry point of the `tq` CLI: builds the CLI11 app from the registered subcommands and turns
 // library exceptions into a clear one-line error and a non-zero exit code.
 #include "command_registry.hpp"
-#include "turboquant/runtime_environment.hpp"
+#include "runtime_environment.hpp"
 
 #include <cstdio>
 #include <cstdlib>

@@ -5,12 +5,12 @@
 // scheme and mode (DIR/niah_<scheme>_<mode>.png) and a JSON record of every cell.
 #include "command_registry.hpp"
 
-#include "turboquant/chat_template.hpp"
 #include "turboquant/eval/plot.hpp"
 #include "turboquant/eval/runner.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/chat_template.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 #include <nlohmann/json.hpp>
 

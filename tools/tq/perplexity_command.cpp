@@ -6,9 +6,9 @@
 #include "command_registry.hpp"
 
 #include "turboquant/eval/runner.hpp"
-#include "turboquant/gguf.hpp"
-#include "turboquant/model.hpp"
-#include "turboquant/tokenizer.hpp"
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
+#include "turboquant/model/tokenizer.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -16,7 +16,7 @@
 // and file:line.
 #pragma once
 
-#include "turboquant/codec.hpp"
+#include "turboquant/codec/codec.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -1,0 +1,90 @@
+// KV-cache schemes: what format keys and values are stored in, per layer, and the exact byte
+// accounting that every memory figure in the project comes from (DESIGN.md §3).
+// A scheme string is a preset name with optional overrides:
+//   fp16 | q8 | q8r | q4 | q4r | tqX | kAvB [ ":" option ("," option)* ]
+//   tqX   keys and values at X bits (X may be fractional: 3.5, 2.5), MSE codec
+//   kAvB  keys at A bits, values at B bits
+//   q8/q4 block int8/int4 with an fp16 scale per 32 values; the "r" suffix adds the Hadamard
+//         rotation first
+// options: kcodec=mse|prod, vcodec=mse|prod, rot=hadamard|haar, protect=F/L (first F and last L
+//          layers kept fp16), window=W (last W tokens kept fp16; TurboQuant schemes default to
+//          W = 128, the others to 0), normcorr=0|1, seed=N
+// Example: "tq3.5:protect=1/1,window=64", "k4v3:kcodec=prod".
+#pragma once
+
+#include "turboquant/base/random.hpp"
+#include "turboquant/codec/codec.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tq {
+
+enum class KvFormat { Fp16, Int8Block, Int4Block, TurboQuant };
+inline constexpr int kIntBlockSize = 32;  // values per fp16 scale in the int8/int4 baselines
+// TurboQuant schemes keep the most recent 128 tokens exact unless `window=` says otherwise. On
+// SmolLM2 a window lowered tq4's mean KLD below q4r's; with 64 tokens tq3.5 still dropped a digit
+// in one 4k needle cell that fp16 retrieves, which 128 fixed (the question and the answer being
+// written are what the window keeps exact). Cost: +0.19 bits/value at 8k tokens, +0.05 at 32k
+// (bench/results/quality.md). Block baselines default to 0 so that they stay the plain formats
+// they are named after.
+inline constexpr int kTurboQuantDefaultWindow = 128;
+
+struct KvSideSpec {
+  KvFormat format = KvFormat::Fp16;
+  bool rotated = false;              // int8/int4: Hadamard rotation before block quantization
+  CodecKind codec = CodecKind::Mse;  // TurboQuant only
+  double bits = 16.0;                // TurboQuant: code bits per coordinate
+};
+
+struct KvScheme {
+  std::string name;  // canonical string, parseable again
+  KvSideSpec key, value;
+  RotationKind rotation = RotationKind::Hadamard;
+  int protect_first = 0;  // layers [0, protect_first) stay fp16
+  int protect_last = 0;   // the last protect_last layers stay fp16
+  int window = 0;         // most recent tokens kept exact (fp16)
+  bool norm_correction = false;
+  std::uint64_t seed = 0x5eed;
+
+  bool layer_is_protected(int layer, int n_layers) const {
+    return layer < protect_first || layer >= n_layers - protect_last;
+  }
+};
+
+// Parses a scheme string (grammar above); throws std::invalid_argument naming the bad part.
+KvScheme parse_kv_scheme(std::string_view text);
+// The preset names accepted by parse_kv_scheme, in report order.
+const std::vector<std::string>& kv_scheme_presets();
+
+// Stored bytes of one token of one head on one side (K or V), compressed part, head dim d.
+std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, RotationKind rotation);
+// The codec spec a TurboQuant side uses for (layer, K/V): seeds derived from the scheme seed.
+CodecSpec kv_codec_spec(const KvScheme& scheme, KvSide side, int layer, int head_dim);
+
+struct ModelShape {
+  std::string name;
+  int layers = 0;
+  int q_heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  int max_context = 0;
+};
+
+const std::vector<ModelShape>& model_shape_presets();
+// Looks up a preset by name (case-insensitive); throws listing the known names.
+const ModelShape& find_model_shape(std::string_view name);
+
+struct KvSizeBreakdown {
+  std::size_t bytes = 0;        // total K+V bytes for `context` tokens, all layers and heads
+  std::size_t fp16_bytes = 0;   // the same cache in fp16
+  double bits_per_value = 0.0;  // 8·bytes / (number of stored K and V values)
+  double ratio() const { return fp16_bytes ? static_cast<double>(bytes) / fp16_bytes : 0.0; }
+};
+
+KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme, std::size_t context);
+
+}  // namespace tq

@@ -1,0 +1,288 @@
+// Scheme parsing, model-shape presets and exact KV byte accounting (see kv_scheme.hpp).
+#include "turboquant/cache/kv_scheme.hpp"
+
+#include "turboquant/base/random.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+namespace tq {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+double parse_number(std::string_view text, std::string_view context) {
+  double value = 0.0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size() || text.empty()) {
+    throw std::invalid_argument("kv scheme '" + std::string(context) + "': '" + std::string(text) +
+                                "' is not a number");
+  }
+  return value;
+}
+
+long long parse_integer(std::string_view text, std::string_view context, long long min_value) {
+  long long value = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size() || text.empty() || value < min_value) {
+    throw std::invalid_argument("kv scheme '" + std::string(context) + "': '" + std::string(text) +
+                                "' is not an integer >= " + std::to_string(min_value));
+  }
+  return value;
+}
+
+KvSideSpec turboquant_side(double bits, std::string_view context) {
+  if (!(bits >= 1.0 && bits <= 8.0)) {
+    std::ostringstream msg;
+    msg << "kv scheme '" << context << "': " << bits << " bits out of range; expected 1..8";
+    throw std::invalid_argument(msg.str());
+  }
+  KvSideSpec side;
+  side.format = KvFormat::TurboQuant;
+  side.bits = bits;
+  return side;
+}
+
+std::string format_number(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+std::string side_name(const KvSideSpec& s) {
+  switch (s.format) {
+    case KvFormat::Fp16:
+      return "fp16";
+    case KvFormat::Int8Block:
+      return s.rotated ? "q8r" : "q8";
+    case KvFormat::Int4Block:
+      return s.rotated ? "q4r" : "q4";
+    case KvFormat::TurboQuant:
+      return format_number(s.bits);
+  }
+  return "?";
+}
+
+std::string canonical_name(const KvScheme& s) {
+  std::string base;
+  if (s.key.format == KvFormat::TurboQuant) {
+    base = s.key.bits == s.value.bits
+               ? "tq" + format_number(s.key.bits)
+               : "k" + format_number(s.key.bits) + "v" + format_number(s.value.bits);
+  } else {
+    base = side_name(s.key);
+  }
+  std::vector<std::string> opts;
+  if (s.key.format == KvFormat::TurboQuant) {
+    if (s.key.codec == CodecKind::Prod) opts.push_back("kcodec=prod");
+    if (s.value.codec == CodecKind::Prod) opts.push_back("vcodec=prod");
+    if (s.rotation == RotationKind::Haar) opts.push_back("rot=haar");
+    if (s.norm_correction) opts.push_back("normcorr=1");
+  }
+  if (s.protect_first || s.protect_last) {
+    opts.push_back("protect=" + std::to_string(s.protect_first) + "/" +
+                   std::to_string(s.protect_last));
+  }
+  const int default_window = s.key.format == KvFormat::TurboQuant ? kTurboQuantDefaultWindow : 0;
+  if (s.window != default_window) opts.push_back("window=" + std::to_string(s.window));
+  if (s.seed != KvScheme{}.seed) opts.push_back("seed=" + std::to_string(s.seed));
+  std::string name = base;
+  for (std::size_t i = 0; i < opts.size(); ++i) name += (i == 0 ? ":" : ",") + opts[i];
+  return name;
+}
+
+}  // namespace
+
+const std::vector<std::string>& kv_scheme_presets() {
+  static const std::vector<std::string> presets = {"fp16", "q8",    "q8r",  "q4",  "q4r",
+                                                   "tq4",  "tq3.5", "k4v3", "tq3", "tq2.5"};
+  return presets;
+}
+
+KvScheme parse_kv_scheme(std::string_view text_in) {
+  const std::string text = lower(text_in);
+  const std::size_t colon = text.find(':');
+  const std::string base = text.substr(0, colon);
+  KvScheme scheme;
+  if (base == "fp16" || base == "f16") {
+    // default sides are fp16
+  } else if (base == "q8" || base == "q8r" || base == "q4" || base == "q4r") {
+    KvSideSpec side;
+    side.format = base[1] == '8' ? KvFormat::Int8Block : KvFormat::Int4Block;
+    side.rotated = base.size() == 3;
+    side.bits = base[1] == '8' ? 8.0 : 4.0;
+    scheme.key = scheme.value = side;
+  } else if (base.rfind("tq", 0) == 0) {
+    const double bits = parse_number(std::string_view(base).substr(2), text_in);
+    scheme.key = scheme.value = turboquant_side(bits, text_in);
+  } else if (base.size() > 1 && base[0] == 'k' && base.find('v') != std::string::npos) {
+    const std::size_t v = base.find('v');
+    scheme.key =
+        turboquant_side(parse_number(std::string_view(base).substr(1, v - 1), text_in), text_in);
+    scheme.value =
+        turboquant_side(parse_number(std::string_view(base).substr(v + 1), text_in), text_in);
+  } else {
+    std::string known;
+    for (const auto& p : kv_scheme_presets()) known += (known.empty() ? "" : ", ") + p;
+    throw std::invalid_argument("kv scheme '" + std::string(text_in) +
+                                "' is unknown; expected one of " + known +
+                                ", tqX or kAvB, optionally followed by :options");
+  }
+  if (scheme.key.format == KvFormat::TurboQuant) scheme.window = kTurboQuantDefaultWindow;
+  if (colon != std::string::npos) {
+    std::stringstream options(text.substr(colon + 1));
+    std::string option;
+    while (std::getline(options, option, ',')) {
+      const std::size_t eq = option.find('=');
+      if (eq == std::string::npos) {
+        throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': option '" + option +
+                                    "' must be key=value");
+      }
+      const std::string key = option.substr(0, eq);
+      const std::string value = option.substr(eq + 1);
+      const bool tq_side = scheme.key.format == KvFormat::TurboQuant;
+      if ((key == "kcodec" || key == "vcodec" || key == "rot" || key == "normcorr") && !tq_side) {
+        throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': option '" + key +
+                                    "' applies to TurboQuant schemes only");
+      }
+      if (key == "kcodec") {
+        scheme.key.codec = parse_codec_kind(value);
+      } else if (key == "vcodec") {
+        scheme.value.codec = parse_codec_kind(value);
+      } else if (key == "rot") {
+        scheme.rotation = parse_rotation_kind(value);
+      } else if (key == "protect") {
+        const std::size_t slash = value.find('/');
+        if (slash == std::string::npos) {
+          throw std::invalid_argument("kv scheme '" + std::string(text_in) +
+                                      "': protect expects F/L (first/last layers), got '" + value +
+                                      "'");
+        }
+        scheme.protect_first = static_cast<int>(parse_integer(value.substr(0, slash), text_in, 0));
+        scheme.protect_last = static_cast<int>(parse_integer(value.substr(slash + 1), text_in, 0));
+      } else if (key == "window") {
+        scheme.window = static_cast<int>(parse_integer(value, text_in, 0));
+      } else if (key == "normcorr") {
+        scheme.norm_correction = parse_integer(value, text_in, 0) != 0;
+      } else if (key == "seed") {
+        scheme.seed = static_cast<std::uint64_t>(parse_integer(value, text_in, 0));
+      } else {
+        throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': unknown option '" +
+                                    key +
+                                    "'; expected kcodec, vcodec, rot, protect, window, "
+                                    "normcorr or seed");
+      }
+    }
+  }
+  // prod needs b = 1 or b >= 2 (b−1 mse bits); validate each TurboQuant side now.
+  for (const KvSideSpec* side : {&scheme.key, &scheme.value}) {
+    if (side->format == KvFormat::TurboQuant) {
+      CodecSpec probe;
+      probe.dim = 128;
+      probe.bits = side->bits;
+      probe.kind = side->codec;
+      make_code_layout(probe);
+    }
+  }
+  scheme.name = canonical_name(scheme);
+  return scheme;
+}
+
+std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, RotationKind rotation) {
+  const std::size_t d = static_cast<std::size_t>(head_dim);
+  const std::size_t blocks = (d + kIntBlockSize - 1) / kIntBlockSize;
+  switch (side.format) {
+    case KvFormat::Fp16:
+      return 2 * d;
+    case KvFormat::Int8Block:
+      return d + 2 * blocks;
+    case KvFormat::Int4Block:
+      return (d + 1) / 2 + 2 * blocks;
+    case KvFormat::TurboQuant: {
+      CodecSpec spec;
+      spec.dim = head_dim;
+      spec.bits = side.bits;
+      spec.kind = side.codec;
+      spec.rotation = rotation;
+      return make_code_layout(spec).bytes_per_token();
+    }
+  }
+  return 0;
+}
+
+CodecSpec kv_codec_spec(const KvScheme& scheme, KvSide side, int layer, int head_dim) {
+  const KvSideSpec& s = side == KvSide::Key ? scheme.key : scheme.value;
+  CodecSpec spec;
+  spec.dim = head_dim;
+  spec.bits = s.bits;
+  spec.kind = s.codec;
+  spec.rotation = scheme.rotation;
+  spec.norm_correction = scheme.norm_correction;
+  spec.seed =
+      derive_seed(scheme.seed, static_cast<std::uint32_t>(layer), side, SeedPurpose::Rotation);
+  return spec;
+}
+
+const std::vector<ModelShape>& model_shape_presets() {
+  static const std::vector<ModelShape> presets = {
+      {"smollm2-135m", 30, 9, 3, 64, 8192},
+      {"llama-3.1-8b", 32, 32, 8, 128, 131072},
+      {"qwen2.5-7b", 28, 28, 4, 128, 131072},
+      {"mistral-7b", 32, 32, 8, 128, 32768},
+  };
+  return presets;
+}
+
+const ModelShape& find_model_shape(std::string_view name) {
+  const std::string key = lower(name);
+  for (const auto& shape : model_shape_presets()) {
+    if (shape.name == key) return shape;
+  }
+  std::string known;
+  for (const auto& shape : model_shape_presets()) known += (known.empty() ? "" : ", ") + shape.name;
+  throw std::invalid_argument("model '" + std::string(name) +
+                              "' is not a known shape; expected one of " + known +
+                              " (or pass --layers, --kv-heads and --head-dim)");
+}
+
+KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
+                              std::size_t context) {
+  if (shape.layers <= 0 || shape.kv_heads <= 0 || shape.head_dim <= 0) {
+    throw std::invalid_argument("kv size: layers, kv heads and head dim must be positive (got " +
+                                std::to_string(shape.layers) + ", " +
+                                std::to_string(shape.kv_heads) + ", " +
+                                std::to_string(shape.head_dim) + ")");
+  }
+  KvSizeBreakdown out;
+  const std::size_t fp16_token = 2 * static_cast<std::size_t>(shape.head_dim);
+  const std::size_t exact = std::min<std::size_t>(context, static_cast<std::size_t>(scheme.window));
+  const std::size_t compressed = context - exact;
+  for (int layer = 0; layer < shape.layers; ++layer) {
+    std::size_t per_head = 0;
+    if (scheme.layer_is_protected(layer, shape.layers)) {
+      per_head = 2 * fp16_token * context;
+    } else {
+      per_head =
+          2 * fp16_token * exact +
+          compressed * (kv_side_bytes_per_token(scheme.key, shape.head_dim, scheme.rotation) +
+                        kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation));
+    }
+    out.bytes += per_head * static_cast<std::size_t>(shape.kv_heads);
+    out.fp16_bytes += 2 * fp16_token * context * static_cast<std::size_t>(shape.kv_heads);
+  }
+  const double values =
+      2.0 * shape.layers * shape.kv_heads * shape.head_dim * static_cast<double>(context);
+  out.bits_per_value = values > 0 ? 8.0 * static_cast<double>(out.bytes) / values : 0.0;
+  return out;
+}
+
+}  // namespace tq

@@ -1,0 +1,164 @@
+// Haar and randomized-Hadamard rotations (see include/turboquant/codec/rotation.hpp).
+// Haar: modified Gram-Schmidt, run twice in double precision, on the columns of a seeded Gaussian
+// matrix. Gram-Schmidt produces R with a positive diagonal, which is exactly the sign-fixed QR
+// Q·diag(sign(diag R)) that makes Q Haar-distributed.
+#include "turboquant/codec/rotation.hpp"
+
+#include "turboquant/base/random.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace tq {
+namespace {
+
+bool is_power_of_two(int n) {
+  return n > 0 && (n & (n - 1)) == 0;
+}
+
+std::vector<float> haar_matrix(int d, std::uint64_t seed) {
+  Xoshiro256 rng(seed);
+  // Column j of the Gaussian matrix is stored contiguously in cols[j*d ...].
+  std::vector<double> cols(static_cast<std::size_t>(d) * d);
+  for (auto& v : cols) v = rng.gaussian();
+  for (int j = 0; j < d; ++j) {
+    double* cj = &cols[static_cast<std::size_t>(j) * d];
+    for (int pass = 0; pass < 2; ++pass) {  // re-orthogonalise once for full double accuracy
+      for (int i = 0; i < j; ++i) {
+        const double* ci = &cols[static_cast<std::size_t>(i) * d];
+        double dot = 0.0;
+        for (int r = 0; r < d; ++r) dot += ci[r] * cj[r];
+        for (int r = 0; r < d; ++r) cj[r] -= dot * ci[r];
+      }
+    }
+    double norm = 0.0;
+    for (int r = 0; r < d; ++r) norm += cj[r] * cj[r];
+    norm = std::sqrt(norm);
+    for (int r = 0; r < d; ++r) cj[r] /= norm;
+  }
+  // Π = Qᵀ is as Haar as Q; using rows = Q's columns makes apply() a contiguous dot per output.
+  std::vector<float> pi(static_cast<std::size_t>(d) * d);
+  for (int i = 0; i < d; ++i) {
+    for (int r = 0; r < d; ++r) {
+      pi[static_cast<std::size_t>(i) * d + r] =
+          static_cast<float>(cols[static_cast<std::size_t>(i) * d + r]);
+    }
+  }
+  return pi;
+}
+
+}  // namespace
+
+RotationKind parse_rotation_kind(std::string_view name) {
+  if (name == "haar") return RotationKind::Haar;
+  if (name == "hadamard") return RotationKind::Hadamard;
+  throw std::invalid_argument("rotation kind '" + std::string(name) +
+                              "' is unknown; expected 'haar' or 'hadamard'");
+}
+
+std::string to_string(RotationKind kind) {
+  return kind == RotationKind::Haar ? "haar" : "hadamard";
+}
+
+void fast_walsh_hadamard(float* x, int n) {
+  for (int half = 1; half < n; half <<= 1) {
+    for (int start = 0; start < n; start += 2 * half) {
+      for (int i = start; i < start + half; ++i) {
+        const float a = x[i];
+        const float b = x[i + half];
+        x[i] = a + b;
+        x[i + half] = a - b;
+      }
+    }
+  }
+}
+
+Rotation::Rotation(RotationKind kind, int dim, std::uint64_t seed)
+    : kind_(kind), dim_(dim), seed_(seed) {
+  if (dim < 2) {
+    throw std::invalid_argument("rotation: dimension " + std::to_string(dim) +
+                                " is invalid; expected d >= 2");
+  }
+  if (kind == RotationKind::Hadamard) {
+    if (!is_power_of_two(dim)) {
+      throw std::invalid_argument("rotation: hadamard needs a power-of-two dimension, got " +
+                                  std::to_string(dim) + "; use the haar rotation for this d");
+    }
+    Xoshiro256 rng(seed);
+    signs_.resize(dim);
+    for (auto& s : signs_) s = rng.coin() ? -1.0f : 1.0f;
+  } else {
+    matrix_ = haar_matrix(dim, seed);
+  }
+}
+
+void Rotation::apply(const float* in, float* out, std::size_t count) const {
+  const std::size_t d = static_cast<std::size_t>(dim_);
+  if (kind_ == RotationKind::Hadamard) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(dim_));
+    for (std::size_t v = 0; v < count; ++v) {
+      float* o = out + v * d;
+      const float* x = in + v * d;
+      for (std::size_t i = 0; i < d; ++i) o[i] = x[i] * signs_[i];  // D first
+      fast_walsh_hadamard(o, dim_);                                 // then H
+      for (std::size_t i = 0; i < d; ++i) o[i] *= scale;
+    }
+    return;
+  }
+  // A staging row is needed only when the output overwrites the input (in-place apply); the
+  // codec's per-token encode writes elsewhere and so allocates nothing here.
+  const bool aliased = in < out + count * d && out < in + count * d;
+  std::vector<float> staging(aliased ? d : 0);
+  for (std::size_t v = 0; v < count; ++v) {
+    const float* x = in + v * d;
+    float* y = aliased ? staging.data() : out + v * d;
+    for (std::size_t i = 0; i < d; ++i) {
+      const float* row = &matrix_[i * d];
+      double acc = 0.0;
+      for (std::size_t r = 0; r < d; ++r) acc += static_cast<double>(row[r]) * x[r];
+      y[i] = static_cast<float>(acc);
+    }
+    if (aliased) std::copy(staging.begin(), staging.end(), out + v * d);
+  }
+}
+
+void Rotation::apply_inverse(const float* in, float* out, std::size_t count) const {
+  const std::size_t d = static_cast<std::size_t>(dim_);
+  if (kind_ == RotationKind::Hadamard) {
+    // (H·D/√d)⁻¹ = D·H/√d since H is symmetric with H·H = d·I: transform first, signs last.
+    const float scale = 1.0f / std::sqrt(static_cast<float>(dim_));
+    for (std::size_t v = 0; v < count; ++v) {
+      float* o = out + v * d;
+      if (o != in + v * d) std::copy(in + v * d, in + (v + 1) * d, o);
+      fast_walsh_hadamard(o, dim_);
+      for (std::size_t i = 0; i < d; ++i) o[i] *= scale * signs_[i];
+    }
+    return;
+  }
+  std::vector<double> acc(d);
+  for (std::size_t v = 0; v < count; ++v) {
+    const float* y = in + v * d;
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (std::size_t i = 0; i < d; ++i) {
+      const float* row = &matrix_[i * d];
+      for (std::size_t r = 0; r < d; ++r) acc[r] += static_cast<double>(row[r]) * y[i];
+    }
+    for (std::size_t r = 0; r < d; ++r) out[v * d + r] = static_cast<float>(acc[r]);
+  }
+}
+
+std::vector<float> Rotation::dense_matrix() const {
+  if (kind_ == RotationKind::Haar) return matrix_;
+  const std::size_t d = static_cast<std::size_t>(dim_);
+  // Column j of Π is Π·e_j; store row-major.
+  std::vector<float> m(d * d), e(d), col(d);
+  for (std::size_t j = 0; j < d; ++j) {
+    std::fill(e.begin(), e.end(), 0.0f);
+    e[j] = 1.0f;
+    apply(e.data(), col.data());
+    for (std::size_t i = 0; i < d; ++i) m[i * d + j] = col[i];
+  }
+  return m;
+}
+
+}  // namespace tq

@@ -1,0 +1,84 @@
+// KV scheme parsing and byte accounting.
+#include "turboquant/cache/kv_scheme.hpp"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+namespace tq {
+namespace {
+
+TEST(KvScheme, ParsesPresetsAndOptions) {
+  for (const auto& name : kv_scheme_presets()) {
+    const KvScheme s = parse_kv_scheme(name);
+    EXPECT_EQ(parse_kv_scheme(s.name).name, s.name) << name;  // canonical names round-trip
+  }
+  const KvScheme k4v3 = parse_kv_scheme("k4v3:kcodec=prod,protect=1/2,window=64,rot=haar");
+  EXPECT_EQ(k4v3.key.format, KvFormat::TurboQuant);
+  EXPECT_EQ(k4v3.key.bits, 4.0);
+  EXPECT_EQ(k4v3.value.bits, 3.0);
+  EXPECT_EQ(k4v3.key.codec, CodecKind::Prod);
+  EXPECT_EQ(k4v3.value.codec, CodecKind::Mse);
+  EXPECT_EQ(k4v3.protect_first, 1);
+  EXPECT_EQ(k4v3.protect_last, 2);
+  EXPECT_EQ(k4v3.window, 64);
+  EXPECT_EQ(k4v3.rotation, RotationKind::Haar);
+  EXPECT_TRUE(k4v3.layer_is_protected(0, 30));
+  EXPECT_FALSE(k4v3.layer_is_protected(1, 30));
+  EXPECT_TRUE(k4v3.layer_is_protected(28, 30));
+  EXPECT_EQ(parse_kv_scheme("tq3.5").key.bits, 3.5);
+  // TurboQuant schemes keep a 128-token exact window by default; the canonical name omits the
+  // default and spells out any other choice, including none.
+  EXPECT_EQ(parse_kv_scheme("tq3.5").window, kTurboQuantDefaultWindow);
+  EXPECT_EQ(parse_kv_scheme("tq3.5").name, "tq3.5");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=128").name, "tq3.5");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=64").name, "tq3.5:window=64");
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=0").window, 0);
+  EXPECT_EQ(parse_kv_scheme("tq3.5:window=0").name, "tq3.5:window=0");
+  EXPECT_EQ(parse_kv_scheme("q4r").window, 0);
+  EXPECT_EQ(parse_kv_scheme("q4r:window=64").name, "q4r:window=64");
+  EXPECT_TRUE(parse_kv_scheme("q4r").key.rotated);
+  EXPECT_FALSE(parse_kv_scheme("q4").key.rotated);
+}
+
+TEST(KvScheme, RejectsBadStrings) {
+  for (const char* bad :
+       {"tq0", "tq9", "tqx", "k4", "zz", "tq4:window=-1", "tq4:protect=1", "tq4:foo=1",
+        "q4:kcodec=prod", "tq1.5:kcodec=prod", "tq4:kcodec=lattice"}) {
+    EXPECT_THROW(parse_kv_scheme(bad), std::invalid_argument) << bad;
+  }
+}
+
+TEST(KvSize, MatchesHandComputedBytes) {
+  const ModelShape& llama = find_model_shape("llama-3.1-8b");
+  const std::size_t ctx = 131072;
+  const std::size_t fp16 = 2ull * 32 * 8 * 128 * 2 * ctx;  // K+V, layers, heads, d, bytes
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("fp16"), ctx).bytes, fp16);
+  // tq4: 64 B codes + 2 B norm per token-head-side.
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("tq4:window=0"), ctx).bytes,
+            2ull * 32 * 8 * 66 * ctx);
+  // The default 64-token window is stored in fp16 (256 B per token-head for K+V... per side 256).
+  EXPECT_EQ(
+      kv_cache_size(llama, parse_kv_scheme("tq4"), ctx).bytes,
+      2ull * 32 * 8 * (66 * (ctx - kTurboQuantDefaultWindow) + 256 * kTurboQuantDefaultWindow));
+  // tq3.5: 32 + 24 B codes + 2 B norm.
+  const KvSizeBreakdown t35 = kv_cache_size(llama, parse_kv_scheme("tq3.5:window=0"), ctx);
+  EXPECT_EQ(t35.bytes, 2ull * 32 * 8 * 58 * ctx);
+  EXPECT_NEAR(t35.bits_per_value, 3.5 + 16.0 / 128, 1e-12);
+  EXPECT_NEAR(t35.ratio(), 58.0 / 256.0, 1e-12);
+  // q4: 64 B + 4 fp16 scales; q8: 128 B + 4 scales.
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("q4"), ctx).bytes, 2ull * 32 * 8 * 72 * ctx);
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("q8"), ctx).bytes, 2ull * 32 * 8 * 136 * ctx);
+  // Protected layers and a window are stored in fp16.
+  const KvSizeBreakdown p =
+      kv_cache_size(llama, parse_kv_scheme("tq4:protect=1/1,window=100"), ctx);
+  const std::size_t per_layer_fp16 = 2ull * 8 * 128 * 2 * ctx;
+  const std::size_t per_layer_tq = 2ull * 8 * (66 * (ctx - 100) + 256 * 100);
+  EXPECT_EQ(p.bytes, 2 * per_layer_fp16 + 30 * per_layer_tq);
+  // A context shorter than the window is all fp16.
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("tq4:window=100"), 50).ratio(), 1.0);
+  EXPECT_THROW(find_model_shape("gpt-5"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace tq
