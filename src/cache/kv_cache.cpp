@@ -3,6 +3,7 @@
 #include "turboquant/cache/kv_cache.hpp"
 
 #include "block_int.hpp"
+#include "turboquant/base/math.hpp"
 
 #include <algorithm>
 #include <stdexcept>
@@ -10,10 +11,6 @@
 
 namespace tq {
 namespace {
-
-bool is_power_of_two(int n) {
-  return n > 0 && (n & (n - 1)) == 0;
-}
 
 const char* side_name(KvSide side) {
   return side == KvSide::Key ? "key" : "value";

@@ -2,6 +2,7 @@
 #include "turboquant/codec/codec.hpp"
 
 #include "codec_kernels.hpp"
+#include "turboquant/base/math.hpp"
 #include "turboquant/base/random.hpp"
 #include "turboquant/codec/bitpack.hpp"
 #include "turboquant/codec/codebook.hpp"
@@ -13,7 +14,6 @@
 namespace tq {
 namespace {
 
-constexpr double kSqrtHalfPi = 1.2533141373155002512;  // √(π/2)
 
 std::string format_bits(double bits) {
   std::ostringstream out;

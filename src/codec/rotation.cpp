@@ -4,6 +4,7 @@
 // Q·diag(sign(diag R)) that makes Q Haar-distributed.
 #include "turboquant/codec/rotation.hpp"
 
+#include "turboquant/base/math.hpp"
 #include "turboquant/base/random.hpp"
 
 #include <cmath>
@@ -11,10 +12,6 @@
 
 namespace tq {
 namespace {
-
-bool is_power_of_two(int n) {
-  return n > 0 && (n & (n - 1)) == 0;
-}
 
 std::vector<float> haar_matrix(int d, std::uint64_t seed) {
   Xoshiro256 rng(seed);

@@ -5,6 +5,7 @@
 // kernel that combines the splits, rotates back once (Πᵀ, plus Sᵀ of the sign accumulator for
 // prod values) and folds in the exact fp16 window.
 #include "attention_kernels.cuh"
+#include "turboquant/base/math.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -20,7 +21,6 @@ using detail::kRowsPerChunk;
 using detail::SplitParams;
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr double kSqrtHalfPi = 1.2533141373155002512;
 
 struct RowShape {
   int batch, kv_heads, q_heads, group, n_queries, rows;
