@@ -1,14 +1,15 @@
-// `tq bench -m MODEL --kv SCHEME [--kv ...] [--contexts N,...] [--steps S] [--out PREFIX]`:
-// decode speed (tokens/s, ms/token) against context length per KV scheme, with the share of
-// each step spent in attention. A decode step at context N costs the model's fixed work (matrix-
-// vector products, measured once on a real session at a short context, with its own attention
-// subtracted) plus the attention over N cached tokens (measured on every layer's cache filled
-// with N tokens in the scheme's format). Filling the cache synthetically makes contexts up to the
-// trained maximum affordable on a small CPU; --full instead prefills the real model to each
-// context and times real decode steps (slow: the prefill is quadratic).
+// `tq bench -m MODEL --kv SCHEME [--kv ...] [--contexts N,...] [--steps S] [--out PREFIX
+// [--plot]]`: decode speed (tokens/s, ms/token) against context length per KV scheme, with the
+// share of each step spent in attention. A decode step at context N costs the model's fixed work
+// (matrix- vector products, measured once on a real session at a short context, with its own
+// attention subtracted) plus the attention over N cached tokens (measured on every layer's cache
+// filled with N tokens in the scheme's format). Filling the cache synthetically makes contexts up
+// to the trained maximum affordable on a small CPU; --full instead prefills the real model to each
+// context and times real decode steps (slow: the prefill is quadratic). --out writes PREFIX.json;
+// --plot then draws PREFIX.png (tokens/s vs context) from it with scripts/plot.py.
 #include "command_registry.hpp"
+#include "plot_script.hpp"
 
-#include "turboquant/eval/plot.hpp"
 #include "turboquant/eval/runner.hpp"
 #include "turboquant/model/gguf.hpp"
 #include "turboquant/model/model.hpp"
@@ -35,6 +36,7 @@ struct BenchOptions {
   int threads = 0;
   bool full = false;
   std::string out;
+  bool plot = false;
   bool json = false;
   bool quiet = false;
 };
@@ -42,6 +44,10 @@ struct BenchOptions {
 void run(const BenchOptions& o) {
   if (o.steps < 1)
     throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o.steps));
+  if (o.plot && o.out.empty()) {
+    throw std::invalid_argument("--plot draws PREFIX.png from PREFIX.json: give --out PREFIX");
+  }
+  if (o.plot) check_plot_script();
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
   const gguf::File file = gguf::File::open(o.model);
@@ -73,9 +79,7 @@ void run(const BenchOptions& o) {
   SessionOptions so;
   so.threads = o.threads;
   nlohmann::json rows = nlohmann::json::array();
-  std::vector<eval::Series> tps_series;
   for (const KvScheme& scheme : schemes) {
-    eval::Series series{scheme.name, {}};
     double base_ms = 0;
     eval::DecodeTiming shortrun;
     if (!o.full) {
@@ -114,14 +118,12 @@ void run(const BenchOptions& o) {
       r["kv_bytes"] = bytes;
       r["kv_bits_per_value"] = bits;
       rows.push_back(r);
-      series.points.emplace_back(static_cast<double>(n), 1e3 / ms);
       if (!o.quiet) {
         std::fprintf(stderr,
                      "%-24s ctx %6zu: %8.2f ms/token (%6.2f tok/s), attention %7.2f ms (%4.1f%%)\n",
                      scheme.name.c_str(), n, ms, 1e3 / ms, attn, 100 * attn / ms);
       }
     }
-    tps_series.push_back(series);
   }
   nlohmann::json out;
   out["model"] = o.model;
@@ -132,15 +134,9 @@ void run(const BenchOptions& o) {
     std::filesystem::path prefix(o.out);
     if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
     std::ofstream(o.out + ".json") << out.dump(2) << "\n";
-    eval::LineChartSpec chart;
-    chart.title = "Decode speed vs context (CPU)";
-    chart.x_label = "context (tokens)";
-    chart.y_label = "tokens/s";
-    chart.log_x = contexts.size() > 1;
-    chart.series = tps_series;
-    eval::write_png(eval::render_line_chart(chart), o.out + ".png");
   }
   if (o.json) std::cout << out.dump(2) << "\n";
+  if (o.plot) run_plot_script(o.out + ".json");
 }
 
 const CommandRegistrar kRegister([](CLI::App& root) {
@@ -154,7 +150,10 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("--steps", o->steps, "Timed decode steps / attention repetitions")
       ->capture_default_str();
   cmd->add_flag("--full", o->full, "Prefill the real model to each context (slow)");
-  cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json and PREFIX.png)");
+  cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json)");
+  cmd->add_flag("--plot", o->plot,
+                "Also draw PREFIX.png (tokens/s vs context) with scripts/plot.py (python3 + "
+                "matplotlib)");
   cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print JSON on stdout");
   cmd->add_flag("-q,--quiet", o->quiet, "No progress on stderr");

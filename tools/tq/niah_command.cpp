@@ -1,11 +1,12 @@
 // `tq niah -m MODEL --kv SCHEME [--kv ...] [--mode single|multi|passkey ...] [--lengths L,...]
-// [--depths PCT,...] [--seeds N] [--needles K] [--haystack FILE] [--out DIR] [--json]`:
-// needle-in-a-haystack retrieval over a grid of context lengths × needle depths × seeds, answered
-// greedily through the chat template and scored by exact digit runs. Writes one heatmap PNG per
-// scheme and mode (DIR/niah_<scheme>_<mode>.png) and a JSON record of every cell.
+// [--depths PCT,...] [--seeds N] [--needles K] [--haystack FILE] [--json-out FILE] [--json]
+// [--plot [--out DIR]]`: needle-in-a-haystack retrieval over a grid of context lengths × needle
+// depths × seeds, answered greedily through the chat template and scored by exact digit runs.
+// Writes a JSON record of every cell; --plot then draws one heatmap per scheme and mode
+// (DIR/niah_<scheme>_<mode>.png) from it with scripts/plot.py.
 #include "command_registry.hpp"
+#include "plot_script.hpp"
 
-#include "turboquant/eval/plot.hpp"
 #include "turboquant/eval/runner.hpp"
 #include "turboquant/model/chat_template.hpp"
 #include "turboquant/model/gguf.hpp"
@@ -14,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cmath>
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -36,28 +37,14 @@ struct NiahCliOptions {
   std::uint64_t seed = 0;
   std::size_t needles = 3;  // multi-needle mode
   std::string haystack;     // empty: built-in filler
-  std::string out_dir;
-  std::string json_file;
+  std::string out_dir;      // heatmaps of --plot; empty: the current directory
+  std::string json_file;    // empty: a temporary file when --plot needs one
   int threads = 0;
   int max_new = 0;
   bool json = false;
+  bool plot = false;
   bool quiet = false;
 };
-
-// A file-name-safe form of a scheme string ("tq3.5:protect=1/1" -> "tq3.5_protect-1-1").
-std::string file_tag(const std::string& scheme) {
-  std::string out;
-  for (const char c : scheme) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_') {
-      out += c;
-    } else if (c == ':' || c == ',') {
-      out += '_';
-    } else {
-      out += '-';
-    }
-  }
-  return out;
-}
 
 eval::NiahGrid grid_for_mode(const std::string& mode, const NiahCliOptions& o,
                              const std::vector<std::size_t>& lengths) {
@@ -109,10 +96,35 @@ nlohmann::json cell_json(const eval::NiahCellResult& c) {
   return j;
 }
 
+// --plot: plot.py reads the record from --json-out, else from a temporary copy.
+void draw_heatmaps(const nlohmann::json& record, const NiahCliOptions& o) {
+  const std::filesystem::path dir = o.out_dir.empty() ? "." : o.out_dir;
+  std::filesystem::create_directories(dir);
+  if (!o.json_file.empty()) {
+    run_plot_script(o.json_file, {"--out", dir.string()});
+    return;
+  }
+  struct RemoveOnExit {
+    std::filesystem::path path;
+    ~RemoveOnExit() {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  } tmp{std::filesystem::temp_directory_path() /
+        ("tq_niah_" + std::to_string(::getpid()) + ".json")};
+  std::ofstream(tmp.path) << record.dump(2) << "\n";
+  run_plot_script(tmp.path, {"--out", dir.string()});
+}
+
 void run(const NiahCliOptions& o) {
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
   if (o.seeds == 0) throw std::invalid_argument("--seeds must be >= 1");
+  if (!o.out_dir.empty() && !o.plot) {
+    throw std::invalid_argument("--out " + o.out_dir +
+                                " names the directory of the heatmaps; add --plot to draw them");
+  }
+  if (o.plot) check_plot_script();
   // Check the modes and depths before the (slow) model load.
   for (const std::string& mode : o.modes) grid_for_mode(mode, o, {1024});
   const gguf::File file = gguf::File::open(o.model);
@@ -137,7 +149,6 @@ void run(const NiahCliOptions& o) {
   }
   std::vector<eval::NiahGrid> grids;
   for (const std::string& mode : o.modes) grids.push_back(grid_for_mode(mode, o, lengths));
-  if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
 
   nlohmann::json runs = nlohmann::json::array();
   for (const KvScheme& scheme : schemes) {
@@ -171,14 +182,6 @@ void run(const NiahCliOptions& o) {
       nlohmann::json jc = nlohmann::json::array();
       for (const auto& c : cells) jc.push_back(cell_json(c));
       r["cells"] = jc;
-      if (!o.out_dir.empty()) {
-        const std::string title = "NIAH " + mode + " - " + scheme.name + " - " +
-                                  std::to_string(static_cast<int>(std::lround(acc * 100))) + "%";
-        const auto png = std::filesystem::path(o.out_dir) /
-                         ("niah_" + file_tag(scheme.name) + "_" + mode + ".png");
-        eval::write_png(eval::render_heatmap(eval::niah_heatmap_spec(grid, cells, title)), png);
-        r["heatmap"] = png.string();
-      }
       if (!o.json) {
         std::printf("kv %-28s %-7s accuracy %.1f%% (%zu cells)\n", scheme.name.c_str(),
                     mode.c_str(), 100 * acc, cells.size());
@@ -193,12 +196,13 @@ void run(const NiahCliOptions& o) {
   out["runs"] = runs;
   if (!o.json_file.empty()) std::ofstream(o.json_file) << out.dump(2) << "\n";
   if (o.json) std::cout << out.dump(2) << "\n";
+  if (o.plot) draw_heatmaps(out, o);
 }
 
 const CommandRegistrar kRegister([](CLI::App& root) {
   auto o = std::make_shared<NiahCliOptions>();
   CLI::App* cmd = root.add_subcommand(
-      "niah", "Needle-in-a-haystack retrieval over context lengths x depths, with heatmaps");
+      "niah", "Needle-in-a-haystack retrieval over context lengths x depths (JSON, heatmaps)");
   cmd->add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
   cmd->add_option("--kv", o->kv, "KV-cache scheme (repeatable)")->capture_default_str();
   cmd->add_option("--mode", o->modes, "single, multi and/or passkey (repeatable)")
@@ -214,7 +218,11 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("--needles", o->needles, "Needles in multi mode (all must be retrieved)")
       ->capture_default_str();
   cmd->add_option("--haystack", o->haystack, "Haystack text file (default: built-in filler)");
-  cmd->add_option("--out", o->out_dir, "Directory for the heatmap PNGs");
+  cmd->add_flag("--plot", o->plot,
+                "Draw one heatmap PNG per scheme and mode with scripts/plot.py (python3 + "
+                "matplotlib)");
+  cmd->add_option("--out", o->out_dir,
+                  "Directory for the --plot heatmaps, niah_<scheme>_<mode>.png (default: .)");
   cmd->add_option("--json-out", o->json_file, "Write the JSON record to this file");
   cmd->add_option("--max-new", o->max_new, "Answer tokens (0: 12 + 12 per needle)");
   cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();

@@ -1,10 +1,11 @@
-// `tq sensitivity -m MODEL -f TEXT --kv SCHEME [-c CTX] [--chunks N] [--out PREFIX]`: quantizes
-// one layer at a time with the scheme (all other layers exact), keys and values separately, and
-// reports each run's KL divergence against the fp16 cache on the same tokens — the data behind
-// the presets' protect-first/last choices. Writes PREFIX.json, PREFIX.md and PREFIX.png.
+// `tq sensitivity -m MODEL -f TEXT --kv SCHEME [-c CTX] [--chunks N] [--out PREFIX [--plot]]`:
+// quantizes one layer at a time with the scheme (all other layers exact), keys and values
+// separately, and reports each run's KL divergence against the fp16 cache on the same tokens —
+// the data behind the presets' protect-first/last choices. Writes PREFIX.json and PREFIX.md;
+// --plot then draws PREFIX.png from the JSON with scripts/plot.py.
 #include "command_registry.hpp"
+#include "plot_script.hpp"
 
-#include "turboquant/eval/plot.hpp"
 #include "turboquant/eval/runner.hpp"
 #include "turboquant/model/gguf.hpp"
 #include "turboquant/model/model.hpp"
@@ -32,8 +33,9 @@ struct SensitivityOptions {
   std::string kv = "tq3";
   std::size_t context = 512;
   std::size_t chunks = 2;
-  std::string out;  // PREFIX for .json/.md/.png; empty: print only
+  std::string out;  // PREFIX for .json/.md (and .png with --plot); empty: print only
   int threads = 0;
+  bool plot = false;
   bool quiet = false;
 };
 
@@ -53,12 +55,16 @@ KvScheme single_layer_scheme(const KvScheme& base, int layer, int n_layers, KvSi
 
 void run(const SensitivityOptions& o) {
   if (o.text.empty()) throw std::invalid_argument("sensitivity needs a text file (-f FILE)");
+  if (o.plot && o.out.empty()) {
+    throw std::invalid_argument("--plot draws PREFIX.png from PREFIX.json: give --out PREFIX");
+  }
   const KvScheme base = parse_kv_scheme(o.kv);
   if (base.key.format == KvFormat::Fp16 && base.value.format == KvFormat::Fp16) {
     throw std::invalid_argument("sensitivity needs a compressed scheme, got '" + o.kv + "'");
   }
   std::ifstream in(o.text, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read text file '" + o.text + "'");
+  if (o.plot) check_plot_script();
   std::stringstream ss;
   ss << in.rdbuf();
   const gguf::File file = gguf::File::open(o.model);
@@ -126,7 +132,6 @@ void run(const SensitivityOptions& o) {
      << o.model << "`, text `" << o.text << "`, " << o.chunks << " chunk(s) of " << po.context
      << " tokens (second half scored).\n\n| layer | KLD keys | KLD values | top-1 keys | top-1 "
         "values |\n|---:|---:|---:|---:|---:|\n";
-  eval::Series sk{"keys", {}}, sv{"values", {}};
   for (int l = 0; l < L; ++l) {
     const Row& r = rows[static_cast<std::size_t>(l)];
     layers.push_back({{"layer", l},
@@ -138,8 +143,6 @@ void run(const SensitivityOptions& o) {
     std::snprintf(line, sizeof line, "| %d | %.5f | %.5f | %.2f%% | %.2f%% |\n", l, r.kld_k,
                   r.kld_v, 100 * r.top1_k, 100 * r.top1_v);
     md << line;
-    sk.points.emplace_back(l, std::max(r.kld_k, 1e-6));
-    sv.points.emplace_back(l, std::max(r.kld_v, 1e-6));
   }
   j["layers"] = layers;
   if (o.out.empty()) {
@@ -150,14 +153,8 @@ void run(const SensitivityOptions& o) {
   if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
   std::ofstream(o.out + ".json") << j.dump(2) << "\n";
   std::ofstream(o.out + ".md") << md.str();
-  eval::LineChartSpec chart;
-  chart.title = "Per-layer sensitivity (" + base.name + ", one layer quantized)";
-  chart.x_label = "layer";
-  chart.y_label = "mean KLD vs fp16 (nats)";
-  chart.log_y = true;
-  chart.series = {sk, sv};
-  eval::write_png(eval::render_line_chart(chart), o.out + ".png");
   std::cout << md.str();
+  if (o.plot) run_plot_script(o.out + ".json");
 }
 
 const CommandRegistrar kRegister([](CLI::App& root) {
@@ -169,7 +166,9 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("--kv", o->kv, "Scheme applied to the one layer")->capture_default_str();
   cmd->add_option("-c,--ctx", o->context, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--chunks", o->chunks, "Chunks per run")->capture_default_str();
-  cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json, .md, .png)");
+  cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json and PREFIX.md)");
+  cmd->add_flag("--plot", o->plot,
+                "Also draw PREFIX.png (KLD per layer) with scripts/plot.py (python3 + matplotlib)");
   cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
   cmd->add_flag("-q,--quiet", o->quiet, "No progress on stderr");
   cmd->callback([o] { run(*o); });
