@@ -14,7 +14,6 @@
 namespace tq {
 namespace {
 
-
 std::string format_bits(double bits) {
   std::ostringstream out;
   out << bits;
@@ -42,6 +41,14 @@ BitSplit split_bits(double mse_bits, int dim, const std::string& what) {
                                 " coordinates; the fractional part times d must be an integer");
   }
   return {lo, hi_count};
+}
+
+// Whether a prepared query or an accumulator (rotated part, sketch part) was made for a codec of
+// this spec: d rotated coordinates, and for prod a d-entry sketch as well.
+bool fits_codec(const CodecSpec& spec, const std::vector<float>& rotated,
+                const std::vector<float>& sketch) {
+  const auto d = static_cast<std::size_t>(spec.dim);
+  return rotated.size() == d && (spec.kind != CodecKind::Prod || sketch.size() == d);
 }
 
 bool use_avx2(SimdLevel level) {
@@ -298,74 +305,45 @@ PreparedQuery Codec::prepare_query(const float* q) const {
   return prepared;
 }
 
-void Codec::score(const PreparedQuery& query, ConstEncodedView in, std::size_t count,
-                  float* scores) const {
-  const CodeLayout& L = layout_;
-  if (static_cast<int>(query.rotated.size()) != spec_.dim ||
-      (spec_.kind == CodecKind::Prod && static_cast<int>(query.sketch.size()) != spec_.dim)) {
-    throw std::invalid_argument("codec score: the prepared query has dimension " +
-                                std::to_string(query.rotated.size()) + ", expected " +
-                                std::to_string(spec_.dim) + " (prepare it with this codec)");
-  }
-  const bool fast = use_avx2(simd_);
-  const auto dot = fast ? kernels::segment_dot_avx2 : kernels::segment_dot_scalar;
-  std::vector<float> partial(count);
-  std::fill(scores, scores + count, 0.0f);
-  if (L.code_bytes > 0) {
-    if (L.hi_count > 0) {
-      dot(query.rotated.data(), L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes, L.code_bytes,
-          count, partial.data());
-      for (std::size_t t = 0; t < count; ++t) scores[t] += partial[t];
-    }
-    if (L.lo_count() > 0) {
-      dot(query.rotated.data() + L.hi_count, L.lo_count(), L.lo_bits, centroids_lo_.data(),
-          in.codes + L.hi_bytes, L.code_bytes, count, partial.data());
-      for (std::size_t t = 0; t < count; ++t) scores[t] += partial[t];
-    }
-    for (std::size_t t = 0; t < count; ++t) scores[t] *= half_to_float(in.norms[t]);
-  }
-  if (spec_.kind == CodecKind::Prod) {
-    (fast ? kernels::sign_dot_avx2 : kernels::sign_dot_scalar)(
-        query.sketch.data(), spec_.dim, in.signs, L.sign_bytes, count, partial.data());
-    for (std::size_t t = 0; t < count; ++t) {
-      scores[t] += half_to_float(in.residual_norms[t]) * partial[t];
-    }
-  }
-}
-
 void Codec::score_multi(const PreparedQuery* queries, int n_queries, ConstEncodedView in,
                         std::size_t count, float* scores) const {
   const CodeLayout& L = layout_;
-  if (n_queries <= 0 || count == 0) return;
-  std::vector<const float*> hi(n_queries), lo(n_queries);
+  if (n_queries <= 0) return;
+  // Per query, where its hi and its lo segment start: rows[i] and rows[n_queries + i].
+  std::vector<const float*> rows(2 * static_cast<std::size_t>(n_queries));
+  const float* const* hi = rows.data();
+  const float* const* lo = rows.data() + n_queries;
   for (int i = 0; i < n_queries; ++i) {
     const PreparedQuery& query = queries[i];
-    if (static_cast<int>(query.rotated.size()) != spec_.dim ||
-        (spec_.kind == CodecKind::Prod && static_cast<int>(query.sketch.size()) != spec_.dim)) {
-      throw std::invalid_argument("codec score_multi: prepared query " + std::to_string(i) +
+    if (!fits_codec(spec_, query.rotated, query.sketch)) {
+      throw std::invalid_argument("codec score: prepared query " + std::to_string(i) +
                                   " has dimension " + std::to_string(query.rotated.size()) +
-                                  ", expected " + std::to_string(spec_.dim));
+                                  ", expected " + std::to_string(spec_.dim) +
+                                  " (prepare it with this codec)");
     }
-    hi[i] = query.rotated.data();
-    lo[i] = query.rotated.data() + L.hi_count;
+    rows[i] = query.rotated.data();
+    rows[n_queries + i] = query.rotated.data() + L.hi_count;
   }
+  if (count == 0) return;
   const bool fast = use_avx2(simd_);
   const auto dot = fast ? kernels::segment_dot_multi_avx2 : kernels::segment_dot_multi_scalar;
   const std::size_t total = static_cast<std::size_t>(n_queries) * count;
   std::fill(scores, scores + total, 0.0f);
-  std::vector<float> partial(total);
+  // Scratch: the partial sums of one segment, [n_queries][count], then the decoded norms.
+  std::vector<float> scratch(total + count);
+  float* partial = scratch.data();
   if (L.code_bytes > 0) {
     if (L.hi_count > 0) {
-      dot(hi.data(), n_queries, L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes, L.code_bytes,
-          count, partial.data(), count);
+      dot(hi, n_queries, L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes, L.code_bytes, count,
+          partial, count);
       for (std::size_t k = 0; k < total; ++k) scores[k] += partial[k];
     }
     if (L.lo_count() > 0) {
-      dot(lo.data(), n_queries, L.lo_count(), L.lo_bits, centroids_lo_.data(),
-          in.codes + L.hi_bytes, L.code_bytes, count, partial.data(), count);
+      dot(lo, n_queries, L.lo_count(), L.lo_bits, centroids_lo_.data(), in.codes + L.hi_bytes,
+          L.code_bytes, count, partial, count);
       for (std::size_t k = 0; k < total; ++k) scores[k] += partial[k];
     }
-    std::vector<float> norms(count);
+    float* norms = scratch.data() + total;
     for (std::size_t t = 0; t < count; ++t) norms[t] = half_to_float(in.norms[t]);
     for (int i = 0; i < n_queries; ++i) {
       float* row = scores + static_cast<std::size_t>(i) * count;
@@ -375,7 +353,7 @@ void Codec::score_multi(const PreparedQuery* queries, int n_queries, ConstEncode
   if (spec_.kind == CodecKind::Prod) {
     for (int i = 0; i < n_queries; ++i) {
       (fast ? kernels::sign_dot_avx2 : kernels::sign_dot_scalar)(
-          queries[i].sketch.data(), spec_.dim, in.signs, L.sign_bytes, count, partial.data());
+          queries[i].sketch.data(), spec_.dim, in.signs, L.sign_bytes, count, partial);
       float* row = scores + static_cast<std::size_t>(i) * count;
       for (std::size_t t = 0; t < count; ++t) {
         row[t] += half_to_float(in.residual_norms[t]) * partial[t];
@@ -391,76 +369,53 @@ ValueAccumulator Codec::make_accumulator() const {
   return acc;
 }
 
-void Codec::accumulate(const float* weights, ConstEncodedView in, std::size_t count,
-                       ValueAccumulator& acc) const {
-  const CodeLayout& L = layout_;
-  if (static_cast<int>(acc.rotated.size()) != spec_.dim ||
-      (spec_.kind == CodecKind::Prod && static_cast<int>(acc.sketch.size()) != spec_.dim)) {
-    throw std::invalid_argument("codec accumulate: accumulator has dimension " +
-                                std::to_string(acc.rotated.size()) + ", expected " +
-                                std::to_string(spec_.dim) + " (use make_accumulator())");
-  }
-  const auto axpy = use_avx2(simd_) ? kernels::segment_axpy_avx2 : kernels::segment_axpy_scalar;
-  std::vector<float> scaled(count);
-  if (L.code_bytes > 0) {
-    for (std::size_t t = 0; t < count; ++t) scaled[t] = weights[t] * half_to_float(in.norms[t]);
-    if (L.hi_count > 0) {
-      axpy(scaled.data(), L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes, L.code_bytes,
-           count, acc.rotated.data());
-    }
-    if (L.lo_count() > 0) {
-      axpy(scaled.data(), L.lo_count(), L.lo_bits, centroids_lo_.data(), in.codes + L.hi_bytes,
-           L.code_bytes, count, acc.rotated.data() + L.hi_count);
-    }
-  }
-  if (spec_.kind == CodecKind::Prod) {
-    for (std::size_t t = 0; t < count; ++t) {
-      scaled[t] = weights[t] * half_to_float(in.residual_norms[t]);
-    }
-    kernels::sign_axpy_scalar(scaled.data(), spec_.dim, in.signs, L.sign_bytes, count,
-                              acc.sketch.data());
-  }
-}
-
 void Codec::accumulate_multi(const float* weights, int n_queries, ConstEncodedView in,
                              std::size_t count, ValueAccumulator* accs) const {
   const CodeLayout& L = layout_;
-  if (n_queries <= 0 || count == 0) return;
+  if (n_queries <= 0) return;
   for (int i = 0; i < n_queries; ++i) {
-    if (static_cast<int>(accs[i].rotated.size()) != spec_.dim ||
-        (spec_.kind == CodecKind::Prod && static_cast<int>(accs[i].sketch.size()) != spec_.dim)) {
-      throw std::invalid_argument("codec accumulate_multi: accumulator " + std::to_string(i) +
+    if (!fits_codec(spec_, accs[i].rotated, accs[i].sketch)) {
+      throw std::invalid_argument("codec accumulate: accumulator " + std::to_string(i) +
                                   " has dimension " + std::to_string(accs[i].rotated.size()) +
-                                  ", expected " + std::to_string(spec_.dim));
+                                  ", expected " + std::to_string(spec_.dim) +
+                                  " (use make_accumulator())");
     }
   }
+  if (count == 0) return;
   const auto axpy =
       use_avx2(simd_) ? kernels::segment_axpy_multi_avx2 : kernels::segment_axpy_multi_scalar;
   const std::size_t total = static_cast<std::size_t>(n_queries) * count;
-  std::vector<float> scaled(total);
-  std::vector<const float*> rows(n_queries);
-  std::vector<float*> hi(n_queries), lo(n_queries);
-  for (int i = 0; i < n_queries; ++i) {
-    rows[i] = scaled.data() + static_cast<std::size_t>(i) * count;
-    hi[i] = accs[i].rotated.data();
-    lo[i] = accs[i].rotated.data() + L.hi_count;
+  // Scratch: the weights times the token's norm (or residual norm), [n_queries][count], then the
+  // decoded norms.
+  std::vector<float> scratch(total + count);
+  float* scaled = scratch.data();
+  // Per weight row i: rows[i] its scaled weights, rows[n + i] / rows[2n + i] where its
+  // accumulator's hi / lo segment starts.
+  const std::size_t n = static_cast<std::size_t>(n_queries);
+  std::vector<float*> rows(3 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    rows[i] = scaled + i * count;
+    rows[n + i] = accs[i].rotated.data();
+    rows[2 * n + i] = accs[i].rotated.data() + L.hi_count;
   }
   if (L.code_bytes > 0) {
-    std::vector<float> norms(count);
+    float* norms = scratch.data() + total;
     for (std::size_t t = 0; t < count; ++t) norms[t] = half_to_float(in.norms[t]);
-    for (std::size_t k = 0; k < total; ++k) scaled[k] = weights[k] * norms[k % count];
+    for (std::size_t k = 0; k < total; k += count) {
+      for (std::size_t t = 0; t < count; ++t) scaled[k + t] = weights[k + t] * norms[t];
+    }
     if (L.hi_count > 0) {
       axpy(rows.data(), n_queries, L.hi_count, L.hi_bits, centroids_hi_.data(), in.codes,
-           L.code_bytes, count, hi.data());
+           L.code_bytes, count, rows.data() + n);
     }
     if (L.lo_count() > 0) {
       axpy(rows.data(), n_queries, L.lo_count(), L.lo_bits, centroids_lo_.data(),
-           in.codes + L.hi_bytes, L.code_bytes, count, lo.data());
+           in.codes + L.hi_bytes, L.code_bytes, count, rows.data() + 2 * n);
     }
   }
   if (spec_.kind == CodecKind::Prod) {
     for (int i = 0; i < n_queries; ++i) {
-      float* row = scaled.data() + static_cast<std::size_t>(i) * count;
+      float* row = scaled + static_cast<std::size_t>(i) * count;
       for (std::size_t t = 0; t < count; ++t) {
         row[t] =
             weights[static_cast<std::size_t>(i) * count + t] * half_to_float(in.residual_norms[t]);

@@ -25,9 +25,10 @@ void sign_dot_scalar(const float* sketch, int dim, const std::uint8_t* signs, st
 void sign_axpy_scalar(const float* w, int dim, const std::uint8_t* signs, std::size_t stride,
                       std::size_t n, float* acc);
 
-// Several queries against the same codes (the GQA group of one KV head): each code is looked up
-// once and used for every query. q[i] / w[i] / acc[i] are per-query rows; out is
-// [n_queries][out_stride]. The scalar versions simply loop over the single-query kernels.
+// Several queries against the same codes (the GQA group of one KV head; one query is
+// n_queries = 1): each code is looked up once and used for every query. q[i] / w[i] / acc[i] are
+// per-query rows; out is [n_queries][out_stride]. The scalar versions loop over the single-query
+// kernels above.
 void segment_dot_multi_scalar(const float* const* q, int n_queries, int count, int bits,
                               const float* centroids, const std::uint8_t* codes, std::size_t stride,
                               std::size_t n, float* out, std::size_t out_stride);
@@ -38,10 +39,6 @@ void segment_axpy_multi_scalar(const float* const* w, int n_queries, int count, 
 // AVX2 versions. They fall back to the scalar code for shapes they do not cover (bits > 4 for
 // the table kernels, counts that are not a multiple of 8), so they are always safe to call.
 void quantize_avx2(const float* y, int count, const float* thresholds, int bits, std::uint8_t* idx);
-void segment_dot_avx2(const float* q, int count, int bits, const float* centroids,
-                      const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out);
-void segment_axpy_avx2(const float* w, int count, int bits, const float* centroids,
-                       const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc);
 void segment_dot_multi_avx2(const float* const* q, int n_queries, int count, int bits,
                             const float* centroids, const std::uint8_t* codes, std::size_t stride,
                             std::size_t n, float* out, std::size_t out_stride);

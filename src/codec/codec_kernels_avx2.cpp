@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 namespace tq::kernels {
 namespace {
@@ -66,40 +67,6 @@ struct TableLookup {
   }
 };
 
-template <int kBits>
-void segment_dot_impl(const float* q, int count, const float* centroids, const std::uint8_t* codes,
-                      std::size_t stride, std::size_t n, float* out) {
-  const TableLookup<kBits> lookup(centroids);
-  const int groups = count / 8;
-  for (std::size_t t = 0; t < n; ++t) {
-    const std::uint8_t* c = codes + t * stride;
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    int g = 0;
-    for (; g + 1 < groups; g += 2) {
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * g), lookup(c + g * kBits), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * g + 8), lookup(c + (g + 1) * kBits), acc1);
-    }
-    if (g < groups) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * g), lookup(c + g * kBits), acc0);
-    out[t] = horizontal_sum(_mm256_add_ps(acc0, acc1));
-  }
-}
-
-template <int kBits>
-void segment_axpy_impl(const float* w, int count, const float* centroids, const std::uint8_t* codes,
-                       std::size_t stride, std::size_t n, float* acc) {
-  const TableLookup<kBits> lookup(centroids);
-  const int groups = count / 8;
-  for (std::size_t t = 0; t < n; ++t) {
-    const std::uint8_t* c = codes + t * stride;
-    const __m256 weight = _mm256_set1_ps(w[t]);
-    for (int g = 0; g < groups; ++g) {
-      float* a = acc + 8 * g;
-      _mm256_storeu_ps(a, _mm256_fmadd_ps(weight, lookup(c + g * kBits), _mm256_loadu_ps(a)));
-    }
-  }
-}
-
 // Up to 8 queries per pass: 8 accumulators + the looked-up centroids + a query load fit in the
 // 16 ymm registers.
 constexpr int kMaxQueriesPerPass = 8;
@@ -112,15 +79,33 @@ void segment_dot_multi_impl(const float* const* q, int count, const float* centr
   const int groups = count / 8;
   for (std::size_t t = 0; t < n; ++t) {
     const std::uint8_t* c = codes + t * stride;
-    __m256 acc[kQueries];
-    for (int i = 0; i < kQueries; ++i) acc[i] = _mm256_setzero_ps();
-    for (int g = 0; g < groups; ++g) {
-      const __m256 centroid = lookup(c + g * kBits);
-      for (int i = 0; i < kQueries; ++i) {
-        acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q[i] + 8 * g), centroid, acc[i]);
+    if constexpr (kQueries == 1) {
+      // One query has a single FMA chain per token: split it over even and odd groups so that
+      // two chains hide the FMA latency.
+      const float* query = q[0];
+      __m256 acc0 = _mm256_setzero_ps();
+      __m256 acc1 = _mm256_setzero_ps();
+      int g = 0;
+      for (; g + 1 < groups; g += 2) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(query + 8 * g), lookup(c + g * kBits), acc0);
+        acc1 =
+            _mm256_fmadd_ps(_mm256_loadu_ps(query + 8 * g + 8), lookup(c + (g + 1) * kBits), acc1);
       }
+      if (g < groups) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(query + 8 * g), lookup(c + g * kBits), acc0);
+      }
+      out[t] = horizontal_sum(_mm256_add_ps(acc0, acc1));
+    } else {
+      __m256 acc[kQueries];
+      for (int i = 0; i < kQueries; ++i) acc[i] = _mm256_setzero_ps();
+      for (int g = 0; g < groups; ++g) {
+        const __m256 centroid = lookup(c + g * kBits);
+        for (int i = 0; i < kQueries; ++i) {
+          acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q[i] + 8 * g), centroid, acc[i]);
+        }
+      }
+      for (int i = 0; i < kQueries; ++i) out[i * out_stride + t] = horizontal_sum(acc[i]);
     }
-    for (int i = 0; i < kQueries; ++i) out[i * out_stride + t] = horizontal_sum(acc[i]);
   }
 }
 
@@ -130,6 +115,22 @@ void segment_axpy_multi_impl(const float* const* w, int count, const float* cent
                              float* const* acc) {
   const TableLookup<kBits> lookup(centroids);
   const int groups = count / 8;
+  if constexpr (kQueries == 1) {
+    // One weight row: token by token with the accumulator in memory, so that the groups of a
+    // token are independent FMA chains (a register accumulator would be one chain over tokens).
+    // The row pointers are read once: the vector stores may alias the pointer arrays.
+    const float* weights = w[0];
+    float* out = acc[0];
+    for (std::size_t t = 0; t < n; ++t) {
+      const std::uint8_t* c = codes + t * stride;
+      const __m256 weight = _mm256_set1_ps(weights[t]);
+      for (int g = 0; g < groups; ++g) {
+        float* a = out + 8 * g;
+        _mm256_storeu_ps(a, _mm256_fmadd_ps(weight, lookup(c + g * kBits), _mm256_loadu_ps(a)));
+      }
+    }
+    return;
+  }
   // Blocks of tokens small enough for L1, so the per-group column walk re-reads codes from L1
   // while the kQueries accumulators of one 8-coordinate group stay in registers.
   constexpr std::size_t kBlock = 32;
@@ -150,43 +151,16 @@ void segment_axpy_multi_impl(const float* const* w, int count, const float* cent
   }
 }
 
-// Calls f(std::integral_constant<int, N>{}) with N = nq (1..kMaxQueriesPerPass), so the query
-// count becomes a compile-time constant and the accumulators live in registers.
-template <typename F>
-void with_query_count(int nq, F&& f) {
-  switch (nq) {
-    case 1:
-      return f(std::integral_constant<int, 1>{});
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 3:
-      return f(std::integral_constant<int, 3>{});
-    case 4:
-      return f(std::integral_constant<int, 4>{});
-    case 5:
-      return f(std::integral_constant<int, 5>{});
-    case 6:
-      return f(std::integral_constant<int, 6>{});
-    case 7:
-      return f(std::integral_constant<int, 7>{});
-    default:
-      return f(std::integral_constant<int, 8>{});
+// Calls f(std::integral_constant<int, N>{}) for N = value clamped to [1, kMax], so that a
+// run-time count (queries per pass, code bits) becomes a compile-time constant: accumulators live
+// in registers and the code shifts are unrolled.
+template <int kMax, typename F>
+void with_constant(int value, F&& f) {
+  const int clamped = std::clamp(value, 1, kMax);
+  [&]<int... kIndex>(std::integer_sequence<int, kIndex...>) {
+    ((clamped == kIndex + 1 ? (f(std::integral_constant<int, kIndex + 1>{}), true) : false) || ...);
   }
-}
-
-// Likewise for the code width 1..4.
-template <typename F>
-void with_bits(int bits, F&& f) {
-  switch (bits) {
-    case 1:
-      return f(std::integral_constant<int, 1>{});
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 3:
-      return f(std::integral_constant<int, 3>{});
-    default:
-      return f(std::integral_constant<int, 4>{});
-  }
+  (std::make_integer_sequence<int, kMax>{});
 }
 
 }  // namespace
@@ -201,8 +175,8 @@ void segment_dot_multi_avx2(const float* const* q, int n_queries, int count, int
   }
   for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
     const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
-    with_bits(bits, [&](auto b) {
-      with_query_count(nq, [&](auto k) {
+    with_constant<4>(bits, [&](auto b) {
+      with_constant<kMaxQueriesPerPass>(nq, [&](auto k) {
         segment_dot_multi_impl<b(), k()>(q + first, count, centroids, codes, stride, n,
                                          out + first * out_stride, out_stride);
       });
@@ -219,8 +193,8 @@ void segment_axpy_multi_avx2(const float* const* w, int n_queries, int count, in
   }
   for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
     const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
-    with_bits(bits, [&](auto b) {
-      with_query_count(nq, [&](auto k) {
+    with_constant<4>(bits, [&](auto b) {
+      with_constant<kMaxQueriesPerPass>(nq, [&](auto k) {
         segment_axpy_multi_impl<b(), k()>(w + first, count, centroids, codes, stride, n,
                                           acc + first);
       });
@@ -249,26 +223,6 @@ void quantize_avx2(const float* y, int count, const float* thresholds, int bits,
     for (int l = 0; l < 8; ++l) idx[j + l] = static_cast<std::uint8_t>(lanes[l]);
   }
   if (j < count) quantize_scalar(y + j, count - j, thresholds, bits, idx + j);
-}
-
-void segment_dot_avx2(const float* q, int count, int bits, const float* centroids,
-                      const std::uint8_t* codes, std::size_t stride, std::size_t n, float* out) {
-  if (count % 8 != 0 || bits > 4) {
-    segment_dot_scalar(q, count, bits, centroids, codes, stride, n, out);
-    return;
-  }
-  with_bits(bits,
-            [&](auto b) { segment_dot_impl<b()>(q, count, centroids, codes, stride, n, out); });
-}
-
-void segment_axpy_avx2(const float* w, int count, int bits, const float* centroids,
-                       const std::uint8_t* codes, std::size_t stride, std::size_t n, float* acc) {
-  if (count % 8 != 0 || bits > 4) {
-    segment_axpy_scalar(w, count, bits, centroids, codes, stride, n, acc);
-    return;
-  }
-  with_bits(bits,
-            [&](auto b) { segment_axpy_impl<b()>(w, count, centroids, codes, stride, n, acc); });
 }
 
 void sign_dot_avx2(const float* sketch, int dim, const std::uint8_t* signs, std::size_t stride,

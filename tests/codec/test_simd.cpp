@@ -46,16 +46,19 @@ TEST_F(SimdTest, KernelsMatchScalarForEveryWidth) {
       std::vector<float> dot_s(n, NAN), dot_v(n, NAN);
       kernels::segment_dot_scalar(q.data(), count, bits, centroids.data(), codes.data(), stride, n,
                                   dot_s.data());
-      kernels::segment_dot_avx2(q.data(), count, bits, centroids.data(), codes.data(), stride, n,
-                                dot_v.data());
+      const float* q_row = q.data();
+      kernels::segment_dot_multi_avx2(&q_row, 1, count, bits, centroids.data(), codes.data(),
+                                      stride, n, dot_v.data(), n);
       for (std::size_t t = 0; t < n; ++t) {
         ASSERT_NEAR(dot_s[t], dot_v[t], 1e-5f * (1.0f + std::fabs(dot_s[t]))) << "bits=" << bits;
       }
       std::vector<float> acc_s(count, 0.5f), acc_v(count, 0.5f);
       kernels::segment_axpy_scalar(w.data(), count, bits, centroids.data(), codes.data(), stride, n,
                                    acc_s.data());
-      kernels::segment_axpy_avx2(w.data(), count, bits, centroids.data(), codes.data(), stride, n,
-                                 acc_v.data());
+      const float* w_row = w.data();
+      float* acc_row = acc_v.data();
+      kernels::segment_axpy_multi_avx2(&w_row, 1, count, bits, centroids.data(), codes.data(),
+                                       stride, n, &acc_row);
       for (int j = 0; j < count; ++j)
         ASSERT_NEAR(acc_s[j], acc_v[j], 1e-5f * (1.0f + std::fabs(acc_s[j])));
     }

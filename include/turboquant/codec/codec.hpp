@@ -134,22 +134,27 @@ class Codec {
   void decode(ConstEncodedView in, std::size_t count, float* x) const;
 
   PreparedQuery prepare_query(const float* q) const;
-  // scores[t] = estimated ⟨q, x_t⟩ for `count` tokens, straight from their codes.
-  void score(const PreparedQuery& query, ConstEncodedView in, std::size_t count,
-             float* scores) const;
-
-  // The same for n_queries queries against the same tokens (a GQA group): each code is looked up
-  // once for all of them. scores is [n_queries][count].
+  // scores[i·count + t] = estimated ⟨q_i, x_t⟩ for n_queries queries against `count` tokens,
+  // straight from their codes. The queries of a GQA group share the tokens, so each code is
+  // looked up once for all of them.
   void score_multi(const PreparedQuery* queries, int n_queries, ConstEncodedView in,
                    std::size_t count, float* scores) const;
+  // One query: scores[t] = estimated ⟨q, x_t⟩.
+  void score(const PreparedQuery& query, ConstEncodedView in, std::size_t count,
+             float* scores) const {
+    score_multi(&query, 1, in, count, scores);
+  }
 
   ValueAccumulator make_accumulator() const;
-  // acc += Σ_t weights[t] · x̂_t, in the rotated domain.
-  void accumulate(const float* weights, ConstEncodedView in, std::size_t count,
-                  ValueAccumulator& acc) const;
-  // accs[i] += Σ_t weights[i·count + t] · x̂_t for n_queries weight rows (one code look-up each).
+  // accs[i] += Σ_t weights[i·count + t] · x̂_t for n_queries weight rows, in the rotated domain
+  // (one code look-up per token for all rows).
   void accumulate_multi(const float* weights, int n_queries, ConstEncodedView in, std::size_t count,
                         ValueAccumulator* accs) const;
+  // One weight row: acc += Σ_t weights[t] · x̂_t.
+  void accumulate(const float* weights, ConstEncodedView in, std::size_t count,
+                  ValueAccumulator& acc) const {
+    accumulate_multi(weights, 1, in, count, &acc);
+  }
   // out = Πᵀ(acc.rotated + √(π/2)/d · Sᵀ acc.sketch): the weighted sum in the original domain.
   void finish(const ValueAccumulator& acc, float* out) const;
 
