@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the build needs (Debian packages, when run as root and something is missing),
-# then configures and builds the project into build/release (CUDA when nvcc is found).
+# Installs what the build needs (Debian packages, when run as root and something is missing,
+# and matplotlib + pytest for the python3 on PATH), then configures and builds the project into
+# build/release (CUDA when nvcc is found).
 # Sourced by scripts/test.sh and scripts/run_main.sh; usable alone: scripts/setup.sh
 set -euo pipefail
 TQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -8,7 +9,7 @@ TQ_BUILD="${TQ_BUILD:-$TQ_ROOT/build/release}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 tq_packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
-             libcli11-dev nlohmann-json3-dev libpng-dev python3 python3-pip)
+             libcli11-dev nlohmann-json3-dev python3 python3-pip)
 
 tq_install_deps() {
   local missing=()
@@ -24,9 +25,31 @@ tq_install_deps() {
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
+  tq_install_python_deps
   # nvcc is optional; the CUDA toolkit is often outside PATH.
   if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
     export PATH="/usr/local/cuda/bin:$PATH"
+  fi
+}
+
+# scripts/plot.py draws every figure (`tq niah|bench|sensitivity --plot`, scripts/report.py) with
+# matplotlib; its tests (tests/scripts, run by CTest) need pytest. They go to the python3 on PATH,
+# the interpreter tq and CTest run, which may be a pyenv or venv Python rather than Debian's.
+tq_install_python_deps() {
+  python3 -c "import matplotlib, pytest" 2>/dev/null && return 0
+  echo "installing for $(command -v python3): matplotlib pytest" >&2
+  if ! PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+      matplotlib pytest >&2; then
+    # Debian's own python3 refuses pip into the system (externally managed): its packages.
+    if [[ $(id -u) -eq 0 ]] && [[ "$(command -v python3)" == /usr/bin/python3 ]]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        python3-matplotlib python3-pytest >&2
+    fi
+  fi
+  if ! python3 -c "import matplotlib, pytest" 2>/dev/null; then
+    echo "error: python3 ($(command -v python3)) lacks matplotlib or pytest; install them with" \
+      "'python3 -m pip install matplotlib pytest'" >&2
+    return 1
   fi
 }
 

@@ -362,21 +362,6 @@ double niah_accuracy(std::span<const NiahCellResult> cells) {
   return static_cast<double>(ok) / static_cast<double>(cells.size());
 }
 
-HeatmapSpec niah_heatmap_spec(const NiahGrid& grid, std::span<const NiahCellResult> cells,
-                              const std::string& title) {
-  HeatmapSpec spec;
-  spec.title = title;
-  for (const std::size_t context : grid.contexts) {
-    spec.row_labels.push_back(context % 1024 == 0 ? std::to_string(context / 1024) + "k"
-                                                  : std::to_string(context));
-  }
-  for (const double d : grid.depths) {
-    spec.col_labels.push_back(std::to_string(static_cast<int>(std::lround(d * 100))) + "%");
-  }
-  spec.values = niah_accuracy_table(grid, cells);
-  return spec;
-}
-
 const char* needle_kind_name(NeedleKind kind, std::size_t n_needles) {
   if (kind == NeedleKind::kPasskey) return "passkey";
   return n_needles == 1 ? "single" : "multi";

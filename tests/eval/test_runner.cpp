@@ -289,7 +289,6 @@ TEST(EvalCli, BadArgumentsFail) {
   EXPECT_NE(run("niah --depths 150 -m /nonexistent.gguf"), 0);
   EXPECT_NE(run("bench --steps 0"), 0);
   EXPECT_NE(run("sensitivity -f x --kv fp16"), 0);
-  EXPECT_NE(run("report-plot --json /nonexistent.json --out x.png"), 0);
 }
 
 TEST(EvalRunner, NiahCellOnRealModel) {

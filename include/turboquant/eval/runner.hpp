@@ -10,7 +10,6 @@
 
 #include "turboquant/eval/metrics.hpp"
 #include "turboquant/eval/niah.hpp"
-#include "turboquant/eval/plot.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -190,9 +189,6 @@ std::vector<NiahCellResult> run_niah_grid(LogitsModel& model, const NiahPromptEn
 std::vector<std::vector<double>> niah_accuracy_table(const NiahGrid& grid,
                                                      std::span<const NiahCellResult> cells);
 double niah_accuracy(std::span<const NiahCellResult> cells);
-// Labels and values of the NIAH heatmap ("1k", "25%", ...), ready for render_heatmap.
-HeatmapSpec niah_heatmap_spec(const NiahGrid& grid, std::span<const NiahCellResult> cells,
-                              const std::string& title);
 const char* needle_kind_name(NeedleKind kind, std::size_t n_needles);
 
 // Greedy continuation: the argmax token of `logits`, fed back until max_new_tokens, a stop token,
