@@ -197,6 +197,21 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
   return scheme;
 }
 
+namespace {
+
+// What a TurboQuant side's codes look like (dimension, bits, codec, rotation): all its layout
+// depends on. Seeds and norm correction are per layer and scheme (kv_codec_spec).
+CodecSpec side_codec_spec(const KvSideSpec& side, int head_dim, RotationKind rotation) {
+  CodecSpec spec;
+  spec.dim = head_dim;
+  spec.bits = side.bits;
+  spec.kind = side.codec;
+  spec.rotation = rotation;
+  return spec;
+}
+
+}  // namespace
+
 std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, RotationKind rotation) {
   const std::size_t d = static_cast<std::size_t>(head_dim);
   const std::size_t blocks = (d + kIntBlockSize - 1) / kIntBlockSize;
@@ -207,25 +222,15 @@ std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, Rotati
       return d + 2 * blocks;
     case KvFormat::Int4Block:
       return (d + 1) / 2 + 2 * blocks;
-    case KvFormat::TurboQuant: {
-      CodecSpec spec;
-      spec.dim = head_dim;
-      spec.bits = side.bits;
-      spec.kind = side.codec;
-      spec.rotation = rotation;
-      return make_code_layout(spec).bytes_per_token();
-    }
+    case KvFormat::TurboQuant:
+      return make_code_layout(side_codec_spec(side, head_dim, rotation)).bytes_per_token();
   }
   return 0;
 }
 
 CodecSpec kv_codec_spec(const KvScheme& scheme, KvSide side, int layer, int head_dim) {
-  const KvSideSpec& s = side == KvSide::Key ? scheme.key : scheme.value;
-  CodecSpec spec;
-  spec.dim = head_dim;
-  spec.bits = s.bits;
-  spec.kind = s.codec;
-  spec.rotation = scheme.rotation;
+  CodecSpec spec =
+      side_codec_spec(side == KvSide::Key ? scheme.key : scheme.value, head_dim, scheme.rotation);
   spec.norm_correction = scheme.norm_correction;
   spec.seed =
       derive_seed(scheme.seed, static_cast<std::uint32_t>(layer), side, SeedPurpose::Rotation);

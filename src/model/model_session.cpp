@@ -73,13 +73,7 @@ Session::Session(const Model& model, const KvScheme& scheme, const SessionOption
 
   s.caches.reserve(static_cast<std::size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
-    LayerKvShape shape;
-    shape.layer = l;
-    shape.n_layers = c.n_layers;
-    shape.n_q_heads = c.n_heads;
-    shape.n_kv_heads = c.n_kv_heads;
-    shape.head_dim = c.head_dim;
-    s.caches.emplace_back(scheme, shape);
+    s.caches.emplace_back(scheme, layer_kv_shape(c, l));
     if (options.reserve) s.caches.back().reserve(std::min(options.reserve, s.max_context));
   }
 

@@ -54,6 +54,15 @@ struct ModelConfig {
   int kv_dim() const { return n_kv_heads * head_dim; }
 };
 
+// The KV-cache shape of one layer of a model with this configuration.
+inline LayerKvShape layer_kv_shape(const ModelConfig& config, int layer) {
+  return {.layer = layer,
+          .n_layers = config.n_layers,
+          .n_q_heads = config.n_heads,
+          .n_kv_heads = config.n_kv_heads,
+          .head_dim = config.head_dim};
+}
+
 // A weight matrix [rows][cols] (row-major, rows = outputs) as the matrix kernels read it: the raw
 // GGUF rows of a type with an on-the-fly kernel (F16, Q4_0, Q4_1, Q8_0), or fp32 for any other
 // type or when fp32 weights were asked for. Products go through src/model/qmatmul.hpp.
