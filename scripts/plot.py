@@ -11,6 +11,8 @@ The kind of each record is recognised from its fields (or forced with --kind):
                  cache versus stored bits per value, one series per scheme family
     bench        `tq bench --out PREFIX`: decode tokens/s and attention ms vs context
     sensitivity  `tq sensitivity --out PREFIX`: KLD per layer, keys and values separately
+    cuda_attention  bench/cuda/report.py's cuda_attention*.json: GPU decode-attention speed-up
+                 over fp16 SDPA against context, one panel per model shape and batch
 
 --out is the PNG to write (for niah: the directory of the heatmaps). Without it a figure goes
 next to its record: PREFIX.json -> PREFIX.png, quality.json -> quality_kld_vs_bits.png, niah
@@ -611,6 +613,78 @@ def draw_sensitivity(record: dict[str, Any], source: Path, out: Path | None) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# GPU decode attention: bench/cuda/report.py JSON, {"device", "sms", "copy_gbs", "flush",
+# "rows": [{"kernel", "shape", "context", "batch", "us", "gbs", "speedup_vs_sdpa", ...}]}.
+
+def is_cuda_attention(record: dict[str, Any]) -> bool:
+    rows = record.get("rows")
+    return isinstance(record.get("device"), str) and isinstance(rows, list) and any(
+        isinstance(r, dict) and "speedup_vs_sdpa" in r for r in rows)
+
+
+def draw_cuda_attention(record: dict[str, Any], source: Path, out: Path | None
+                        ) -> list[Path]:
+    where = str(source)
+    device = text_field(record, "device", where)
+    panels: dict[tuple[str, float], dict[str, list[tuple[float, float]]]] = {}
+    for i, row in enumerate(list_field(record, "rows", where)):
+        at = f"{where}: rows[{i}]"
+        speedup = number(row, "speedup_vs_sdpa", at, optional=True)
+        kernel = text_field(row, "kernel", at)
+        if speedup is None or kernel == "sdpa_fp16":
+            continue  # kernels without an SDPA counterpart (the quantize step), the baseline
+        key = (text_field(row, "shape", at), number(row, "batch", at))
+        panels.setdefault(key, {}).setdefault(kernel, []).append(
+            (number(row, "context", at), speedup))
+    if not panels:
+        raise RecordError(f"{where}: no row with speedup_vs_sdpa: nothing to plot")
+    keys = sorted(panels)
+    columns = 2 if len(keys) > 1 else 1
+    rows = (len(keys) + columns - 1) // columns
+    fig, axes = _new_figure(6.2 * columns + 2.0, 4.0 * rows, nrows=rows, ncols=columns,
+                            squeeze=False, sharey=True)
+    kernels = sorted({k for series in panels.values() for k in series}, key=_kernel_order)
+    colors = {k: f"C{i % 10}" for i, k in enumerate(kernels)}
+    for ax, key in zip(axes.flat, keys):
+        contexts = sorted({c for pts in panels[key].values() for c, _ in pts})
+        ax.axhline(1.0, color="#444444", linewidth=1.2, linestyle=":", zorder=1)
+        for kernel in kernels:
+            points = sorted(panels[key].get(kernel, []))
+            if points:
+                ax.plot([c for c, _ in points], [v for _, v in points], color=colors[kernel],
+                        marker="o", markersize=4.5, linewidth=1.6,
+                        linestyle="--" if kernel.startswith("fp16") else "-", label=kernel)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(contexts, [tokens_label(c) for c in contexts])
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}\u00d7"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title(f"{key[0]}, batch {key[1]:g}", fontsize=10)
+        ax.set_xlabel("context (tokens)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("speed-up vs PyTorch SDPA (fp16)")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", title="kernel", title_fontsize=9)
+    details = [device]
+    if isinstance(record.get("copy_gbs"), (int, float)):
+        details.append(f"copy bandwidth {record['copy_gbs']:.0f} GB/s")
+    if isinstance(record.get("flush"), str):
+        details.append(f"L2 flushed ({record['flush']}) before each timed call")
+    details.append("median time per decode-attention call; dotted line: SDPA itself")
+    _titles(fig, "GPU decode attention: speed-up over fp16 SDPA against context",
+            ", ".join(details))
+    return [_save(fig, out if out is not None else source.with_suffix(".png"))]
+
+
+def _kernel_order(kernel: str) -> tuple[int, str]:
+    # The tensor-core TurboQuant kernels first (by name), then the others, fp16 last.
+    return (2 if kernel.startswith("fp16") else 0 if "_tc" in kernel else 1, kernel)
+
+
+# ---------------------------------------------------------------------------------------------
 # Kinds and the command line.
 
 @dataclass(frozen=True)
@@ -622,7 +696,8 @@ class FigureKind:
     draw: Callable[[dict[str, Any], Path, Path | None], list[Path]]
 
 
-# Order matters for recognition: quality.json also has "rows", so it is tested before bench.
+# Order matters for recognition: quality.json also has "rows", so it is tested before bench
+# (a bench/cuda record has no tokens_per_second, so bench does not claim it).
 FIGURE_KINDS: tuple[FigureKind, ...] = (
     FigureKind("niah", "`tq niah` record (runs with a table)", is_niah, draw_niah),
     FigureKind("quality", "report quality.json (meta, rows with kld_mean)", is_quality,
@@ -631,6 +706,8 @@ FIGURE_KINDS: tuple[FigureKind, ...] = (
                draw_bench),
     FigureKind("sensitivity", "`tq sensitivity` record (layers with kld_keys)",
                is_sensitivity, draw_sensitivity),
+    FigureKind("cuda_attention", "bench/cuda/report.py record (device, rows with "
+               "speedup_vs_sdpa)", is_cuda_attention, draw_cuda_attention),
 )
 
 

@@ -91,6 +91,18 @@ def sensitivity_record() -> dict[str, Any]:
             "chunks": 1, "layers": layers}
 
 
+def cuda_record() -> dict[str, Any]:
+    rows = [{"kernel": "quantize_k4", "shape": "llama8b", "context": 1, "batch": 1, "us": 3.0}]
+    for batch in (1, 8):
+        for kernel, gain in (("tq4_tc", 1.5), ("fp16_ours", 1.0), ("sdpa_fp16", 1.0)):
+            for context in (4096, 32768, 131072):
+                rows.append({"kernel": kernel, "shape": "llama8b", "context": context,
+                             "batch": batch, "us": 10.0 * context / 4096 / gain,
+                             "speedup_vs_sdpa": gain * (1 + context / 1e6)})
+    return {"device": "Some GPU", "sms": 100, "copy_gbs": 3000.0, "flush": "read",
+            "rows": rows}
+
+
 # ---------------------------------------------------------------------------------------------
 # Every kind draws a PNG, named as documented.
 
@@ -130,14 +142,21 @@ def test_sensitivity_draws_per_layer_kld(tmp_path: Path) -> None:
     assert_png(out)
 
 
+def test_cuda_attention_draws_speedup_panels(tmp_path: Path) -> None:
+    written = plot.draw_file(write(tmp_path / "cuda_attention.json", cuda_record()))
+    assert written == [tmp_path / "cuda_attention.png"]
+    assert_png(written[0])
+
+
 def test_command_line_recognises_each_kind(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     records = {"n.json": niah_record(), "q.json": quality_record(),
-               "b.json": bench_record(2), "s.json": sensitivity_record()}
+               "b.json": bench_record(2), "s.json": sensitivity_record(),
+               "c.json": cuda_record()}
     paths = [str(write(tmp_path / name, record)) for name, record in records.items()]
     assert plot.main(paths) == 0
     captured = capsys.readouterr()
-    for name in ("niah_fp16_single.png", "q_kld_vs_bits.png", "b.png", "s.png"):
+    for name in ("niah_fp16_single.png", "q_kld_vs_bits.png", "b.png", "s.png", "c.png"):
         assert_png(tmp_path / name)
         assert f"wrote {tmp_path / name}" in captured.err
     assert captured.out == ""  # tq may print its JSON record on stdout
