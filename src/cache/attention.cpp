@@ -7,6 +7,7 @@
 #include "turboquant/cache/kv_cache.hpp"
 
 #include "block_int.hpp"
+#include "exact_kernels.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -38,7 +39,8 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
         "attend: AVX2 requested but this CPU does not support AVX2/FMA/F16C");
   }
   const bool fast = level == SimdLevel::Avx2;
-  const blockint::Kernels& K = fast ? blockint::avx2_kernels() : blockint::scalar_kernels();
+  const exact::Kernels& exact_ops = fast ? exact::avx2_kernels() : exact::scalar_kernels();
+  const blockint::Kernels& int_ops = fast ? blockint::avx2_kernels() : blockint::scalar_kernels();
   const int d = shape_.head_dim;
   const std::size_t ud = static_cast<std::size_t>(d);
   const float scale =
@@ -98,7 +100,8 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
       if (nc > 0) {
         switch (key_side.spec.format) {
           case KvFormat::Fp16:
-            for (int g = 0; g < group; ++g) K.fp16_dot(query(g), d, kh.h.data(), nc, row(g));
+            for (int g = 0; g < group; ++g)
+              exact_ops.fp16_dot(query(g), d, kh.h.data(), nc, row(g));
             break;
           case KvFormat::Int8Block:
           case KvFormat::Int4Block:
@@ -108,7 +111,7 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
                 key_side.rotation->apply(qs, qr.data());
                 qs = qr.data();
               }
-              (key_side.spec.format == KvFormat::Int8Block ? K.int8_dot : K.int4_dot)(
+              (key_side.spec.format == KvFormat::Int8Block ? int_ops.int8_dot : int_ops.int4_dot)(
                   qs, d, kh.u8.data(), kh.h.data(), nc, row(g));
             }
             break;
@@ -125,9 +128,10 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
         }
       }
       for (int g = 0; g < group; ++g) {
-        if (piece1) K.fp16_dot(query(g), d, kh.window.data() + s0 * ud, piece1, row(g) + nc);
-        if (piece2) K.fp16_dot(query(g), d, kh.window.data(), piece2, row(g) + nc + piece1);
-        sums[g] = K.softmax_exp(row(g), visible, scale);
+        if (piece1)
+          exact_ops.fp16_dot(query(g), d, kh.window.data() + s0 * ud, piece1, row(g) + nc);
+        if (piece2) exact_ops.fp16_dot(query(g), d, kh.window.data(), piece2, row(g) + nc + piece1);
+        sums[g] = exact_ops.softmax_exp(row(g), visible, scale);
       }
 
       // Weighted values.
@@ -147,14 +151,15 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
         if (nc > 0) {
           switch (value_side.spec.format) {
             case KvFormat::Fp16:
-              K.fp16_axpy(p, d, vh.h.data(), nc, tmp.data());
+              exact_ops.fp16_axpy(p, d, vh.h.data(), nc, tmp.data());
               break;
             case KvFormat::Int8Block:
             case KvFormat::Int4Block: {
               float* target = value_side.rotation ? acc.data() : tmp.data();
               std::fill(acc.begin(), acc.end(), 0.0f);
-              (value_side.spec.format == KvFormat::Int8Block ? K.int8_axpy : K.int4_axpy)(
-                  p, d, vh.u8.data(), vh.h.data(), nc, target);
+              (value_side.spec.format == KvFormat::Int8Block
+                   ? int_ops.int8_axpy
+                   : int_ops.int4_axpy)(p, d, vh.u8.data(), vh.h.data(), nc, target);
               if (value_side.rotation) value_side.rotation->apply_inverse(acc.data(), tmp.data());
               break;
             }
@@ -163,8 +168,8 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
               break;
           }
         }
-        if (piece1) K.fp16_axpy(p + nc, d, vh.window.data() + s0 * ud, piece1, tmp.data());
-        if (piece2) K.fp16_axpy(p + nc + piece1, d, vh.window.data(), piece2, tmp.data());
+        if (piece1) exact_ops.fp16_axpy(p + nc, d, vh.window.data() + s0 * ud, piece1, tmp.data());
+        if (piece2) exact_ops.fp16_axpy(p + nc + piece1, d, vh.window.data(), piece2, tmp.data());
         const float inv = 1.0f / sums[g];
         float* ov = output(g);
         for (int j = 0; j < d; ++j) ov[j] = tmp[j] * inv;

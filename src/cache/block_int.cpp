@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 namespace tq::blockint {
 namespace {
@@ -33,26 +32,16 @@ inline int int4_value(const std::uint8_t* q, int j) {
   return static_cast<int>((q[j >> 1] >> ((j & 1) * 4)) & 0xfu) - 8;
 }
 
-void fp16_dot(const float* q, int dim, const half_bits* x, std::size_t n, float* out) {
-  for (std::size_t t = 0; t < n; ++t) {
-    const half_bits* row = x + t * dim;
-    float acc = 0.0f;
-    for (int j = 0; j < dim; ++j) acc += q[j] * half_to_float(row[j]);
-    out[t] = acc;
-  }
-}
-
-void fp16_axpy(const float* w, int dim, const half_bits* x, std::size_t n, float* acc) {
-  for (std::size_t t = 0; t < n; ++t) {
-    const half_bits* row = x + t * dim;
-    for (int j = 0; j < dim; ++j) acc[j] += w[t] * half_to_float(row[j]);
-  }
+// Integer j of a stored row of either width.
+template <bool Four>
+int int_value(const std::uint8_t* row, int j) {
+  return Four ? int4_value(row, j) : static_cast<int>(static_cast<std::int8_t>(row[j]));
 }
 
 template <bool Four>
 void int_dot(const float* q, int dim, const std::uint8_t* codes, const half_bits* scales,
              std::size_t n, float* out) {
-  const std::size_t stride = Four ? int4_bytes(dim) : int8_bytes(dim);
+  const std::size_t stride = int_bytes(Four, dim);
   const int blocks = num_blocks(dim);
   for (std::size_t t = 0; t < n; ++t) {
     const std::uint8_t* row = codes + t * stride;
@@ -61,9 +50,7 @@ void int_dot(const float* q, int dim, const std::uint8_t* codes, const half_bits
       float acc = 0.0f;
       const int end = std::min(dim, (b + 1) * kBlock);
       for (int j = b * kBlock; j < end; ++j) {
-        const int v =
-            Four ? int4_value(row, j) : static_cast<int>(static_cast<std::int8_t>(row[j]));
-        acc += q[j] * static_cast<float>(v);
+        acc += q[j] * static_cast<float>(int_value<Four>(row, j));
       }
       total += acc * half_to_float(scales[t * blocks + b]);
     }
@@ -74,7 +61,7 @@ void int_dot(const float* q, int dim, const std::uint8_t* codes, const half_bits
 template <bool Four>
 void int_axpy(const float* w, int dim, const std::uint8_t* codes, const half_bits* scales,
               std::size_t n, float* acc) {
-  const std::size_t stride = Four ? int4_bytes(dim) : int8_bytes(dim);
+  const std::size_t stride = int_bytes(Four, dim);
   const int blocks = num_blocks(dim);
   for (std::size_t t = 0; t < n; ++t) {
     const std::uint8_t* row = codes + t * stride;
@@ -82,23 +69,10 @@ void int_axpy(const float* w, int dim, const std::uint8_t* codes, const half_bit
       const float ws = w[t] * half_to_float(scales[t * blocks + b]);
       const int end = std::min(dim, (b + 1) * kBlock);
       for (int j = b * kBlock; j < end; ++j) {
-        const int v =
-            Four ? int4_value(row, j) : static_cast<int>(static_cast<std::int8_t>(row[j]));
-        acc[j] += ws * static_cast<float>(v);
+        acc[j] += ws * static_cast<float>(int_value<Four>(row, j));
       }
     }
   }
-}
-
-float softmax_exp(float* s, std::size_t n, float scale) {
-  float max_value = -std::numeric_limits<float>::infinity();
-  for (std::size_t t = 0; t < n; ++t) max_value = std::max(max_value, scale * s[t]);
-  float sum = 0.0f;
-  for (std::size_t t = 0; t < n; ++t) {
-    s[t] = std::exp(scale * s[t] - max_value);
-    sum += s[t];
-  }
-  return sum;
 }
 
 }  // namespace
@@ -129,8 +103,7 @@ void dequantize_int4(const std::uint8_t* q, const half_bits* scales, int dim, fl
 }
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{fp16_dot,      fp16_axpy,      int_dot<false>, int_axpy<false>,
-                         int_dot<true>, int_axpy<true>, softmax_exp};
+  static const Kernels k{int_dot<false>, int_axpy<false>, int_dot<true>, int_axpy<true>};
   return k;
 }
 

@@ -54,7 +54,7 @@ LayerKvCache::LayerKvCache(const KvScheme& scheme, const LayerKvShape& shape)
       case KvFormat::Int8Block:
       case KvFormat::Int4Block: {
         const bool four = side.spec.format == KvFormat::Int4Block;
-        side.u8_width = four ? blockint::int4_bytes(d) : blockint::int8_bytes(d);
+        side.u8_width = blockint::int_bytes(four, d);
         side.h_width = static_cast<std::size_t>(blockint::num_blocks(d));
         if (side.spec.rotated) {
           if (!is_power_of_two(d)) {
