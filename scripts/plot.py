@@ -167,6 +167,14 @@ def number_list(obj: dict[str, Any], key: str, where: str) -> list[float]:
             for i, v in enumerate(list_field(obj, key, where))]
 
 
+def has_items_with(record: dict[str, Any], list_key: str, item_key: str) -> bool:
+    """Whether record[list_key] is a non-empty list of objects that all have item_key: how
+    the kinds recognise their records."""
+    items = record.get(list_key)
+    return isinstance(items, list) and bool(items) and all(
+        isinstance(item, dict) and item_key in item for item in items)
+
+
 # ---------------------------------------------------------------------------------------------
 # Labels shared by the figures.
 
@@ -255,8 +263,7 @@ def _log_axis_labels(axis: Any) -> None:
 # context], "cells": [...]}]}.
 
 def is_niah(record: dict[str, Any]) -> bool:
-    runs = record.get("runs")
-    return isinstance(runs, list) and all(isinstance(r, dict) and "table" in r for r in runs)
+    return has_items_with(record, "runs", "table")
 
 
 def draw_niah(record: dict[str, Any], source: Path, out: Path | None) -> list[Path]:
@@ -456,9 +463,7 @@ BenchPoint = tuple[float, float, float | None]  # context, tokens/s, attention m
 
 
 def is_bench(record: dict[str, Any]) -> bool:
-    rows = record.get("rows")
-    return isinstance(rows, list) and bool(rows) and all(
-        isinstance(r, dict) and "tokens_per_second" in r for r in rows)
+    return has_items_with(record, "rows", "tokens_per_second")
 
 
 def draw_bench(record: dict[str, Any], source: Path, out: Path | None) -> list[Path]:
@@ -559,9 +564,7 @@ def _bench_rows(series: dict[str, list[BenchPoint]], contexts: list[float],
 # "layers": [{"layer", "kld_keys", "kld_values", "top1_keys", "top1_values"}]}.
 
 def is_sensitivity(record: dict[str, Any]) -> bool:
-    layers = record.get("layers")
-    return isinstance(layers, list) and bool(layers) and all(
-        isinstance(r, dict) and "kld_keys" in r for r in layers)
+    return has_items_with(record, "layers", "kld_keys")
 
 
 def draw_sensitivity(record: dict[str, Any], source: Path, out: Path | None) -> list[Path]:
