@@ -1,7 +1,6 @@
-// Tokenizer implementation: UTF-8 decoding, the hand-written pre-tokenizer rules (no std::regex:
-// it has no notion of Unicode letter/number categories), byte-level BPE with a merge-rank hash map
-// and a priority queue per word, SentencePiece score-driven merging with byte fallback, special
-// token splitting, and decoding.
+// Tokenizer implementation: byte-level BPE with a merge-rank hash map and a priority queue per
+// word (the words come from the pre-tokenizer, pretokenizer.hpp), SentencePiece score-driven
+// merging with byte fallback, special token splitting, and decoding.
 #include "turboquant/model/tokenizer.hpp"
 
 #include <algorithm>
@@ -13,259 +12,13 @@
 #include <unordered_map>
 #include <utility>
 
-#include "model/unicode_tables.hpp"
+#include "model/pretokenizer.hpp"
+#include "model/utf8.hpp"
 #include "turboquant/model/gguf.hpp"
 
 namespace tq {
 
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// Unicode helpers.
-
-bool in_ranges(std::uint32_t cp, std::span<const unicode::CodepointRange> ranges) {
-  auto it = std::upper_bound(
-      ranges.begin(), ranges.end(), cp,
-      [](std::uint32_t c, const unicode::CodepointRange& r) { return c < r.first; });
-  if (it == ranges.begin()) return false;
-  --it;
-  return cp <= it->last;
-}
-
-bool is_letter(std::uint32_t cp) {
-  if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
-  return in_ranges(cp, unicode::kLetterRanges);
-}
-
-bool is_number(std::uint32_t cp) {
-  if (cp < 0x80) return cp >= '0' && cp <= '9';
-  return in_ranges(cp, unicode::kNumberRanges);
-}
-
-// The Unicode White_Space property, which is what \s means in the tokenizers' regexes.
-bool is_space(std::uint32_t cp) {
-  if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0d);
-  return cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
-         cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
-}
-
-bool is_newline(std::uint32_t cp) {
-  return cp == '\r' || cp == '\n';
-}
-
-// A code point with the byte range it came from. Invalid UTF-8 bytes become one "code point" each
-// (kInvalid, category "other") so that byte-level BPE still sees every original byte.
-constexpr std::uint32_t kInvalid = 0xFFFFFFFF;
-
-struct Codepoint {
-  std::uint32_t cp;
-  std::uint32_t offset;  // byte offset in the text
-};
-
-// Length of the UTF-8 sequence starting at s[i] and its code point; 0 when invalid.
-std::size_t utf8_decode(std::string_view s, std::size_t i, std::uint32_t& cp) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) {
-    cp = b0;
-    return 1;
-  }
-  std::size_t len;
-  std::uint32_t min;
-  if ((b0 & 0xe0) == 0xc0) {
-    len = 2, cp = b0 & 0x1f, min = 0x80;
-  } else if ((b0 & 0xf0) == 0xe0) {
-    len = 3, cp = b0 & 0x0f, min = 0x800;
-  } else if ((b0 & 0xf8) == 0xf0) {
-    len = 4, cp = b0 & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (std::size_t k = 1; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
-std::vector<Codepoint> to_codepoints(std::string_view s) {
-  std::vector<Codepoint> out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    std::uint32_t cp;
-    std::size_t len = utf8_decode(s, i, cp);
-    if (len == 0) {
-      cp = kInvalid;
-      len = 1;
-    }
-    out.push_back({cp, static_cast<std::uint32_t>(i)});
-    i += len;
-  }
-  return out;
-}
-
-void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pre-tokenizers. Each matcher returns the end (exclusive, in code points) of the word starting at
-// `i` within [.., end); the rules are tried in the order the original regex alternation lists them.
-
-class WordSplitter {
- public:
-  WordSplitter(const std::vector<Codepoint>& cps, std::size_t end) : cps_(cps), end_(end) {}
-
-  std::uint32_t at(std::size_t i) const { return i < end_ ? cps_[i].cp : kInvalid - 1; }
-  bool valid(std::size_t i) const { return i < end_; }
-  bool letter(std::size_t i) const { return valid(i) && is_letter(at(i)); }
-  bool number(std::size_t i) const { return valid(i) && is_number(at(i)); }
-  bool space(std::size_t i) const { return valid(i) && is_space(at(i)); }
-  // [^\s\p{L}\p{N}]
-  bool other(std::size_t i) const { return valid(i) && !space(i) && !letter(i) && !number(i); }
-
-  // 's|'t|'re|'ve|'m|'ll|'d (ASCII case-insensitive when `any_case`): length or 0.
-  std::size_t contraction(std::size_t i, bool any_case) const {
-    if (at(i) != '\'' || !valid(i + 1)) return 0;
-    auto lower = [&](std::size_t k) -> std::uint32_t {
-      const std::uint32_t c = at(k);
-      return any_case && c >= 'A' && c <= 'Z' ? c + 32 : c;
-    };
-    const std::uint32_t c1 = lower(i + 1);
-    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
-    if (valid(i + 2)) {
-      const std::uint32_t c2 = lower(i + 2);
-      if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
-        return 3;
-      }
-    }
-    return 0;
-  }
-
-  // The GPT-2 rules.
-  std::size_t gpt2(std::size_t i) const {
-    if (std::size_t n = contraction(i, false)) return i + n;
-    const std::size_t j = at(i) == ' ' ? i + 1 : i;  // optional leading space
-    if (letter(j)) return run(j, &WordSplitter::letter);
-    if (number(j)) return run(j, &WordSplitter::number);
-    if (other(j)) return run(j, &WordSplitter::other);
-    return whitespace(i);
-  }
-
-  // The Llama 3 / Qwen2 rules; max_digits is 3 (Llama 3) or 1 (Qwen2).
-  std::size_t llama3(std::size_t i, std::size_t max_digits) const {
-    if (std::size_t n = contraction(i, true)) return i + n;
-    // [^\r\n\p{L}\p{N}]?\p{L}+
-    if (letter(i)) return run(i, &WordSplitter::letter);
-    if (valid(i) && !is_newline(at(i)) && !number(i) && letter(i + 1)) {
-      return run(i + 1, &WordSplitter::letter);
-    }
-    // \p{N}{1,max_digits}
-    if (number(i)) {
-      std::size_t k = i;
-      while (k - i < max_digits && number(k)) ++k;
-      return k;
-    }
-    // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
-    const std::size_t j = at(i) == ' ' ? i + 1 : i;
-    if (other(j)) {
-      std::size_t k = run(j, &WordSplitter::other);
-      while (valid(k) && is_newline(at(k))) ++k;
-      return k;
-    }
-    // \s*[\r\n]+ : the whitespace run up to and including its last newline.
-    std::size_t k = i;
-    std::size_t last_newline = 0;
-    bool has_newline = false;
-    while (space(k)) {
-      if (is_newline(at(k))) {
-        has_newline = true;
-        last_newline = k;
-      }
-      ++k;
-    }
-    if (has_newline) return last_newline + 1;
-    return whitespace(i);
-  }
-
- private:
-  std::size_t run(std::size_t i, bool (WordSplitter::*pred)(std::size_t) const) const {
-    while ((this->*pred)(i)) ++i;
-    return i;
-  }
-
-  // \s+(?!\S)|\s+ : a whitespace run, leaving its last character to the next word when a
-  // non-space follows (so " word" keeps its space), unless the run is a single character.
-  std::size_t whitespace(std::size_t i) const {
-    std::size_t k = i;
-    while (space(k)) ++k;
-    if (k == i) return i + 1;  // not reachable for valid input; never stall
-    if (valid(k) && k - i >= 2) return k - 1;
-    return k;
-  }
-
-  const std::vector<Codepoint>& cps_;
-  std::size_t end_;
-};
-
-// Splits cps[begin, end) into words (as code point index ranges) and calls emit(b, e) for each.
-template <typename Emit>
-void split_words(const std::vector<Codepoint>& cps, std::size_t begin, std::size_t end,
-                 PreTokenizerKind kind, Emit&& emit) {
-  WordSplitter splitter(cps, end);
-  for (std::size_t i = begin; i < end;) {
-    std::size_t e;
-    switch (kind) {
-      case PreTokenizerKind::kLlama3:
-        e = splitter.llama3(i, 3);
-        break;
-      case PreTokenizerKind::kQwen2:
-        e = splitter.llama3(i, 1);
-        break;
-      default:
-        e = splitter.gpt2(i);
-        break;
-    }
-    e = std::clamp(e, i + 1, end);
-    emit(i, e);
-    i = e;
-  }
-}
-
-template <typename Emit>
-void pre_tokenize(const std::vector<Codepoint>& cps, PreTokenizerKind kind, Emit&& emit) {
-  if (kind != PreTokenizerKind::kSmolLM) {
-    split_words(cps, 0, cps.size(), kind, emit);
-    return;
-  }
-  // SmolLM/StarCoder: \p{N} splits first (each digit is a piece), then GPT-2 rules run on each
-  // remaining piece separately, so look-aheads stop at a digit.
-  std::size_t start = 0;
-  for (std::size_t i = 0; i < cps.size(); ++i) {
-    if (is_number(cps[i].cp)) {
-      if (start < i) split_words(cps, start, i, PreTokenizerKind::kGpt2, emit);
-      emit(i, i + 1);
-      start = i + 1;
-    }
-  }
-  if (start < cps.size()) split_words(cps, start, cps.size(), PreTokenizerKind::kGpt2, emit);
-}
 
 // GPT-2's reversible byte -> printable code point map: printable Latin-1 bytes map to themselves,
 // the remaining 68 bytes to U+0100 upwards in byte order.
@@ -300,21 +53,6 @@ struct MergeInfo {
 };
 
 }  // namespace
-
-PreTokenizerKind pre_tokenizer_from_name(std::string_view name) {
-  if (name == "llama3" || name == "llama-bpe" || name == "llama-v3" || name == "falcon3" ||
-      name == "dbrx" || name == "smaug-bpe" || name == "pixtral") {
-    return PreTokenizerKind::kLlama3;
-  }
-  if (name == "qwen2" || name == "deepseek-r1-qwen" || name == "megrez") {
-    return PreTokenizerKind::kQwen2;
-  }
-  if (name == "smollm" || name == "starcoder" || name == "refact" || name == "command-r" ||
-      name == "codeshell" || name == "exaone" || name == "minerva-7b") {
-    return PreTokenizerKind::kSmolLM;
-  }
-  return PreTokenizerKind::kGpt2;
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -370,7 +108,7 @@ void Tokenizer::Impl::build() {
   if (vocab.kind == TokenizerKind::kBytePairGpt2) {
     for (int b = 0; b < 256; ++b) {
       std::string s;
-      append_utf8(s, bm.to_cp[b]);
+      utf8::append(s, bm.to_cp[b]);
       if (auto it = token_to_id.find(s); it != token_to_id.end()) byte_token[b] = it->second;
     }
     merges.reserve(vocab.merges.size());
@@ -435,7 +173,7 @@ void Tokenizer::Impl::build() {
       bool ok = true;
       for (std::size_t k = 0; k < text.size();) {
         std::uint32_t cp;
-        const std::size_t len = utf8_decode(text, k, cp);
+        const std::size_t len = utf8::decode(text, k, cp);
         auto it = len ? bm.to_byte.find(cp) : bm.to_byte.end();
         if (it == bm.to_byte.end()) {
           ok = false;
@@ -458,7 +196,7 @@ void Tokenizer::Impl::build() {
 void Tokenizer::Impl::encode_bpe_word(std::string_view word, std::vector<TokenId>& out) const {
   if (ignore_merges) {
     std::string mapped;
-    for (unsigned char c : word) append_utf8(mapped, byte_map().to_cp[c]);
+    for (unsigned char c : word) utf8::append(mapped, byte_map().to_cp[c]);
     if (auto it = token_to_id.find(mapped); it != token_to_id.end()) {
       out.push_back(it->second);
       return;
@@ -513,17 +251,17 @@ void Tokenizer::Impl::encode_bpe_word(std::string_view word, std::vector<TokenId
 void Tokenizer::Impl::encode_bpe(
     std::string_view text, std::vector<TokenId>& out,
     std::unordered_map<std::string, std::vector<TokenId>>& cache) const {
-  const std::vector<Codepoint> cps = to_codepoints(text);
+  const std::vector<pretokenizer::Codepoint> cps = pretokenizer::to_codepoints(text);
   auto byte_at = [&](std::size_t cp_index) {
     return cp_index < cps.size() ? cps[cp_index].offset : static_cast<std::uint32_t>(text.size());
   };
-  pre_tokenize(cps, vocab.pre, [&](std::size_t b, std::size_t e) {
-    const std::string_view word = text.substr(byte_at(b), byte_at(e) - byte_at(b));
+  for (const pretokenizer::Word& w : pretokenizer::split_words(cps, vocab.pre)) {
+    const std::string_view word = text.substr(byte_at(w.begin), byte_at(w.end) - byte_at(w.begin));
     // Repeated words are common in real text; a per-call cache makes them free.
     auto [it, inserted] = cache.try_emplace(std::string(word));
     if (inserted) encode_bpe_word(word, it->second);
     out.insert(out.end(), it->second.begin(), it->second.end());
-  });
+  }
 }
 
 // SentencePiece-style: spaces become U+2581 (plus one in front when add_space_prefix), then the
@@ -547,7 +285,7 @@ void Tokenizer::Impl::encode_spm(std::string_view raw, bool at_start,
   std::vector<Symbol> symbols;
   for (std::size_t i = 0; i < text.size();) {
     std::uint32_t cp;
-    std::size_t len = utf8_decode(text, i, cp);
+    std::size_t len = utf8::decode(text, i, cp);
     if (len == 0) len = 1;
     const auto idx = static_cast<std::int32_t>(symbols.size());
     symbols.push_back({static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(len), idx - 1,
