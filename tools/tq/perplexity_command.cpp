@@ -4,27 +4,30 @@
 // with a sliding window; with --kld, KL divergence, top-1 agreement and ΔPPL against the logits
 // a reference run saved with --save-logits on the same tokens.
 #include "command_registry.hpp"
+#include "common_options.hpp"
 
 #include "turboquant/eval/runner.hpp"
-#include "turboquant/model/gguf.hpp"
-#include "turboquant/model/model.hpp"
-#include "turboquant/model/tokenizer.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
+
+namespace tq::eval {
+// The --json fields of a comparison with the reference.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(KldAccumulator::Summary, kld_mean, kld_mean_stderr, kld_median,
+                                   kld_p99, kld_max, top1_agree, ppl_ref, delta_ppl,
+                                   delta_ppl_stderr)
+}  // namespace tq::eval
 
 namespace tq::cli {
 namespace {
 
 struct PerplexityCliOptions {
-  std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  ModelOptions model;
   std::string text;
   std::string kv = "fp16";
   std::size_t context = 512;
@@ -33,19 +36,9 @@ struct PerplexityCliOptions {
   std::string save_logits;
   std::string kld;
   bool logits_f32 = false;
-  int threads = 0;
   int batch = 256;
-  bool json = false;
-  bool quiet = false;
+  ReportOptions report;
 };
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read text file '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 void run(const PerplexityCliOptions& o) {
   if (o.text.empty()) throw std::invalid_argument("perplexity needs a text file (-f FILE)");
@@ -58,13 +51,12 @@ void run(const PerplexityCliOptions& o) {
   po.stride = o.stride;
   po.max_windows = o.chunks;
 
-  const std::string text = read_text(o.text);
-  const gguf::File file = gguf::File::open(o.model);
-  const Model model = Model::from_gguf(file, o.threads);
-  const Tokenizer tokenizer = Tokenizer::from_gguf(file);
-  const bool bos = tokenizer.add_bos_by_default() && tokenizer.bos_id() >= 0;
-  const std::vector<TokenId> tokens = tokenizer.encode(text, bos, false);
-  if (bos) po.window_start_token = tokenizer.bos_id();
+  const std::string text = read_text_file(o.text, "text file");
+  const LoadedModel loaded(o.model);
+  const Model& model = loaded.model;
+  const bool bos = loaded.adds_bos();
+  const std::vector<TokenId> tokens = loaded.tokenizer.encode(text, bos, false);
+  if (bos) po.window_start_token = loaded.tokenizer.bos_id();
   if (po.context > static_cast<std::size_t>(model.config().context_length)) {
     throw std::invalid_argument("-c " + std::to_string(po.context) +
                                 " exceeds the model's trained context of " +
@@ -73,7 +65,7 @@ void run(const PerplexityCliOptions& o) {
   const std::vector<eval::EvalWindow> windows = eval::plan_windows(tokens.size(), po);
 
   SessionOptions so;
-  so.threads = o.threads;
+  so.threads = o.model.threads;
   so.prefill_chunk = o.batch;
   so.max_context = po.context;
   so.reserve = po.context;
@@ -86,21 +78,21 @@ void run(const PerplexityCliOptions& o) {
     writer = std::make_unique<eval::LogitsWriter>(
         o.save_logits, static_cast<std::uint32_t>(model.config().n_vocab),
         o.logits_f32 ? eval::LogitsDtype::kFloat32 : eval::LogitsDtype::kFloat16,
-        eval::logits_metadata_json(o.model, o.text, scheme.name, po, windows.size(),
+        eval::logits_metadata_json(o.model.path, o.text, scheme.name, po, windows.size(),
                                    tokens.size()));
   }
   if (!o.kld.empty()) {
     reader = std::make_unique<eval::LogitsReader>(o.kld);
     eval::check_logits_metadata(reader->info().metadata, po, windows.size(), tokens.size());
   }
-  if (!o.quiet) {
+  if (!o.report.quiet) {
     std::fprintf(stderr, "perplexity: %s, %zu tokens, %zu windows of %zu (%s), kv %s\n",
                  o.text.c_str(), tokens.size(), windows.size(), po.context,
                  po.stride ? ("stride " + std::to_string(po.stride)).c_str() : "second half scored",
                  scheme.name.c_str());
   }
   const auto progress = [&](const eval::PerplexityProgress& p) {
-    if (o.quiet) return;
+    if (o.report.quiet) return;
     std::fprintf(stderr, "[%zu/%zu] %zu tokens scored, ppl %.4f", p.window, p.windows,
                  p.tokens_scored, p.ppl);
     if (p.kld_mean >= 0) std::fprintf(stderr, ", kld %.5f", p.kld_mean);
@@ -112,9 +104,9 @@ void run(const PerplexityCliOptions& o) {
   if (writer) writer->finish();
 
   const double ppl = r.ppl.ppl(), se = r.ppl.ppl_stderr();
-  if (o.json) {
-    nlohmann::json j;
-    j["model"] = o.model;
+  if (o.report.json) {
+    nlohmann::json j = r.kld ? nlohmann::json(r.kld->summary()) : nlohmann::json::object();
+    j["model"] = o.model.path;
     j["text"] = o.text;
     j["kv"] = scheme.name;
     j["context"] = po.context;
@@ -130,18 +122,6 @@ void run(const PerplexityCliOptions& o) {
     const KvSizeBreakdown kv = session.kv_bytes();
     j["kv_bits_per_value"] = kv.bits_per_value;
     j["kv_ratio"] = kv.ratio();
-    if (r.kld) {
-      const eval::KldAccumulator::Summary s = r.kld->summary();
-      j["kld_mean"] = s.kld_mean;
-      j["kld_mean_stderr"] = s.kld_mean_stderr;
-      j["kld_median"] = s.kld_median;
-      j["kld_p99"] = s.kld_p99;
-      j["kld_max"] = s.kld_max;
-      j["top1_agree"] = s.top1_agree;
-      j["ppl_ref"] = s.ppl_ref;
-      j["delta_ppl"] = s.delta_ppl;
-      j["delta_ppl_stderr"] = s.delta_ppl_stderr;
-    }
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -161,10 +141,10 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   auto o = std::make_shared<PerplexityCliOptions>();
   CLI::App* cmd = root.add_subcommand(
       "perplexity", "Perplexity (and KLD vs a saved reference) of a text with a KV scheme");
-  cmd->add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
+  add_model_options(*cmd, o->model);
   cmd->add_option("-f,--file", o->text, "Text file (e.g. wikitext-2-raw/wiki.test.raw)")
       ->required();
-  cmd->add_option("--kv", o->kv, "KV-cache scheme")->capture_default_str();
+  add_kv_option(*cmd, o->kv, "KV-cache scheme");
   cmd->add_option("-c,--ctx", o->context, "Tokens per window")->capture_default_str();
   cmd->add_option("--stride", o->stride,
                   "Sliding window every S tokens (0: llama-perplexity chunks, second half scored)")
@@ -174,10 +154,8 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("--save-logits", o->save_logits, "Write the scored tokens' logits (reference)");
   cmd->add_option("--kld", o->kld, "Compare with logits saved by --save-logits");
   cmd->add_flag("--logits-f32", o->logits_f32, "Save logits as float32 (default float16)");
-  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
   cmd->add_option("-b,--batch", o->batch, "Prefill chunk in tokens")->capture_default_str();
-  cmd->add_flag("--json", o->json, "Print a JSON summary");
-  cmd->add_flag("-q,--quiet", o->quiet, "No progress on stderr");
+  add_report_options(*cmd, o->report, "Print a JSON summary");
   cmd->callback([o] { run(*o); });
 });
 

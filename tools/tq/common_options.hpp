@@ -1,0 +1,70 @@
+// The options several `tq` subcommands share, declared once so that their names, defaults and
+// help texts stay the same everywhere: the model file and thread count of every command that
+// runs a model, the KV-cache scheme(s), --json and --quiet; plus the model loading and the small
+// file I/O those commands all do.
+#pragma once
+
+#include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
+#include "turboquant/model/tokenizer.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace tq::cli {
+
+// The model every command runs when -m is not given (scripts/fetch_model.sh downloads it),
+// relative to the working directory.
+inline constexpr const char* kDefaultModelPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// What a command that runs a model needs to load and run it. The device a command runs on (the
+// GPU runner's option) belongs here as well, so that add_model_options gives it to every model
+// command at once.
+struct ModelOptions {
+  std::string path = kDefaultModelPath;
+  int threads = 0;  // CPU threads; 0: all cores
+};
+
+// Adds -m,--model and -t,--threads.
+void add_model_options(CLI::App& cmd, ModelOptions& options);
+
+// A model opened for running: the GGUF file (kept open for the model's lifetime), the weights
+// and the tokenizer.
+struct LoadedModel {
+  explicit LoadedModel(const ModelOptions& options);
+  // Whether encoded texts start with BOS: the tokenizer asks for it and has one.
+  bool adds_bos() const;
+
+  gguf::File file;
+  Model model;
+  Tokenizer tokenizer;
+};
+
+// --kv with one scheme, or with several (repeatable: --kv a --kv b); the default is shown in the
+// help.
+void add_kv_option(CLI::App& cmd, std::string& kv, const std::string& help);
+void add_kv_option(CLI::App& cmd, std::vector<std::string>& kv, const std::string& help);
+
+// How a command reports: --json (machine-readable output, help text per command) and
+// -q,--quiet (no progress on stderr).
+struct ReportOptions {
+  bool json = false;
+  bool quiet = false;
+};
+void add_report_options(CLI::App& cmd, ReportOptions& options, const std::string& json_help);
+void add_quiet_flag(CLI::App& cmd, bool& quiet);
+
+// The whole file as text; `what` names it in the error ("text file", "prompt file").
+std::string read_text_file(const std::string& path, const std::string& what);
+
+// Writes `text` to `path`, creating missing parent directories; throws std::runtime_error naming
+// the path when it cannot be written.
+void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+// The common check of commands whose --plot draws PREFIX.png from the PREFIX.json they write.
+void require_out_for_plot(bool plot, const std::string& out);
+
+}  // namespace tq::cli
