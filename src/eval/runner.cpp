@@ -437,13 +437,7 @@ AttentionTiming time_attention(const KvScheme& scheme, const ModelConfig& config
   const std::size_t block = 256;
   std::vector<float> k(block * kv), v(block * kv);
   for (int l = 0; l < config.n_layers; ++l) {
-    LayerKvShape shape;
-    shape.layer = l;
-    shape.n_layers = config.n_layers;
-    shape.n_q_heads = config.n_heads;
-    shape.n_kv_heads = config.n_kv_heads;
-    shape.head_dim = config.head_dim;
-    caches.emplace_back(scheme, shape);
+    caches.emplace_back(scheme, layer_kv_shape(config, l));
     caches.back().reserve(context);
     for (std::size_t done = 0; done < context;) {
       const std::size_t n = std::min(block, context - done);
