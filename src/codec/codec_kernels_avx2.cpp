@@ -151,16 +151,29 @@ void segment_axpy_multi_impl(const float* const* w, int count, const float* cent
   }
 }
 
+template <typename F, int... kIndex>
+void with_constant_among(int value, F& f, std::integer_sequence<int, kIndex...>) {
+  ((value == kIndex + 1 && (f(std::integral_constant<int, kIndex + 1>{}), true)) || ...);
+}
+
 // Calls f(std::integral_constant<int, N>{}) for N = value clamped to [1, kMax], so that a
 // run-time count (queries per pass, code bits) becomes a compile-time constant: accumulators live
 // in registers and the code shifts are unrolled.
 template <int kMax, typename F>
 void with_constant(int value, F&& f) {
-  const int clamped = std::clamp(value, 1, kMax);
-  [&]<int... kIndex>(std::integer_sequence<int, kIndex...>) {
-    ((clamped == kIndex + 1 ? (f(std::integral_constant<int, kIndex + 1>{}), true) : false) || ...);
+  with_constant_among(std::clamp(value, 1, kMax), f, std::make_integer_sequence<int, kMax>{});
+}
+
+// Splits n_queries into passes of at most kMaxQueriesPerPass and calls f(bits, queries, first)
+// for each, with the code width (1..4) and the pass's query count as compile-time constants.
+template <typename F>
+void for_each_pass(int n_queries, int bits, F&& f) {
+  for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
+    const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
+    with_constant<4>(bits, [&](auto b) {
+      with_constant<kMaxQueriesPerPass>(nq, [&](auto k) { f(b, k, first); });
+    });
   }
-  (std::make_integer_sequence<int, kMax>{});
 }
 
 }  // namespace
@@ -169,37 +182,24 @@ void segment_dot_multi_avx2(const float* const* q, int n_queries, int count, int
                             const float* centroids, const std::uint8_t* codes, std::size_t stride,
                             std::size_t n, float* out, std::size_t out_stride) {
   if (count % 8 != 0 || bits > 4) {
-    segment_dot_multi_scalar(q, n_queries, count, bits, centroids, codes, stride, n, out,
-                             out_stride);
-    return;
+    return segment_dot_multi_scalar(q, n_queries, count, bits, centroids, codes, stride, n, out,
+                                    out_stride);
   }
-  for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
-    const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
-    with_constant<4>(bits, [&](auto b) {
-      with_constant<kMaxQueriesPerPass>(nq, [&](auto k) {
-        segment_dot_multi_impl<b(), k()>(q + first, count, centroids, codes, stride, n,
-                                         out + first * out_stride, out_stride);
-      });
-    });
-  }
+  for_each_pass(n_queries, bits, [&](auto b, auto k, int first) {
+    segment_dot_multi_impl<b(), k()>(q + first, count, centroids, codes, stride, n,
+                                     out + first * out_stride, out_stride);
+  });
 }
 
 void segment_axpy_multi_avx2(const float* const* w, int n_queries, int count, int bits,
                              const float* centroids, const std::uint8_t* codes, std::size_t stride,
                              std::size_t n, float* const* acc) {
   if (count % 8 != 0 || bits > 4) {
-    segment_axpy_multi_scalar(w, n_queries, count, bits, centroids, codes, stride, n, acc);
-    return;
+    return segment_axpy_multi_scalar(w, n_queries, count, bits, centroids, codes, stride, n, acc);
   }
-  for (int first = 0; first < n_queries; first += kMaxQueriesPerPass) {
-    const int nq = std::min(kMaxQueriesPerPass, n_queries - first);
-    with_constant<4>(bits, [&](auto b) {
-      with_constant<kMaxQueriesPerPass>(nq, [&](auto k) {
-        segment_axpy_multi_impl<b(), k()>(w + first, count, centroids, codes, stride, n,
-                                          acc + first);
-      });
-    });
-  }
+  for_each_pass(n_queries, bits, [&](auto b, auto k, int first) {
+    segment_axpy_multi_impl<b(), k()>(w + first, count, centroids, codes, stride, n, acc + first);
+  });
 }
 
 void quantize_avx2(const float* y, int count, const float* thresholds, int bits,

@@ -166,104 +166,64 @@ void dequant_q6_k(const std::uint8_t* b, float* y) {
   }
 }
 
+// One row per tensor type ggml defines. Block geometry is given for the types this loader reads
+// (is_supported); the others are listed so that error messages can name them.
+struct TensorTypeInfo {
+  TensorType type;
+  const char* name;
+  bool supported;
+  std::size_t block_elements;
+  std::size_t block_bytes;
+};
+
+constexpr TensorTypeInfo kTensorTypes[] = {
+    {TensorType::kF32, "F32", true, 1, 4},
+    {TensorType::kF16, "F16", true, 1, 2},
+    {TensorType::kQ4_0, "Q4_0", true, kQK, 2 + kQK / 2},      // 18
+    {TensorType::kQ4_1, "Q4_1", true, kQK, 4 + kQK / 2},      // 20
+    {TensorType::kQ5_0, "Q5_0", true, kQK, 2 + 4 + kQK / 2},  // 22
+    {TensorType::kQ5_1, "Q5_1", true, kQK, 4 + 4 + kQK / 2},  // 24
+    {TensorType::kQ8_0, "Q8_0", true, kQK, 2 + kQK},          // 34
+    {TensorType::kQ8_1, "Q8_1", false, 0, 0},
+    {TensorType::kQ2_K, "Q2_K", false, 0, 0},
+    {TensorType::kQ3_K, "Q3_K", false, 0, 0},
+    {TensorType::kQ4_K, "Q4_K", true, kQKK, 4 + kKScaleBytes + kQKK / 2},             // 144
+    {TensorType::kQ5_K, "Q5_K", true, kQKK, 4 + kKScaleBytes + kQKK / 8 + kQKK / 2},  // 176
+    {TensorType::kQ6_K, "Q6_K", true, kQKK, kQKK / 2 + kQKK / 4 + kQKK / 16 + 2},     // 210
+    {TensorType::kQ8_K, "Q8_K", false, 0, 0},
+    {TensorType::kBF16, "BF16", true, 1, 2},
+};
+
+// The row of a supported type, or nullptr.
+const TensorTypeInfo* supported_info(TensorType type) {
+  for (const TensorTypeInfo& info : kTensorTypes) {
+    if (info.type == type) return info.supported ? &info : nullptr;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 std::string tensor_type_name(TensorType type) {
-  switch (type) {
-    case TensorType::kF32:
-      return "F32";
-    case TensorType::kF16:
-      return "F16";
-    case TensorType::kQ4_0:
-      return "Q4_0";
-    case TensorType::kQ4_1:
-      return "Q4_1";
-    case TensorType::kQ5_0:
-      return "Q5_0";
-    case TensorType::kQ5_1:
-      return "Q5_1";
-    case TensorType::kQ8_0:
-      return "Q8_0";
-    case TensorType::kQ8_1:
-      return "Q8_1";
-    case TensorType::kQ2_K:
-      return "Q2_K";
-    case TensorType::kQ3_K:
-      return "Q3_K";
-    case TensorType::kQ4_K:
-      return "Q4_K";
-    case TensorType::kQ5_K:
-      return "Q5_K";
-    case TensorType::kQ6_K:
-      return "Q6_K";
-    case TensorType::kQ8_K:
-      return "Q8_K";
-    case TensorType::kBF16:
-      return "BF16";
+  for (const TensorTypeInfo& info : kTensorTypes) {
+    if (info.type == type) return info.name;
   }
   return "type#" + std::to_string(static_cast<std::uint32_t>(type));
 }
 
 bool is_supported(TensorType type) {
-  switch (type) {
-    case TensorType::kF32:
-    case TensorType::kF16:
-    case TensorType::kBF16:
-    case TensorType::kQ4_0:
-    case TensorType::kQ4_1:
-    case TensorType::kQ5_0:
-    case TensorType::kQ5_1:
-    case TensorType::kQ8_0:
-    case TensorType::kQ4_K:
-    case TensorType::kQ5_K:
-    case TensorType::kQ6_K:
-      return true;
-    default:
-      return false;
-  }
+  return supported_info(type) != nullptr;
 }
 
 std::size_t block_elements(TensorType type) {
-  switch (type) {
-    case TensorType::kF32:
-    case TensorType::kF16:
-    case TensorType::kBF16:
-      return 1;
-    case TensorType::kQ4_K:
-    case TensorType::kQ5_K:
-    case TensorType::kQ6_K:
-      return kQKK;
-    default:
-      return kQK;
-  }
+  const TensorTypeInfo* info = supported_info(type);
+  return info ? info->block_elements : kQK;
 }
 
 std::size_t block_bytes(TensorType type) {
-  switch (type) {
-    case TensorType::kF32:
-      return 4;
-    case TensorType::kF16:
-    case TensorType::kBF16:
-      return 2;
-    case TensorType::kQ4_0:
-      return 2 + kQK / 2;  // 18
-    case TensorType::kQ4_1:
-      return 4 + kQK / 2;  // 20
-    case TensorType::kQ5_0:
-      return 2 + 4 + kQK / 2;  // 22
-    case TensorType::kQ5_1:
-      return 4 + 4 + kQK / 2;  // 24
-    case TensorType::kQ8_0:
-      return 2 + kQK;  // 34
-    case TensorType::kQ4_K:
-      return 4 + kKScaleBytes + kQKK / 2;  // 144
-    case TensorType::kQ5_K:
-      return 4 + kKScaleBytes + kQKK / 8 + kQKK / 2;  // 176
-    case TensorType::kQ6_K:
-      return kQKK / 2 + kQKK / 4 + kQKK / 16 + 2;  // 210
-    default:
-      throw FormatError("GGUF: tensor type " + tensor_type_name(type) + " is not supported");
-  }
+  const TensorTypeInfo* info = supported_info(type);
+  if (!info) throw FormatError("GGUF: tensor type " + tensor_type_name(type) + " is not supported");
+  return info->block_bytes;
 }
 
 std::size_t row_bytes(TensorType type, std::uint64_t n) {

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <sstream>
 #include <system_error>
@@ -75,108 +76,87 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-// Smallest number of bytes one value of `type` occupies, used to bound element counts.
-std::size_t min_encoded_size(ValueType type) {
-  switch (type) {
-    case ValueType::kUint8:
-    case ValueType::kInt8:
-    case ValueType::kBool:
-      return 1;
-    case ValueType::kUint16:
-    case ValueType::kInt16:
-      return 2;
-    case ValueType::kUint32:
-    case ValueType::kInt32:
-    case ValueType::kFloat32:
-      return 4;
-    case ValueType::kUint64:
-    case ValueType::kInt64:
-    case ValueType::kFloat64:
-    case ValueType::kString:
-      return 8;
-    case ValueType::kArray:
-      return 12;
+Value read_array(Reader& r, const char* what, const std::string& key, int depth);
+
+template <typename T>
+Value read_number(Reader& r, const char* what, const std::string& /*key*/, int /*depth*/) {
+  Value v;
+  v.data = r.read<T>(what);
+  return v;
+}
+
+Value read_bool(Reader& r, const char* what, const std::string& key, int /*depth*/) {
+  const auto b = r.read<std::uint8_t>(what);
+  if (b > 1) {
+    fail("metadata key '" + key + "': bool value is " + std::to_string(b) + " (expected 0 or 1)");
   }
-  return 1;
+  Value v;
+  v.data = b != 0;
+  return v;
 }
 
-bool valid_value_type(std::uint32_t raw) {
-  return raw <= 12;
+Value read_string_value(Reader& r, const char* what, const std::string& /*key*/, int /*depth*/) {
+  Value v;
+  v.data = r.read_string(what);
+  return v;
 }
 
-Value read_value(Reader& r, ValueType type, const std::string& key, int depth);
+// One row per GGUF value type, indexed by its number (the order of Value::data's alternatives):
+// its name, what a truncation error calls one value, the fewest bytes one value occupies (to
+// bound element counts before anything is allocated) and how to read one.
+struct ValueTypeInfo {
+  std::string_view name;
+  const char* what;
+  std::size_t min_bytes;
+  Value (*read)(Reader& r, const char* what, const std::string& key, int depth);
+};
 
-Value read_array(Reader& r, const std::string& key, int depth) {
+constexpr ValueTypeInfo kValueTypes[] = {
+    {"uint8", "uint8 value", 1, read_number<std::uint8_t>},
+    {"int8", "int8 value", 1, read_number<std::int8_t>},
+    {"uint16", "uint16 value", 2, read_number<std::uint16_t>},
+    {"int16", "int16 value", 2, read_number<std::int16_t>},
+    {"uint32", "uint32 value", 4, read_number<std::uint32_t>},
+    {"int32", "int32 value", 4, read_number<std::int32_t>},
+    {"float32", "float32 value", 4, read_number<float>},
+    {"bool", "bool value", 1, read_bool},
+    {"string", "string value", 8, read_string_value},  // the 8-byte length
+    {"array", "array", 12, read_array},                // element type (4) and count (8)
+    {"uint64", "uint64 value", 8, read_number<std::uint64_t>},
+    {"int64", "int64 value", 8, read_number<std::int64_t>},
+    {"float64", "float64 value", 8, read_number<double>},
+};
+constexpr std::uint32_t kValueTypeCount = std::size(kValueTypes);
+static_assert(kValueTypeCount == std::variant_size_v<decltype(Value::data)>);
+static_assert(kValueTypes[static_cast<std::uint32_t>(ValueType::kArray)].name == "array" &&
+              kValueTypes[static_cast<std::uint32_t>(ValueType::kFloat64)].name == "float64");
+
+// The value type numbered `raw`; fails naming `what` (e.g. "value type") when there is none.
+const ValueTypeInfo& value_type_info(std::uint32_t raw, const std::string& key, const char* what) {
+  if (raw >= kValueTypeCount) {
+    fail("metadata key '" + key + "': " + what + " " + std::to_string(raw) +
+         " is not a GGUF value type (expected 0.." + std::to_string(kValueTypeCount - 1) + ")");
+  }
+  return kValueTypes[raw];
+}
+
+Value read_array(Reader& r, const char* /*what*/, const std::string& key, int depth) {
   if (depth >= kMaxArrayDepth) {
     fail("metadata key '" + key + "': arrays nested deeper than " + std::to_string(kMaxArrayDepth));
   }
   const auto raw_type = r.read<std::uint32_t>("array element type");
-  if (!valid_value_type(raw_type)) {
-    fail("metadata key '" + key + "': array element type " + std::to_string(raw_type) +
-         " is not a GGUF value type (expected 0..12)");
-  }
+  const ValueTypeInfo& element = value_type_info(raw_type, key, "array element type");
   const auto element_type = static_cast<ValueType>(raw_type);
   const auto count = r.read<std::uint64_t>("array length");
-  r.check_count(count, min_encoded_size(element_type), "metadata key '" + key + "': array length");
+  r.check_count(count, element.min_bytes, "metadata key '" + key + "': array length");
   Array array;
   array.element_type = element_type;
   array.items.reserve(static_cast<std::size_t>(count));
   for (std::uint64_t i = 0; i < count; ++i) {
-    array.items.push_back(read_value(r, element_type, key, depth + 1));
+    array.items.push_back(element.read(r, element.what, key, depth + 1));
   }
   Value v;
   v.data = std::move(array);
-  return v;
-}
-
-Value read_value(Reader& r, ValueType type, const std::string& key, int depth) {
-  Value v;
-  switch (type) {
-    case ValueType::kUint8:
-      v.data = r.read<std::uint8_t>("uint8 value");
-      break;
-    case ValueType::kInt8:
-      v.data = r.read<std::int8_t>("int8 value");
-      break;
-    case ValueType::kUint16:
-      v.data = r.read<std::uint16_t>("uint16 value");
-      break;
-    case ValueType::kInt16:
-      v.data = r.read<std::int16_t>("int16 value");
-      break;
-    case ValueType::kUint32:
-      v.data = r.read<std::uint32_t>("uint32 value");
-      break;
-    case ValueType::kInt32:
-      v.data = r.read<std::int32_t>("int32 value");
-      break;
-    case ValueType::kFloat32:
-      v.data = r.read<float>("float32 value");
-      break;
-    case ValueType::kBool: {
-      const auto b = r.read<std::uint8_t>("bool value");
-      if (b > 1) {
-        fail("metadata key '" + key + "': bool value is " + std::to_string(b) +
-             " (expected 0 or 1)");
-      }
-      v.data = b != 0;
-      break;
-    }
-    case ValueType::kString:
-      v.data = r.read_string("string value");
-      break;
-    case ValueType::kArray:
-      return read_array(r, key, depth);
-    case ValueType::kUint64:
-      v.data = r.read<std::uint64_t>("uint64 value");
-      break;
-    case ValueType::kInt64:
-      v.data = r.read<std::int64_t>("int64 value");
-      break;
-    case ValueType::kFloat64:
-      v.data = r.read<double>("float64 value");
-      break;
-  }
   return v;
 }
 
@@ -292,11 +272,8 @@ void File::parse() {
   for (std::uint64_t i = 0; i < n_kv; ++i) {
     std::string key = r.read_string("metadata key");
     const auto raw_type = r.read<std::uint32_t>("metadata value type");
-    if (!valid_value_type(raw_type)) {
-      fail("metadata key '" + key + "': value type " + std::to_string(raw_type) +
-           " is not a GGUF value type (expected 0..12)");
-    }
-    Value value = read_value(r, static_cast<ValueType>(raw_type), key, 0);
+    const ValueTypeInfo& type = value_type_info(raw_type, key, "value type");
+    Value value = type.read(r, type.what, key, 0);
     if (metadata_.contains(key)) fail("metadata key '" + key + "' appears twice");
     metadata_.emplace(std::move(key), std::move(value));
   }
@@ -539,35 +516,8 @@ void File::dequantize_rows(const TensorInfo& info, std::uint64_t row_begin, std:
 // Value helpers.
 
 std::string_view value_type_name(ValueType type) {
-  switch (type) {
-    case ValueType::kUint8:
-      return "uint8";
-    case ValueType::kInt8:
-      return "int8";
-    case ValueType::kUint16:
-      return "uint16";
-    case ValueType::kInt16:
-      return "int16";
-    case ValueType::kUint32:
-      return "uint32";
-    case ValueType::kInt32:
-      return "int32";
-    case ValueType::kFloat32:
-      return "float32";
-    case ValueType::kBool:
-      return "bool";
-    case ValueType::kString:
-      return "string";
-    case ValueType::kArray:
-      return "array";
-    case ValueType::kUint64:
-      return "uint64";
-    case ValueType::kInt64:
-      return "int64";
-    case ValueType::kFloat64:
-      return "float64";
-  }
-  return "unknown";
+  const auto raw = static_cast<std::uint32_t>(type);
+  return raw < kValueTypeCount ? kValueTypes[raw].name : "unknown";
 }
 
 std::optional<std::int64_t> Value::as_integer() const {
