@@ -228,26 +228,23 @@ std::string thrown_message(F f) {
 
 TEST(KvCache, BadInputThrowsNamingTheValue) {
   const KvScheme tq4 = parse_kv_scheme("tq4:window=0");
-  EXPECT_NE(thrown_message([&] {
-              LayerKvCache(tq4, LayerKvShape{0, 1, 7, 3, 64});
-            }).find("7"),
-            std::string::npos);
-  EXPECT_NE(thrown_message([&] {
-              LayerKvCache(tq4, LayerKvShape{5, 4, 3, 3, 64});
-            }).find("5"),
-            std::string::npos);
-  EXPECT_NE(thrown_message([&] {
-              LayerKvCache(tq4, LayerKvShape{0, 1, 3, 3, 96});
-            }).find("rot=haar"),
-            std::string::npos);
-  EXPECT_NE(thrown_message([&] {
-              LayerKvCache(parse_kv_scheme("q4r"), LayerKvShape{0, 1, 3, 3, 96});
-            }).find("96"),
-            std::string::npos);
-  EXPECT_NE(thrown_message([&] {
-              LayerKvCache(tq4, LayerKvShape{0, 1, 3, 0, 64});
-            }).find("0"),
-            std::string::npos);
+  struct BadShape {
+    KvScheme scheme;
+    LayerKvShape shape;
+    const char* named;  // what the message must mention
+  };
+  const BadShape cases[] = {
+      {tq4, {0, 1, 7, 3, 64}, "7"},                      // 7 q heads over 3 kv heads
+      {tq4, {5, 4, 3, 3, 64}, "5"},                      // layer 5 of 4
+      {tq4, {0, 1, 3, 3, 96}, "rot=haar"},               // hadamard needs 2^k: suggest haar
+      {parse_kv_scheme("q4r"), {0, 1, 3, 3, 96}, "96"},  // rotated int blocks likewise
+      {tq4, {0, 1, 3, 0, 64}, "0"},                      // no kv heads
+  };
+  for (const BadShape& c : cases) {
+    EXPECT_NE(thrown_message([&] { LayerKvCache(c.scheme, c.shape); }).find(c.named),
+              std::string::npos)
+        << c.scheme.name << " must name " << c.named;
+  }
   // Fine with haar, or unrotated.
   EXPECT_NO_THROW(
       LayerKvCache(parse_kv_scheme("tq4:rot=haar,window=0"), LayerKvShape{0, 1, 3, 3, 96}));

@@ -26,6 +26,18 @@ bool unbiased(const DistortionReport& r) {
          std::fabs(r.ip_slope - 1.0) <= 4.0 * r.ip_slope_stderr + 0.003;
 }
 
+// The distortion report of reconstructions `recon` of the n unit vectors `x` (d·MSE per vector
+// against the codec's expectation), for the negative controls.
+DistortionReport mse_report(const Codec& codec, const std::vector<float>& x,
+                            const std::vector<float>& recon, std::size_t n) {
+  double err = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) err += (x[i] - recon[i]) * (x[i] - recon[i]);
+  DistortionReport report;
+  report.mse = err / static_cast<double>(n);
+  report.mse_theory = codec.expected_unit_vector_mse();
+  return report;
+}
+
 CodecSpec spec(int dim, double bits, CodecKind kind = CodecKind::Mse,
                RotationKind rot = RotationKind::Hadamard) {
   CodecSpec s;
@@ -106,11 +118,7 @@ TEST(CodecNegativeControl, CorruptedPackingFailsTheDistortionCheck) {
   codec.encode(x.data(), n, batch.view());
   for (std::size_t i = 0; i < n * codec.layout().code_bytes; i += 4) batch.view().codes[i] &= 0xFE;
   codec.decode(batch.view(), n, recon.data());
-  double err = 0.0;
-  for (std::size_t i = 0; i < x.size(); ++i) err += (x[i] - recon[i]) * (x[i] - recon[i]);
-  DistortionReport broken;
-  broken.mse = err / n;
-  broken.mse_theory = codec.expected_unit_vector_mse();
+  const DistortionReport broken = mse_report(codec, x, recon, n);
   EXPECT_FALSE(mse_matches_theory(broken)) << "corrupted codes gave " << broken.mse;
 }
 
@@ -125,11 +133,7 @@ TEST(CodecNegativeControl, WrongInverseRotationFailsTheDistortionCheck) {
   codec.decode(batch.view(), n, recon.data());
   codec.rotation().apply(recon.data(), rotated.data(), n);  // back to the rotated domain
   codec.rotation().apply(rotated.data(), recon.data(), n);  // "inverse" with the wrong map
-  double err = 0.0;
-  for (std::size_t i = 0; i < x.size(); ++i) err += (x[i] - recon[i]) * (x[i] - recon[i]);
-  DistortionReport broken;
-  broken.mse = err / n;
-  broken.mse_theory = codec.expected_unit_vector_mse();
+  const DistortionReport broken = mse_report(codec, x, recon, n);
   EXPECT_FALSE(mse_matches_theory(broken)) << "wrong inverse gave " << broken.mse;
 }
 
