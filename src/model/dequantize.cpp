@@ -70,7 +70,8 @@ void dequant_q4_1(const std::uint8_t* b, float* y) {
 }
 
 // Q5_0 / Q5_1: as Q4_x plus a little-endian 32-bit word whose bit i is the fifth bit of element i.
-void dequant_q5(const std::uint8_t* b, float* y, bool has_min) {
+template <bool has_min>
+void dequant_q5(const std::uint8_t* b, float* y) {
   const float d = load_half(b);
   const float m = has_min ? load_half(b + 2) : 0.0f;
   const std::uint8_t* p = b + (has_min ? 4 : 2);
@@ -167,29 +168,33 @@ void dequant_q6_k(const std::uint8_t* b, float* y) {
 }
 
 // One row per tensor type ggml defines. Block geometry is given for the types this loader reads
-// (is_supported); the others are listed so that error messages can name them.
+// (is_supported), and for the block formats the function that dequantizes one block (F32, F16
+// and BF16 are converted element-wise); the other types are listed so that error messages can
+// name them. Block bytes of the block formats: Q4_0 18, Q4_1 20, Q5_0 22, Q5_1 24, Q8_0 34,
+// Q4_K 144, Q5_K 176, Q6_K 210.
 struct TensorTypeInfo {
   TensorType type;
   const char* name;
   bool supported;
   std::size_t block_elements;
   std::size_t block_bytes;
+  void (*dequantize_block)(const std::uint8_t* block, float* out) = nullptr;
 };
 
 constexpr TensorTypeInfo kTensorTypes[] = {
     {TensorType::kF32, "F32", true, 1, 4},
     {TensorType::kF16, "F16", true, 1, 2},
-    {TensorType::kQ4_0, "Q4_0", true, kQK, 2 + kQK / 2},      // 18
-    {TensorType::kQ4_1, "Q4_1", true, kQK, 4 + kQK / 2},      // 20
-    {TensorType::kQ5_0, "Q5_0", true, kQK, 2 + 4 + kQK / 2},  // 22
-    {TensorType::kQ5_1, "Q5_1", true, kQK, 4 + 4 + kQK / 2},  // 24
-    {TensorType::kQ8_0, "Q8_0", true, kQK, 2 + kQK},          // 34
+    {TensorType::kQ4_0, "Q4_0", true, kQK, 2 + kQK / 2, dequant_q4_0},
+    {TensorType::kQ4_1, "Q4_1", true, kQK, 4 + kQK / 2, dequant_q4_1},
+    {TensorType::kQ5_0, "Q5_0", true, kQK, 2 + 4 + kQK / 2, dequant_q5<false>},
+    {TensorType::kQ5_1, "Q5_1", true, kQK, 4 + 4 + kQK / 2, dequant_q5<true>},
+    {TensorType::kQ8_0, "Q8_0", true, kQK, 2 + kQK, dequant_q8_0},
     {TensorType::kQ8_1, "Q8_1", false, 0, 0},
     {TensorType::kQ2_K, "Q2_K", false, 0, 0},
     {TensorType::kQ3_K, "Q3_K", false, 0, 0},
-    {TensorType::kQ4_K, "Q4_K", true, kQKK, 4 + kKScaleBytes + kQKK / 2},             // 144
-    {TensorType::kQ5_K, "Q5_K", true, kQKK, 4 + kKScaleBytes + kQKK / 8 + kQKK / 2},  // 176
-    {TensorType::kQ6_K, "Q6_K", true, kQKK, kQKK / 2 + kQKK / 4 + kQKK / 16 + 2},     // 210
+    {TensorType::kQ4_K, "Q4_K", true, kQKK, 4 + kKScaleBytes + kQKK / 2, dequant_q4_k},
+    {TensorType::kQ5_K, "Q5_K", true, kQKK, 4 + kKScaleBytes + kQKK / 8 + kQKK / 2, dequant_q5_k},
+    {TensorType::kQ6_K, "Q6_K", true, kQKK, kQKK / 2 + kQKK / 4 + kQKK / 16 + 2, dequant_q6_k},
     {TensorType::kQ8_K, "Q8_K", false, 0, 0},
     {TensorType::kBF16, "BF16", true, 1, 2},
 };
@@ -263,38 +268,8 @@ void dequantize(TensorType type, const void* src, float* dst, std::size_t n) {
     default:
       break;
   }
-  for (std::size_t blk = 0; blk < blocks; ++blk) {
-    const std::uint8_t* b = in + blk * bb;
-    float* y = dst + blk * be;
-    switch (type) {
-      case TensorType::kQ4_0:
-        dequant_q4_0(b, y);
-        break;
-      case TensorType::kQ4_1:
-        dequant_q4_1(b, y);
-        break;
-      case TensorType::kQ5_0:
-        dequant_q5(b, y, false);
-        break;
-      case TensorType::kQ5_1:
-        dequant_q5(b, y, true);
-        break;
-      case TensorType::kQ8_0:
-        dequant_q8_0(b, y);
-        break;
-      case TensorType::kQ4_K:
-        dequant_q4_k(b, y);
-        break;
-      case TensorType::kQ5_K:
-        dequant_q5_k(b, y);
-        break;
-      case TensorType::kQ6_K:
-        dequant_q6_k(b, y);
-        break;
-      default:
-        throw FormatError("GGUF: tensor type " + tensor_type_name(type) + " is not supported");
-    }
-  }
+  const auto dequantize_block = supported_info(type)->dequantize_block;
+  for (std::size_t blk = 0; blk < blocks; ++blk) dequantize_block(in + blk * bb, dst + blk * be);
 }
 
 }  // namespace tq::gguf

@@ -177,14 +177,12 @@ ModelConfig Model::read_config(const gguf::File& f) {
 }
 
 ModelShape Model::kv_shape() const {
-  ModelShape s;
-  s.name = config_.architecture;
-  s.layers = config_.n_layers;
-  s.q_heads = config_.n_heads;
-  s.kv_heads = config_.n_kv_heads;
-  s.head_dim = config_.head_dim;
-  s.max_context = config_.context_length;
-  return s;
+  return {.name = config_.architecture,
+          .layers = config_.n_layers,
+          .q_heads = config_.n_heads,
+          .kv_heads = config_.n_kv_heads,
+          .head_dim = config_.head_dim,
+          .max_context = config_.context_length};
 }
 
 Model Model::load(const std::filesystem::path& path, int threads) {
