@@ -462,29 +462,8 @@ std::string Tokenizer::decode(std::span<const TokenId> ids, bool render_special)
   return out;
 }
 
-std::size_t Tokenizer::vocab_size() const {
-  return impl_->vocab.tokens.size();
-}
-TokenizerKind Tokenizer::kind() const {
-  return impl_->vocab.kind;
-}
-PreTokenizerKind Tokenizer::pre_tokenizer() const {
-  return impl_->vocab.pre;
-}
-TokenId Tokenizer::bos_id() const {
-  return impl_->vocab.bos;
-}
-TokenId Tokenizer::eos_id() const {
-  return impl_->vocab.eos;
-}
-TokenId Tokenizer::unk_id() const {
-  return impl_->vocab.unk;
-}
-TokenId Tokenizer::pad_id() const {
-  return impl_->vocab.pad;
-}
-bool Tokenizer::add_bos_by_default() const {
-  return impl_->vocab.add_bos;
+const TokenizerVocab& Tokenizer::vocab() const {
+  return impl_->vocab;
 }
 
 const std::string& Tokenizer::token_text(TokenId id) const {

@@ -78,15 +78,17 @@ class Tokenizer {
   // The raw bytes one token stands for (may be an incomplete UTF-8 sequence; see StreamDecoder).
   std::string token_to_bytes(TokenId id, bool render_special = false) const;
 
-  std::size_t vocab_size() const;
-  TokenizerKind kind() const;
-  PreTokenizerKind pre_tokenizer() const;
-  TokenId bos_id() const;
-  TokenId eos_id() const;
-  TokenId unk_id() const;
-  TokenId pad_id() const;
-  bool add_bos_by_default() const;                  // tokenizer.ggml.add_bos_token
-  const std::string& token_text(TokenId id) const;  // the vocabulary string as stored
+  // What the tokenizer was built from.
+  const TokenizerVocab& vocab() const;
+  std::size_t vocab_size() const { return vocab().tokens.size(); }
+  TokenizerKind kind() const { return vocab().kind; }
+  PreTokenizerKind pre_tokenizer() const { return vocab().pre; }
+  TokenId bos_id() const { return vocab().bos; }
+  TokenId eos_id() const { return vocab().eos; }
+  TokenId unk_id() const { return vocab().unk; }
+  TokenId pad_id() const { return vocab().pad; }
+  bool add_bos_by_default() const { return vocab().add_bos; }  // tokenizer.ggml.add_bos_token
+  const std::string& token_text(TokenId id) const;             // the vocabulary string as stored
   TokenType token_type(TokenId id) const;
   std::optional<TokenId> find_token(std::string_view text) const;  // exact vocabulary lookup
 
