@@ -1,4 +1,4 @@
-// Attention over a LayerKvCache as stored (DESIGN.md §3): per (query, q head) it scores the
+// Attention over a LayerKvCache as stored (docs/DESIGN.md §3): per (query, q head) it scores the
 // compressed segment straight from its stored form — TurboQuant through Codec::score on a query
 // rotated once, int blocks block by block (rotated formats score Π·q against the rotated
 // blocks), fp16 directly — plus exact dot products over the fp16 window; then a softmax and the

@@ -1,4 +1,4 @@
-// Block-wise int8 / int4 baselines (DESIGN.md §3): each run of kIntBlockSize = 32 values of a
+// Block-wise int8 / int4 baselines (docs/DESIGN.md §3): each run of kIntBlockSize = 32 values of a
 // vector gets one fp16 scale = absmax / qmax (absmax scaling), values are round-to-nearest
 // integers in [−qmax, qmax] (127 for int8, 7 for int4). The last block of a vector whose length
 // is not a multiple of 32 is shorter. int4 values are stored as q + 8 in nibbles, value j in the

@@ -4,7 +4,7 @@
 
 namespace tq {
 
-// √(π/2): the QJL estimator's scale is √(π/2)/d times the residual norm (DESIGN.md §2).
+// √(π/2): the QJL estimator's scale is √(π/2)/d times the residual norm (docs/DESIGN.md §2).
 inline constexpr double kSqrtHalfPi = 1.2533141373155002512;
 
 constexpr bool is_power_of_two(int n) {

@@ -1,4 +1,4 @@
-// The per-layer compressed KV cache (DESIGN.md §3) and attention computed over what it stores.
+// The per-layer compressed KV cache (docs/DESIGN.md §3) and attention computed over what it stores.
 // One LayerKvCache holds one layer's keys and values for all KV heads of one sequence, in the
 // format the scheme gives that layer: fp16, block int8 / int4 (fp16 scale per 32 values, with or
 // without the Hadamard rotation) or TurboQuant (tq::Codec per layer and K/V, seeds from

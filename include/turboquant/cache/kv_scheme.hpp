@@ -1,5 +1,5 @@
 // KV-cache schemes: what format keys and values are stored in, per layer, and the exact byte
-// accounting that every memory figure in the project comes from (DESIGN.md §3).
+// accounting that every memory figure in the project comes from (docs/DESIGN.md §3).
 // A scheme string is a preset name with optional overrides:
 //   fp16 | q8 | q8r | q4 | q4r | tqX | kAvB [ ":" option ("," option)* ]
 //   tqX   keys and values at X bits (X may be fractional: 3.5, 2.5), MSE codec
@@ -25,12 +25,10 @@ namespace tq {
 
 enum class KvFormat { Fp16, Int8Block, Int4Block, TurboQuant };
 inline constexpr int kIntBlockSize = 32;  // values per fp16 scale in the int8/int4 baselines
-// TurboQuant schemes keep the most recent 128 tokens exact unless `window=` says otherwise. On
-// SmolLM2 a window lowered tq4's mean KLD below q4r's; with 64 tokens tq3.5 still dropped a digit
-// in one 4k needle cell that fp16 retrieves, which 128 fixed (the question and the answer being
-// written are what the window keeps exact). Cost: +0.19 bits/value at 8k tokens, +0.05 at 32k
-// (bench/results/quality.md). Block baselines default to 0 so that they stay the plain formats
-// they are named after.
+// TurboQuant schemes keep the most recent 128 tokens exact unless `window=` says otherwise: the
+// question and the answer being written are what the window keeps exact (the measurements that
+// chose 128 are in docs/DESIGN.md §5). Block baselines default to 0 so that they stay the plain
+// formats they are named after.
 inline constexpr int kTurboQuantDefaultWindow = 128;
 
 struct KvSideSpec {

@@ -19,7 +19,7 @@ struct Codebook {
   std::vector<double> centroids;   // ascending, 2^bits entries, symmetric about 0
   std::vector<double> thresholds;  // 2^bits − 1 midpoints between consecutive centroids
   // Expected squared error of one coordinate times d: the MSE of a unit vector's reconstruction
-  // (what DESIGN.md calls "d·MSE per coordinate").
+  // (what docs/DESIGN.md §2 calls "d·MSE per coordinate").
   double unit_vector_mse = 0.0;
   int iterations = 0;  // Lloyd + Newton steps used to converge
 

@@ -1,7 +1,9 @@
-// Random orthogonal rotations Π applied to keys, values and queries before scalar quantization.
-//   haar:     Q·diag(sign(diag R)) from the QR of a seeded Gaussian matrix (Haar-distributed), any
-//   d. hadamard: randomized Walsh–Hadamard H·D/√d (D a random ±1 diagonal), O(d log d), d = 2^k.
-// Both are exact orthogonal maps: inverse_apply(apply(x)) == x up to rounding.
+// Random orthogonal rotations Π applied to keys, values and queries before scalar quantization
+// (docs/DESIGN.md §2):
+//   haar      Q·diag(sign(diag R)) from the QR of a seeded Gaussian matrix (Haar-distributed);
+//             any d
+//   hadamard  randomized Walsh–Hadamard H·D/√d (D a random ±1 diagonal); O(d log d), d = 2^k
+// Both are exact orthogonal maps: apply_inverse(apply(x)) == x up to rounding.
 #pragma once
 
 #include <cstddef>

@@ -3,8 +3,8 @@
 // Q4_0, Q4_1, Q8_0; other types are dequantized to fp32 once at load), and a Session that runs one
 // sequence through the model with a per-layer compressed KV cache (tq::LayerKvCache) in any
 // KvScheme. Attention always reads the cache as stored: each chunk's K/V are appended first, then
-// the chunk's queries attend over what the cache holds (DESIGN.md §3). Matrix work goes through
-// BLAS.
+// the chunk's queries attend over what the cache holds (docs/DESIGN.md §3). Matrix work goes
+// through BLAS.
 #pragma once
 
 #include "turboquant/base/token.hpp"
