@@ -2,7 +2,6 @@
 #include "exact_kernels.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 namespace tq::exact {
@@ -27,12 +26,7 @@ void fp16_axpy(const float* w, int dim, const half_bits* x, std::size_t n, float
 float softmax_exp(float* s, std::size_t n, float scale) {
   float max_value = -std::numeric_limits<float>::infinity();
   for (std::size_t t = 0; t < n; ++t) max_value = std::max(max_value, scale * s[t]);
-  float sum = 0.0f;
-  for (std::size_t t = 0; t < n; ++t) {
-    s[t] = std::exp(scale * s[t] - max_value);
-    sum += s[t];
-  }
-  return sum;
+  return add_exp_shifted(0.0f, s, 0, n, scale, max_value);
 }
 
 }  // namespace

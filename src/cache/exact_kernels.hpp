@@ -7,6 +7,7 @@
 
 #include "turboquant/base/half.hpp"
 
+#include <cmath>
 #include <cstddef>
 
 namespace tq::exact {
@@ -23,5 +24,18 @@ struct Kernels {
 
 const Kernels& scalar_kernels();
 const Kernels& avx2_kernels();  // call only when the CPU has AVX2 + FMA + F16C
+
+// s[t] = exp(scale·s[t] − max_value) for t in [begin, n); returns sum plus those, added in order:
+// the softmax numerator of the scalar reference, and of the AVX2 version for its last n mod 8
+// scores. Static on purpose: each file compiles its own copy with its own flags (FMA contraction
+// in the AVX2 one), so no AVX2 code can end up in the scalar path.
+static inline float add_exp_shifted(float sum, float* s, std::size_t begin, std::size_t n,
+                                    float scale, float max_value) {
+  for (std::size_t t = begin; t < n; ++t) {
+    s[t] = std::exp(scale * s[t] - max_value);
+    sum += s[t];
+  }
+  return sum;
+}
 
 }  // namespace tq::exact

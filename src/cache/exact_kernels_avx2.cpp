@@ -9,7 +9,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 namespace tq::exact {
@@ -96,12 +95,7 @@ float softmax_exp(float* s, std::size_t n, float scale) {
     _mm256_storeu_ps(s + t, e);
     vsum = _mm256_add_ps(vsum, e);
   }
-  float sum = horizontal_sum(vsum);
-  for (; t < n; ++t) {
-    s[t] = std::exp(scale * s[t] - max_value);
-    sum += s[t];
-  }
-  return sum;
+  return add_exp_shifted(horizontal_sum(vsum), s, t, n, scale, max_value);
 }
 
 }  // namespace
