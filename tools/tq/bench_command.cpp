@@ -8,18 +8,15 @@
 // context and times real decode steps (slow: the prefill is quadratic). --out writes PREFIX.json;
 // --plot then draws PREFIX.png (tokens/s vs context) from it with scripts/plot.py.
 #include "command_registry.hpp"
+#include "common_options.hpp"
 #include "plot_script.hpp"
 
 #include "turboquant/eval/runner.hpp"
-#include "turboquant/model/gguf.hpp"
-#include "turboquant/model/model.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -29,29 +26,25 @@ namespace tq::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  ModelOptions model;
   std::vector<std::string> kv = {"fp16"};
   std::vector<std::size_t> contexts;  // empty: 1k, 2k, ... up to the trained context
   int steps = 8;
-  int threads = 0;
   bool full = false;
   std::string out;
   bool plot = false;
-  bool json = false;
-  bool quiet = false;
+  ReportOptions report;
 };
 
 void run(const BenchOptions& o) {
   if (o.steps < 1)
     throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o.steps));
-  if (o.plot && o.out.empty()) {
-    throw std::invalid_argument("--plot draws PREFIX.png from PREFIX.json: give --out PREFIX");
-  }
+  require_out_for_plot(o.plot, o.out);
   if (o.plot) check_plot_script();
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
-  const gguf::File file = gguf::File::open(o.model);
-  const Model model = Model::from_gguf(file, o.threads);
+  const gguf::File file = gguf::File::open(o.model.path);
+  const Model model = Model::from_gguf(file, o.model.threads);
   const ModelConfig& c = model.config();
   std::vector<std::size_t> contexts = o.contexts;
   if (contexts.empty()) {
@@ -77,7 +70,7 @@ void run(const BenchOptions& o) {
   }
 
   SessionOptions so;
-  so.threads = o.threads;
+  so.threads = o.model.threads;
   nlohmann::json rows = nlohmann::json::array();
   for (const KvScheme& scheme : schemes) {
     double base_ms = 0;
@@ -85,7 +78,7 @@ void run(const BenchOptions& o) {
     if (!o.full) {
       Session session(model, scheme, so);
       shortrun = eval::time_decode(session, std::span<const TokenId>(prompt.data(), 64), o.steps,
-                                   o.threads);
+                                   o.model.threads);
       base_ms = shortrun.ms_per_token - shortrun.attention_ms;
     }
     for (const std::size_t n : contexts) {
@@ -96,14 +89,15 @@ void run(const BenchOptions& o) {
       if (o.full) {
         Session session(model, scheme, so);
         const eval::DecodeTiming t = eval::time_decode(
-            session, std::span<const TokenId>(prompt.data(), n), o.steps, o.threads);
+            session, std::span<const TokenId>(prompt.data(), n), o.steps, o.model.threads);
         ms = t.ms_per_token;
         attn = t.attention_ms;
         bits = t.kv_bits_per_value;
         bytes = t.kv_bytes;
         r["method"] = "measured decode steps after a real prefill";
       } else {
-        const eval::AttentionTiming a = eval::time_attention(scheme, c, n, o.steps, o.threads);
+        const eval::AttentionTiming a =
+            eval::time_attention(scheme, c, n, o.steps, o.model.threads);
         attn = a.ms;
         ms = base_ms + a.ms;
         bits = a.kv_bits_per_value;
@@ -118,7 +112,7 @@ void run(const BenchOptions& o) {
       r["kv_bytes"] = bytes;
       r["kv_bits_per_value"] = bits;
       rows.push_back(r);
-      if (!o.quiet) {
+      if (!o.report.quiet) {
         std::fprintf(stderr,
                      "%-24s ctx %6zu: %8.2f ms/token (%6.2f tok/s), attention %7.2f ms (%4.1f%%)\n",
                      scheme.name.c_str(), n, ms, 1e3 / ms, attn, 100 * attn / ms);
@@ -126,16 +120,12 @@ void run(const BenchOptions& o) {
     }
   }
   nlohmann::json out;
-  out["model"] = o.model;
-  out["threads"] = o.threads;
+  out["model"] = o.model.path;
+  out["threads"] = o.model.threads;
   out["steps"] = o.steps;
   out["rows"] = rows;
-  if (!o.out.empty()) {
-    std::filesystem::path prefix(o.out);
-    if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
-    std::ofstream(o.out + ".json") << out.dump(2) << "\n";
-  }
-  if (o.json) std::cout << out.dump(2) << "\n";
+  if (!o.out.empty()) write_text_file(o.out + ".json", out.dump(2) + "\n");
+  if (o.report.json) std::cout << out.dump(2) << "\n";
   if (o.plot) run_plot_script(o.out + ".json");
 }
 
@@ -143,8 +133,8 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = root.add_subcommand(
       "bench", "Decode tokens/s and ms/token vs context per KV scheme, with the attention share");
-  cmd->add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
-  cmd->add_option("--kv", o->kv, "KV-cache scheme (repeatable)")->capture_default_str();
+  add_model_options(*cmd, o->model);
+  add_kv_option(*cmd, o->kv, "KV-cache scheme (repeatable)");
   cmd->add_option("--contexts", o->contexts, "Context lengths (default 1k, 2k, ... max)")
       ->delimiter(',');
   cmd->add_option("--steps", o->steps, "Timed decode steps / attention repetitions")
@@ -154,9 +144,7 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_flag("--plot", o->plot,
                 "Also draw PREFIX.png (tokens/s vs context) with scripts/plot.py (python3 + "
                 "matplotlib)");
-  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
-  cmd->add_flag("--json", o->json, "Print JSON on stdout");
-  cmd->add_flag("-q,--quiet", o->quiet, "No progress on stderr");
+  add_report_options(*cmd, o->report, "Print JSON on stdout");
   cmd->callback([o] { run(*o); });
 });
 

@@ -11,6 +11,13 @@
 #include <memory>
 #include <string>
 
+namespace tq {
+// The measured and theoretical values of --json.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(DistortionReport, vectors, mse, mse_theory, ip_distortion,
+                                   ip_theory, ip_bias, ip_bias_stderr, ip_slope, ip_slope_stderr,
+                                   bits_per_value)
+}  // namespace tq
+
 namespace tq::cli {
 namespace {
 
@@ -24,6 +31,8 @@ struct CodecOptions {
   bool norm_correction = false;
   bool json = false;
 };
+// The codec's parameters in --json.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(CodecOptions, dim, bits, codec, rotation, norm_correction)
 
 void run_codec(const CodecOptions& o) {
   CodecSpec spec;
@@ -37,23 +46,10 @@ void run_codec(const CodecOptions& o) {
   if (o.vectors < 2) throw std::invalid_argument("--vectors must be at least 2");
   const DistortionReport r = measure_distortion(codec, o.vectors, o.seed);
   if (o.json) {
-    nlohmann::json j = {{"dim", o.dim},
-                        {"bits", o.bits},
-                        {"codec", o.codec},
-                        {"rotation", o.rotation},
-                        {"norm_correction", o.norm_correction},
-                        {"vectors", r.vectors},
-                        {"bits_per_value", r.bits_per_value},
-                        {"bytes_per_vector", codec.layout().bytes_per_token()},
-                        {"mse", r.mse},
-                        {"mse_theory", r.mse_theory},
-                        {"ip_distortion", r.ip_distortion},
-                        {"ip_theory", r.ip_theory},
-                        {"ip_bias", r.ip_bias},
-                        {"ip_bias_stderr", r.ip_bias_stderr},
-                        {"ip_slope", r.ip_slope},
-                        {"ip_slope_stderr", r.ip_slope_stderr},
-                        {"simd", codec.simd() == SimdLevel::Avx2 ? "avx2" : "scalar"}};
+    nlohmann::json j = o;
+    j.update(nlohmann::json(r));
+    j["bytes_per_vector"] = codec.layout().bytes_per_token();
+    j["simd"] = codec.simd() == SimdLevel::Avx2 ? "avx2" : "scalar";
     std::cout << j.dump(2) << "\n";
     return;
   }

@@ -30,6 +30,35 @@ void add_kv_option(CLI::App& cmd, std::vector<std::string>& kv, const std::strin
   cmd.add_option("--kv", kv, help)->capture_default_str();
 }
 
+void add_prompt_options(CLI::App& cmd, PromptOptions& options) {
+  cmd.add_option("-p,--prompt", options.text, "Prompt text");
+  cmd.add_option("-f,--file", options.file, "Read the prompt from a file");
+  cmd.add_option("--prompt-tokens", options.max_tokens,
+                 "Keep only the first N prompt tokens (0: all)");
+}
+
+std::string prompt_text(const PromptOptions& options) {
+  const std::string text =
+      options.file.empty() ? options.text : read_text_file(options.file, "prompt file");
+  if (text.empty()) throw std::invalid_argument("empty prompt (give -p TEXT or -f FILE)");
+  return text;
+}
+
+void truncate_prompt(std::vector<TokenId>& ids, const PromptOptions& options) {
+  if (options.max_tokens > 0 && ids.size() > static_cast<std::size_t>(options.max_tokens)) {
+    ids.resize(static_cast<std::size_t>(options.max_tokens));
+  }
+  if (ids.empty()) throw std::invalid_argument("the prompt tokenizes to nothing");
+}
+
+void check_prompt_fits(std::size_t prompt_tokens, int n_predict, std::size_t max_context) {
+  if (prompt_tokens + static_cast<std::size_t>(n_predict) > max_context) {
+    throw std::invalid_argument("prompt (" + std::to_string(prompt_tokens) + " tokens) + -n " +
+                                std::to_string(n_predict) + " exceeds the context of " +
+                                std::to_string(max_context) + " tokens");
+  }
+}
+
 void add_report_options(CLI::App& cmd, ReportOptions& options, const std::string& json_help) {
   cmd.add_flag("--json", options.json, json_help);
   add_quiet_flag(cmd, options.quiet);

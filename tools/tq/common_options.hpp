@@ -48,6 +48,22 @@ struct LoadedModel {
 void add_kv_option(CLI::App& cmd, std::string& kv, const std::string& help);
 void add_kv_option(CLI::App& cmd, std::vector<std::string>& kv, const std::string& help);
 
+// The prompt of the commands that continue one: -p,--prompt TEXT or -f,--file FILE, and
+// --prompt-tokens N to keep only its first N tokens.
+struct PromptOptions {
+  std::string text;
+  std::string file;
+  int max_tokens = 0;  // 0: keep all
+};
+void add_prompt_options(CLI::App& cmd, PromptOptions& options);
+// The file's contents when -f is given, else the -p text; throws std::invalid_argument when
+// that is empty.
+std::string prompt_text(const PromptOptions& options);
+// Keeps the first max_tokens ids (all when 0); throws std::invalid_argument when none are left.
+void truncate_prompt(std::vector<TokenId>& ids, const PromptOptions& options);
+// Throws std::invalid_argument when the prompt and n_predict more tokens exceed max_context.
+void check_prompt_fits(std::size_t prompt_tokens, int n_predict, std::size_t max_context);
+
 // How a command reports: --json (machine-readable output, help text per command) and
 // -q,--quiet (no progress on stderr).
 struct ReportOptions {

@@ -49,8 +49,6 @@ void run_info(const InfoOptions& opt) {
     n_params += t.n_elements;
   }
 
-  // KV-cache bytes per token, all layers, K and V. fp16 stores 2 bytes per value.
-  const std::int64_t values_per_token = 2 * n_layers * n_kv_heads * head_dim;
   // Every preset scheme, in report order; bytes per token are averaged over the full trained
   // context so that windows and protected layers (when a preset has them) are counted exactly.
   struct SchemeBytes {

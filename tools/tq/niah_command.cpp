@@ -5,20 +5,17 @@
 // Writes a JSON record of every cell; --plot then draws one heatmap per scheme and mode
 // (DIR/niah_<scheme>_<mode>.png) from it with scripts/plot.py.
 #include "command_registry.hpp"
+#include "common_options.hpp"
 #include "plot_script.hpp"
 
 #include "turboquant/eval/runner.hpp"
 #include "turboquant/model/chat_template.hpp"
-#include "turboquant/model/gguf.hpp"
-#include "turboquant/model/model.hpp"
-#include "turboquant/model/tokenizer.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <unistd.h>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -28,7 +25,7 @@ namespace tq::cli {
 namespace {
 
 struct NiahCliOptions {
-  std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  ModelOptions model;
   std::vector<std::string> kv = {"fp16"};
   std::vector<std::string> modes = {"single"};
   std::vector<std::size_t> lengths;  // empty: 1k, 2k, 4k, ... up to the trained context
@@ -39,11 +36,9 @@ struct NiahCliOptions {
   std::string haystack;     // empty: built-in filler
   std::string out_dir;      // heatmaps of --plot; empty: the current directory
   std::string json_file;    // empty: a temporary file when --plot needs one
-  int threads = 0;
   int max_new = 0;
-  bool json = false;
   bool plot = false;
-  bool quiet = false;
+  ReportOptions report;
 };
 
 eval::NiahGrid grid_for_mode(const std::string& mode, const NiahCliOptions& o,
@@ -112,7 +107,7 @@ void draw_heatmaps(const nlohmann::json& record, const NiahCliOptions& o) {
     }
   } tmp{std::filesystem::temp_directory_path() /
         ("tq_niah_" + std::to_string(::getpid()) + ".json")};
-  std::ofstream(tmp.path) << record.dump(2) << "\n";
+  write_text_file(tmp.path, record.dump(2) + "\n");
   run_plot_script(tmp.path, {"--out", dir.string()});
 }
 
@@ -127,11 +122,10 @@ void run(const NiahCliOptions& o) {
   if (o.plot) check_plot_script();
   // Check the modes and depths before the (slow) model load.
   for (const std::string& mode : o.modes) grid_for_mode(mode, o, {1024});
-  const gguf::File file = gguf::File::open(o.model);
-  const Model model = Model::from_gguf(file, o.threads);
-  const Tokenizer tokenizer = Tokenizer::from_gguf(file);
-  const ChatTemplate chat = detect_chat_template(file);
-  const eval::NiahPromptEncoder encoder(tokenizer, chat);
+  const LoadedModel loaded(o.model);
+  const Model& model = loaded.model;
+  const ChatTemplate chat = detect_chat_template(loaded.file);
+  const eval::NiahPromptEncoder encoder(loaded.tokenizer, chat);
   const eval::Haystack haystack =
       o.haystack.empty() ? eval::Haystack::filler(1) : eval::Haystack::from_file(o.haystack);
   const std::size_t trained = static_cast<std::size_t>(model.config().context_length);
@@ -153,7 +147,7 @@ void run(const NiahCliOptions& o) {
   nlohmann::json runs = nlohmann::json::array();
   for (const KvScheme& scheme : schemes) {
     SessionOptions so;
-    so.threads = o.threads;
+    so.threads = o.model.threads;
     Session session(model, scheme, so);
     eval::SessionModel lm(session);
     for (std::size_t g = 0; g < grids.size(); ++g) {
@@ -161,7 +155,7 @@ void run(const NiahCliOptions& o) {
       const std::string mode = o.modes[g];
       const auto progress = [&](const eval::NiahCellResult& c, std::size_t done,
                                 std::size_t total) {
-        if (o.quiet) return;
+        if (o.report.quiet) return;
         std::fprintf(stderr, "[%s %s %zu/%zu] ctx %zu depth %3.0f%%: %s (%zu/%zu) %.1f s  '%s'\n",
                      scheme.name.c_str(), mode.c_str(), done, total, c.spec.context,
                      100 * c.spec.depth, c.score.correct ? "ok  " : "MISS", c.score.retrieved,
@@ -182,7 +176,7 @@ void run(const NiahCliOptions& o) {
       nlohmann::json jc = nlohmann::json::array();
       for (const auto& c : cells) jc.push_back(cell_json(c));
       r["cells"] = jc;
-      if (!o.json) {
+      if (!o.report.json) {
         std::printf("kv %-28s %-7s accuracy %.1f%% (%zu cells)\n", scheme.name.c_str(),
                     mode.c_str(), 100 * acc, cells.size());
         std::fflush(stdout);
@@ -191,11 +185,11 @@ void run(const NiahCliOptions& o) {
     }
   }
   nlohmann::json out;
-  out["model"] = o.model;
+  out["model"] = o.model.path;
   out["haystack"] = o.haystack.empty() ? "built-in filler" : o.haystack;
   out["runs"] = runs;
-  if (!o.json_file.empty()) std::ofstream(o.json_file) << out.dump(2) << "\n";
-  if (o.json) std::cout << out.dump(2) << "\n";
+  if (!o.json_file.empty()) write_text_file(o.json_file, out.dump(2) + "\n");
+  if (o.report.json) std::cout << out.dump(2) << "\n";
   if (o.plot) draw_heatmaps(out, o);
 }
 
@@ -203,8 +197,8 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   auto o = std::make_shared<NiahCliOptions>();
   CLI::App* cmd = root.add_subcommand(
       "niah", "Needle-in-a-haystack retrieval over context lengths x depths (JSON, heatmaps)");
-  cmd->add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
-  cmd->add_option("--kv", o->kv, "KV-cache scheme (repeatable)")->capture_default_str();
+  add_model_options(*cmd, o->model);
+  add_kv_option(*cmd, o->kv, "KV-cache scheme (repeatable)");
   cmd->add_option("--mode", o->modes, "single, multi and/or passkey (repeatable)")
       ->capture_default_str();
   cmd->add_option("--lengths", o->lengths,
@@ -225,9 +219,7 @@ const CommandRegistrar kRegister([](CLI::App& root) {
                   "Directory for the --plot heatmaps, niah_<scheme>_<mode>.png (default: .)");
   cmd->add_option("--json-out", o->json_file, "Write the JSON record to this file");
   cmd->add_option("--max-new", o->max_new, "Answer tokens (0: 12 + 12 per needle)");
-  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->capture_default_str();
-  cmd->add_flag("--json", o->json, "Print the JSON record on stdout");
-  cmd->add_flag("-q,--quiet", o->quiet, "No progress on stderr");
+  add_report_options(*cmd, o->report, "Print the JSON record on stdout");
   cmd->callback([o] { run(*o); });
 });
 

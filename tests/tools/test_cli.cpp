@@ -1,0 +1,152 @@
+// Tests of the `tq` binary itself (skipped when it is not built): every model command declares
+// the shared options (model with the one default path, threads, --kv) and exactly its own
+// option list; `tq generate` says when the fp16 window holds every token (nothing compressed);
+// `tq compare` gives the fp16 reference first and compresses the rest on a longer prompt.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+#include <set>
+#include <string>
+
+namespace {
+
+const std::filesystem::path kTq = TQ_BINARY_DIR "/tools/tq";
+const std::filesystem::path kModel = TQ_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout, then stderr when `merge`
+};
+
+RunResult run_tq(const std::string& args, bool merge = true) {
+  RunResult r;
+  const std::string command = kTq.string() + " " + args + (merge ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return r;
+  char buffer[4096];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
+  r.status = pclose(pipe);
+  return r;
+}
+
+// The option names of a `tq CMD --help`, e.g. {"-m,--model", "--kv", ...}.
+std::set<std::string> option_names(const std::string& help) {
+  std::set<std::string> names;
+  const std::regex line(R"(^  (-[-A-Za-z0-9,]+))");
+  std::size_t start = 0;
+  while (start < help.size()) {
+    const std::size_t end = help.find('\n', start);
+    const std::string text = help.substr(start, end - start);
+    std::smatch m;
+    if (std::regex_search(text, m, line)) names.insert(m[1]);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return names;
+}
+
+#define SKIP_WITHOUT_TQ() \
+  if (!std::filesystem::exists(kTq)) GTEST_SKIP() << "tq not built: " << kTq
+
+TEST(TqCli, ModelCommandsShareTheirOptionsAndKeepTheirOwn) {
+  SKIP_WITHOUT_TQ();
+  using Names = std::set<std::string>;
+  const Names shared = {"-h,--help", "-m,--model", "-t,--threads", "--kv"};
+  const std::vector<std::pair<std::string, Names>> commands = {
+      {"generate",
+       {"-p,--prompt", "-f,--file", "--prompt-tokens", "-n,--n-predict", "--chat", "--temp",
+        "--top-p", "--top-k", "--seed", "--chunk", "--ignore-eos", "--json"}},
+      {"perplexity",
+       {"-f,--file", "-c,--ctx", "--stride", "--chunks", "--save-logits", "--kld", "--logits-f32",
+        "-b,--batch", "--json", "-q,--quiet"}},
+      {"bench", {"--contexts", "--steps", "--full", "--out", "--plot", "--json", "-q,--quiet"}},
+      {"niah",
+       {"--mode", "--lengths", "--depths", "--seeds", "--seed", "--needles", "--haystack", "--plot",
+        "--out", "--json-out", "--max-new", "--json", "-q,--quiet"}},
+      {"sensitivity", {"-f,--file", "-c,--ctx", "--chunks", "--out", "--plot", "-q,--quiet"}},
+      {"compare",
+       {"-p,--prompt", "-f,--file", "--prompt-tokens", "-n,--n-predict", "--chunk", "--json",
+        "-q,--quiet"}},
+  };
+  for (const auto& [name, own] : commands) {
+    const RunResult r = run_tq(name + " --help");
+    ASSERT_EQ(r.status, 0) << name;
+    Names expected = shared;
+    expected.insert(own.begin(), own.end());
+    EXPECT_EQ(option_names(r.output), expected) << name;
+    EXPECT_NE(r.output.find("-m,--model TEXT=models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+              std::string::npos)
+        << name;
+    EXPECT_NE(r.output.find("-t,--threads INT=0"), std::string::npos) << name;
+  }
+}
+
+TEST(TqCli, CompareRefusesBadArguments) {
+  SKIP_WITHOUT_TQ();
+  EXPECT_NE(run_tq("compare").status, 0);  // no prompt
+  EXPECT_NE(run_tq("compare -p hello -n 0").status, 0);
+  EXPECT_NE(run_tq("compare -p hello --kv tq9").status, 0);
+  EXPECT_NE(run_tq("compare -f /nonexistent/text.raw").status, 0);
+}
+
+TEST(TqCli, GenerateSaysWhenTheWindowHoldsEveryToken) {
+  SKIP_WITHOUT_TQ();
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "model missing: " << kModel;
+  const std::string base = "generate -m " + kModel.string() + " -p 'The sky is' -n 4 -t 2 ";
+  const RunResult windowed = run_tq(base + "--kv tq4");
+  ASSERT_EQ(windowed.status, 0) << windowed.output;
+  EXPECT_TRUE(std::regex_search(
+      windowed.output,
+      std::regex("window of 128 fp16 tokens holds all [0-9]+ tokens: nothing compressed yet")))
+      << windowed.output;
+  const RunResult smaller = run_tq(base + "--kv tq4:window=2");
+  ASSERT_EQ(smaller.status, 0) << smaller.output;
+  EXPECT_TRUE(std::regex_search(
+      smaller.output, std::regex("[0-9]+ of [0-9]+ tokens compressed, the last 2 in the fp16")))
+      << smaller.output;
+  for (const char* scheme : {"fp16", "q4r"}) {
+    const RunResult r = run_tq(base + "--kv " + scheme);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find("compressed"), std::string::npos) << scheme << ": " << r.output;
+  }
+}
+
+TEST(TqCli, CompareRowsOnARealModel) {
+  SKIP_WITHOUT_TQ();
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "model missing: " << kModel;
+  const RunResult r =
+      run_tq("compare -m " + kModel.string() + " -f " TQ_SOURCE_DIR "/docs/DESIGN.md" +
+                 " --prompt-tokens 160 -n 4 -t 2 --kv tq4:window=32 --kv fp16 --kv q4r --json",
+             /*merge=*/false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["prompt_tokens"], 160);
+  EXPECT_EQ(j["generated_tokens"], 4);
+  const nlohmann::json& rows = j["rows"];
+  ASSERT_EQ(rows.size(), 3u);  // fp16 once, first, however often it is asked for
+  EXPECT_EQ(rows[0]["kv"], "fp16");
+  EXPECT_EQ(rows[0]["common_prefix"], 4);
+  EXPECT_EQ(rows[0]["kld_mean"], 0.0);
+  EXPECT_EQ(rows[0]["kv_ratio"], 1.0);
+  EXPECT_EQ(rows[1]["kv"], "tq4:window=32");
+  EXPECT_EQ(rows[2]["kv"], "q4r");
+  const std::size_t context = 160 + 4 - 1;  // the last generated token is never run
+  for (const auto& row : rows) {
+    EXPECT_EQ(row["context_tokens"], context) << row["kv"];
+    EXPECT_EQ(row["decode_steps"], 3) << row["kv"];
+    EXPECT_GE(row["top1_agree"].get<double>(), 0.0);
+    EXPECT_LE(row["top1_agree"].get<double>(), 1.0);
+    EXPECT_LE(row["common_prefix"].get<int>(), 4);
+  }
+  EXPECT_EQ(rows[1]["kv_compressed_tokens"], context - 32);
+  EXPECT_EQ(rows[2]["kv_compressed_tokens"], context);
+  EXPECT_LT(rows[1]["kv_ratio"].get<double>(), 1.0);
+  EXPECT_LT(rows[2]["kv_ratio"].get<double>(), 0.3);
+  EXPECT_GT(rows[2]["kld_mean"].get<double>(), 0.0);
+}
+
+}  // namespace
