@@ -39,9 +39,10 @@ echo
 # The comparison: a context long enough that the cache is mostly compressed. WikiText-2 (or a
 # novel of the NIAH haystack) from ../shared/data when present, else this repository's design
 # document, which is always there.
+shared_data="$(cd "$TQ_ROOT/.." && pwd)/shared/data"
 long_text=""
-for candidate in "$TQ_ROOT/../shared/data/wikitext-2-raw/wiki.test.raw" \
-                 "$TQ_ROOT/../shared/data/haystack/pride-and-prejudice-pg1342.txt" \
+for candidate in "$shared_data/wikitext-2-raw/wiki.test.raw" \
+                 "$shared_data/haystack/pride-and-prejudice-pg1342.txt" \
                  "$TQ_ROOT/docs/DESIGN.md"; do
   if [[ -f "$candidate" ]]; then long_text="$candidate"; break; fi
   echo "note: $candidate not found, trying the next text" >&2
