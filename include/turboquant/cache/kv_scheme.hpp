@@ -26,8 +26,8 @@ namespace tq {
 enum class KvFormat { Fp16, Int8Block, Int4Block, TurboQuant };
 inline constexpr int kIntBlockSize = 32;  // values per fp16 scale in the int8/int4 baselines
 // TurboQuant schemes keep the most recent 128 tokens exact unless `window=` says otherwise: the
-// question and the answer being written are what the window keeps exact (the measurements that
-// chose 128 are in docs/DESIGN.md §5). Block baselines default to 0 so that they stay the plain
+// question and the answer being written are what the window keeps exact (docs/DESIGN.md §3 says
+// which measurements chose 128). Block baselines default to 0 so that they stay the plain
 // formats they are named after.
 inline constexpr int kTurboQuantDefaultWindow = 128;
 
