@@ -5,6 +5,7 @@
 // kernel that combines the splits, rotates back once (Πᵀ, plus Sᵀ of the sign accumulator for
 // prod values) and folds in the exact fp16 window.
 #include "attention_kernels.cuh"
+#include "fwht.cuh"
 #include "turboquant/base/math.hpp"
 
 #include <algorithm>
@@ -12,12 +13,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 namespace tq::cuda {
 namespace {
 
+using detail::AccurateExp2;
+using detail::fwht_row;
 using detail::kNegBig;
 using detail::kRowsPerChunk;
+using detail::SoftmaxState;
 using detail::SplitParams;
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -25,17 +30,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 struct RowShape {
   int batch, kv_heads, q_heads, group, n_queries, rows;
 };
-
-// In-place Walsh–Hadamard transform of y[0..D) by a block of exactly D threads (unnormalised).
-__device__ void block_fwht(float* y, int D) {
-  const int j = threadIdx.x;
-  for (int h = 1; h < D; h <<= 1) {
-    const float a = y[j & ~h], b = y[j | h];
-    __syncthreads();
-    y[j] = (j & h) ? a - b : a + b;
-    __syncthreads();
-  }
-}
 
 // Reductions over a block of at most 1024 threads (every thread gets the result).
 __device__ float block_reduce(float v, bool is_max, float* scratch) {
@@ -69,7 +63,7 @@ __global__ void prepare_queries_kernel(const float* __restrict__ q, RowShape s, 
   if (signs) {
     x[j] = qj * signs[j];
     __syncthreads();
-    block_fwht(x, dim);
+    fwht_row(x, dim);
     acc = x[j] * rsqrtf(static_cast<float>(dim));
   } else if (pi_t) {
     x[j] = qj;
@@ -114,6 +108,7 @@ struct MergeParams {
 // computed once in shared memory, then an unrolled sum per coordinate), Πᵀ once, the exact
 // window, normalisation.
 __global__ void merge_kernel(const MergeParams p) {
+  using State = SoftmaxState<AccurateExp2>;
   extern __shared__ float sh[];
   const int D = p.dim;
   float* z = sh;                // combined rotated accumulator
@@ -135,11 +130,11 @@ __global__ void merge_kernel(const MergeParams p) {
   const float mmax = block_reduce(local_max, true, scratch);
   float local_l = 0.0f;
   for (int k = j; k < p.splits; k += D) {
-    const float f = exp2f(fw[k] - mmax);
+    const float f = State::weight(fw[k], mmax);
     fw[k] = f;
     local_l += f * fl[k];
   }
-  float l = block_reduce(local_l, false, scratch);  // its barriers also publish fw[]
+  const float l = block_reduce(local_l, false, scratch);  // its barriers also publish fw[]
   float acc = 0.0f, accs = 0.0f;
   const float* po = p.part_o + slot0 * D + j;
 #pragma unroll 8
@@ -158,7 +153,7 @@ __global__ void merge_kernel(const MergeParams p) {
   if (p.signs) {
     z[j] = acc;
     __syncthreads();
-    block_fwht(z, D);
+    fwht_row(z, D);
     acc = z[j] * p.signs[j] * rsqrtf(static_cast<float>(D));
   } else if (p.pi) {
     z[j] = acc;
@@ -168,6 +163,7 @@ __global__ void merge_kernel(const MergeParams p) {
     for (int k = 0; k < D; ++k) t += p.pi[k * D + j] * z[k];
     acc = t;
   }
+  State st{mmax, l, {acc}};  // the splits' merged state, o rotated back
   const int i = r / s.group, qh = kvh * s.group + r % s.group;
   const long long qoff = ((static_cast<long long>(b) * s.n_queries + i) * s.q_heads + qh) * D;
   const int W = p.window_lengths ? p.window_lengths[b] : 0;
@@ -184,18 +180,12 @@ __global__ void merge_kernel(const MergeParams p) {
       if (lane == 0) sw[t] = d;
     }
     __syncthreads();
-    float m2 = mmax;
+    float m2 = st.m;
     for (int t = 0; t < W; ++t) m2 = fmaxf(m2, sw[t]);
-    const float f = exp2f(mmax - m2);
-    acc *= f;
-    l *= f;
-    for (int t = 0; t < W; ++t) {
-      const float w = exp2f(sw[t] - m2);
-      l += w;
-      acc += w * __half2float(p.v_win[(wbase + t) * D + j]);
-    }
+    st.rescale(m2);
+    for (int t = 0; t < W; ++t) st.add_token(sw[t], __half2float(p.v_win[(wbase + t) * D + j]));
   }
-  p.out[qoff + j] = l > 0.0f ? acc / l : 0.0f;
+  p.out[qoff + j] = st.normalized();
 }
 
 // Diagnostics: with TQ_CUDA_TIMELINE=FILE set, every tensor-core call records per-CTA
@@ -341,34 +331,84 @@ Buffers carve(AttentionWorkspace& ws, long long q_elems, long long part_elems, b
   return bf;
 }
 
-void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf, const float* signs,
-               const float* pi, const float* qjl, const AttentionArgs& a, float scale_log2,
-               const GpuKvCache* cache, cudaStream_t stream) {
+// Everything one call computes on besides the cache: the rows of each KV head, the split plan,
+// the workspace buffers (sketches only where a prod codec needs them) and the softmax scale.
+struct CallPlan {
+  RowShape rows;
+  Plan plan;
+  Buffers buffers;
+  float scale_log2;
+};
+
+CallPlan plan_call(const AttentionArgs& a, int kv_heads, int dim, int ctas_per_sm, bool sketch_q,
+                   bool sketch_v, AttentionWorkspace& ws) {
+  CallPlan c{};
+  c.rows = RowShape{a.batch, kv_heads, a.q_heads, a.q_heads / kv_heads, a.n_queries, 0};
+  c.rows.rows = c.rows.group * a.n_queries;
+  c.plan = make_plan(a, kv_heads, c.rows.rows, ctas_per_sm);
+  const long long q_elems = static_cast<long long>(a.batch) * kv_heads * c.rows.rows * dim;
+  c.buffers = carve(ws, q_elems, q_elems * c.plan.splits, sketch_q, sketch_v,
+                    2LL * a.batch * kv_heads * c.rows.rows * c.plan.splits);
+  const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(dim));
+  c.scale_log2 = scale * kLog2e;
+  return c;
+}
+
+// The split kernels' parameters that do not depend on what the cache holds: shapes, plan,
+// buffers, queries and output (the last four are read by the tensor-core kernel only).
+SplitParams split_params(const CallPlan& c, const AttentionArgs& a, int capacity) {
+  SplitParams sp{};
+  sp.q_prep = c.buffers.q_prep;
+  sp.q_sketch = c.buffers.q_sketch;
+  sp.rows = c.rows.rows;
+  sp.group = c.rows.group;
+  sp.n_queries = a.n_queries;
+  sp.row_chunks = c.plan.row_chunks;
+  sp.lengths = a.lengths;
+  sp.capacity = capacity;
+  sp.kv_heads = c.rows.kv_heads;
+  sp.tokens_per_split = c.plan.tokens_per_split;
+  sp.splits = c.plan.splits;
+  sp.part_o = c.buffers.part_o;
+  sp.part_s = c.buffers.part_s;
+  sp.part_ml = c.buffers.part_ml;
+  sp.q = a.q;
+  sp.q_heads = a.q_heads;
+  sp.scale_log2 = c.scale_log2;
+  sp.out = a.out;
+  return sp;
+}
+
+// The merge kernel over the splits' partials: the value codec's inverse rotation, and the
+// window when the call has one.
+void run_merge(const CallPlan& c, int dim, const DeviceCodec::Impl& vd, const AttentionArgs& a,
+               const GpuKvCache& cache, cudaStream_t stream) {
+  const Buffers& bf = c.buffers;
   MergeParams mp{};
-  mp.s = rs;
+  mp.s = c.rows;
   mp.dim = dim;
-  mp.splits = plan.splits;
+  mp.splits = c.plan.splits;
   mp.part_o = bf.part_o;
   mp.part_s = bf.part_s;
   mp.part_ml = bf.part_ml;
-  mp.signs = signs;
-  mp.pi = signs ? nullptr : pi;
-  mp.qjl = bf.part_s ? qjl : nullptr;
+  mp.signs = vd.signs;
+  mp.pi = vd.signs ? nullptr : vd.pi;
+  mp.qjl = bf.part_s ? vd.qjl : nullptr;
   mp.qjl_scale = static_cast<float>(kSqrtHalfPi / dim);
   mp.q = a.q;
-  mp.scale_log2 = scale_log2;
+  mp.scale_log2 = c.scale_log2;
   mp.out = a.out;
-  if (cache && a.window_lengths) {
-    check_window(*cache, a);
-    mp.k_win = reinterpret_cast<const __half*>(cache->key_window);
-    mp.v_win = reinterpret_cast<const __half*>(cache->value_window);
+  if (a.window_lengths) {
+    check_window(cache, a);
+    mp.k_win = reinterpret_cast<const __half*>(cache.key_window);
+    mp.v_win = reinterpret_cast<const __half*>(cache.value_window);
     mp.window_lengths = a.window_lengths;
-    mp.window_capacity = cache->window_capacity;
+    mp.window_capacity = cache.window_capacity;
   }
-  const int smem = (3 * dim + 32 + 2 * plan.splits + std::max(a.max_window, 1)) *
+  const int smem = (3 * dim + 32 + 2 * c.plan.splits + std::max(a.max_window, 1)) *
                    static_cast<int>(sizeof(float));
   if (smem > 96 * 1024) {
-    throw std::invalid_argument("attention: " + std::to_string(plan.splits) + " splits and a " +
+    throw std::invalid_argument("attention: " + std::to_string(c.plan.splits) + " splits and a " +
                                 std::to_string(a.max_window) +
                                 "-token window exceed shared memory");
   }
@@ -378,13 +418,10 @@ void run_merge(const RowShape& rs, int dim, const Plan& plan, const Buffers& bf,
         cudaFuncSetAttribute(merge_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024));
     configured = true;
   }
-  merge_kernel<<<dim3(rs.rows, rs.kv_heads, rs.batch), dim, smem, stream>>>(mp);
+  merge_kernel<<<dim3(c.rows.rows, c.rows.kv_heads, c.rows.batch), dim, smem, stream>>>(mp);
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
-}  // namespace
-
-namespace {
 // Tensor-core code of one side: 10·hi_bits + lo_bits for MSE codecs whose layout is the plain
 // one the kernel assumes (one segment, or hi = d/2 coordinates at lo + 1 bits), else −1.
 int tc_code(const CodecSpec& s) {
@@ -395,6 +432,7 @@ int tc_code(const CodecSpec& s) {
   if (L.hi_count != s.dim / 2 || L.hi_bits != L.lo_bits + 1) return -1;
   return 10 * L.hi_bits + L.lo_bits;
 }
+
 }  // namespace
 
 bool tensor_core_path_supports(const CodecSpec& key, const CodecSpec& value) {
@@ -440,27 +478,23 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
   const CodeLayout& VL = value_codec.layout();
   cudaStream_t stream = as_stream(stream_ptr);
 
-  RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
-  rs.rows = rs.group * a.n_queries;
   const int kcode = use_tc ? tc_code(key_codec.spec()) : 0;
   const int vcode = use_tc ? tc_code(value_codec.spec()) : 0;
   const int per_sm = use_tc ? detail::tensor_core_ctas_per_sm(D, kcode, vcode) : 4;
-  const Plan plan = make_plan(a, cache.kv_heads, rs.rows, per_sm);
-  const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
-  const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, kd.prod, vd.prod,
-                           2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
-  const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
-  const float scale_log2 = scale * kLog2e;
+  const CallPlan call = plan_call(a, cache.kv_heads, D, per_sm, kd.prod, vd.prod, ws);
+  const RowShape& rs = call.rows;
+  const Plan& plan = call.plan;
+  const Buffers& bf = call.buffers;
 
   if (!use_tc) {  // the tensor-core kernel prepares its own queries
     prepare_queries_kernel<<<dim3(rs.rows, cache.kv_heads, a.batch), D, 2 * D * sizeof(float),
-                             stream>>>(a.q, rs, D, scale_log2, kd.signs, kd.pi_t,
+                             stream>>>(a.q, rs, D, call.scale_log2, kd.signs, kd.pi_t,
                                        kd.prod ? kd.qjl_t : nullptr,
                                        static_cast<float>(kSqrtHalfPi / D), bf.q_prep, bf.q_sketch);
     TQ_CUDA_CHECK(cudaGetLastError());
   }
 
-  SplitParams sp{};
+  SplitParams sp = split_params(call, a, cache.capacity);
   sp.k_data = cache.key.codes;
   sp.v_data = cache.value.codes;
   sp.k_norms = reinterpret_cast<const __half*>(cache.key.norms);
@@ -473,44 +507,16 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
   sp.k_cent_lo = kd.cent_lo;
   sp.v_cent_hi = vd.cent_hi;
   sp.v_cent_lo = vd.cent_lo;
-  sp.k_hi_count = KL.hi_count;
-  sp.k_hi_bits = KL.hi_bits;
-  sp.k_lo_bits = KL.lo_bits;
-  sp.k_hi_bytes = static_cast<int>(KL.hi_bytes);
-  sp.k_code_bytes = static_cast<int>(KL.code_bytes);
-  sp.k_sign_bytes = static_cast<int>(KL.sign_bytes);
-  sp.v_hi_count = VL.hi_count;
-  sp.v_hi_bits = VL.hi_bits;
-  sp.v_lo_bits = VL.lo_bits;
-  sp.v_hi_bytes = static_cast<int>(VL.hi_bytes);
-  sp.v_code_bytes = static_cast<int>(VL.code_bytes);
-  sp.v_sign_bytes = static_cast<int>(VL.sign_bytes);
+  sp.k_layout = kernel_layout(KL);
+  sp.v_layout = kernel_layout(VL);
   sp.k_prod = kd.prod;
   sp.v_prod = vd.prod;
-  sp.q_prep = bf.q_prep;
-  sp.q_sketch = bf.q_sketch;
-  sp.rows = rs.rows;
-  sp.group = rs.group;
-  sp.n_queries = a.n_queries;
-  sp.row_chunks = plan.row_chunks;
-  sp.lengths = a.lengths;
-  sp.capacity = cache.capacity;
-  sp.kv_heads = cache.kv_heads;
-  sp.tokens_per_split = plan.tokens_per_split;
-  sp.splits = plan.splits;
-  sp.part_o = bf.part_o;
-  sp.part_s = bf.part_s;
-  sp.part_ml = bf.part_ml;
   if (use_tc) {
     // One launch: query preparation, splits and (without a window) the merge.
-    sp.q = a.q;
-    sp.q_heads = a.q_heads;
-    sp.scale_log2 = scale_log2;
     sp.rot_signs = kd.signs;
     sp.rot_pi_t = kd.signs ? nullptr : kd.pi_t;
     sp.out_signs = vd.signs;
     sp.out_pi = vd.signs ? nullptr : vd.pi;
-    sp.out = a.out;
     // Windows up to kFusedWindowMax tokens ride in the splits (each CTA folds ⌈W / splits⌉ ≤ d
     // of them into its partial: one launch per decode step); longer ones, or window arrays the
     // kernel cannot read in 16-byte loads, go through the merge kernel.
@@ -540,12 +546,11 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     sp.timeline = timeline.device_words();
     detail::launch_tensor_core_split(sp, a.batch, D, kcode, vcode, stream);
     timeline.append_to_file(stream);
-    if (a.window_lengths && !fuse_window)
-      run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
+    if (a.window_lengths && !fuse_window) run_merge(call, D, vd, a, cache, stream);
   } else {
     dispatch_dim(
         D, [&](auto d) { detail::launch_generic_split<decltype(d)::value>(sp, a.batch, stream); });
-    run_merge(rs, D, plan, bf, vd.signs, vd.pi, vd.qjl, a, scale_log2, &cache, stream);
+    run_merge(call, D, vd, a, cache, stream);
   }
 }
 
@@ -560,35 +565,13 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
     throw std::invalid_argument("attention_fp16: null cache or batch/max_length beyond the cache");
   }
   cudaStream_t stream = as_stream(stream_ptr);
-  RowShape rs{a.batch, cache.kv_heads, a.q_heads, a.q_heads / cache.kv_heads, a.n_queries, 0};
-  rs.rows = rs.group * a.n_queries;
-  const Plan plan = make_plan(a, cache.kv_heads, rs.rows, detail::tensor_core_ctas_per_sm(D, 0, 0));
-  const long long q_elems = static_cast<long long>(a.batch) * cache.kv_heads * rs.rows * D;
-  const Buffers bf = carve(ws, q_elems, q_elems * plan.splits, false, false,
-                           2LL * a.batch * cache.kv_heads * rs.rows * plan.splits);
-  const float scale = a.scale > 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(D));
-  const float scale_log2 = scale * kLog2e;
-  SplitParams sp{};
+  const CallPlan call =
+      plan_call(a, cache.kv_heads, D, detail::tensor_core_ctas_per_sm(D, 0, 0), false, false, ws);
+  SplitParams sp = split_params(call, a, cache.capacity);
   sp.k_data = cache.keys;
-  sp.v_data = cache.values;
-  sp.q_prep = bf.q_prep;
-  sp.rows = rs.rows;
-  sp.group = rs.group;
-  sp.n_queries = a.n_queries;
-  sp.row_chunks = plan.row_chunks;
-  sp.lengths = a.lengths;
-  sp.capacity = cache.capacity;
-  sp.kv_heads = cache.kv_heads;
-  sp.tokens_per_split = plan.tokens_per_split;
-  sp.splits = plan.splits;
-  sp.part_o = bf.part_o;
-  sp.part_ml = bf.part_ml;
-  sp.q = a.q;
-  sp.q_heads = a.q_heads;
-  sp.scale_log2 = scale_log2;
-  sp.out = a.out;  // no rotation either way
+  sp.v_data = cache.values;  // no rotation either way: rot_* and out_* stay null
   sp.counters =
-      ws.zeroed_counters(static_cast<std::size_t>(a.batch) * cache.kv_heads * plan.row_chunks);
+      ws.zeroed_counters(static_cast<std::size_t>(a.batch) * cache.kv_heads * call.plan.row_chunks);
   detail::launch_tensor_core_split(sp, a.batch, D, 0, 0, stream);
 }
 

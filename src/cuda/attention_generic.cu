@@ -42,12 +42,16 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
     ssk[r][j] = (r < rows_here && p.k_prod) ? p.q_sketch[(qbase + r) * D + j] : 0.0f;
   }
   for (int i = tid; i < 256; i += kThreads) {
-    kc_hi[i] = (p.k_hi_count > 0 && i < (1 << p.k_hi_bits)) ? p.k_cent_hi[i] : 0.0f;
+    kc_hi[i] = (p.k_layout.hi_count > 0 && i < (1 << p.k_layout.hi_bits)) ? p.k_cent_hi[i] : 0.0f;
     kc_lo[i] =
-        (p.k_code_bytes > 0 && p.k_hi_count < D && i < (1 << p.k_lo_bits)) ? p.k_cent_lo[i] : 0.0f;
-    vc_hi[i] = (p.v_hi_count > 0 && i < (1 << p.v_hi_bits)) ? p.v_cent_hi[i] : 0.0f;
+        (p.k_layout.code_bytes > 0 && p.k_layout.hi_count < D && i < (1 << p.k_layout.lo_bits))
+            ? p.k_cent_lo[i]
+            : 0.0f;
+    vc_hi[i] = (p.v_layout.hi_count > 0 && i < (1 << p.v_layout.hi_bits)) ? p.v_cent_hi[i] : 0.0f;
     vc_lo[i] =
-        (p.v_code_bytes > 0 && p.v_hi_count < D && i < (1 << p.v_lo_bits)) ? p.v_cent_lo[i] : 0.0f;
+        (p.v_layout.code_bytes > 0 && p.v_layout.hi_count < D && i < (1 << p.v_layout.lo_bits))
+            ? p.v_cent_lo[i]
+            : 0.0f;
   }
   __syncthreads();
 
@@ -63,13 +67,16 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
   }
   const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
   constexpr int JL = D / 32;  // coordinates per lane in the value phase
-  float acc[R][JL], accs[R][JL], m[R], l[R];
+  // Per row c, the softmax state of this warp's tokens: o holds this lane's value coordinates
+  // lane + 32·k, and accs (the sign accumulator of prod values) is rescaled with it. l is summed
+  // per lane (over the lane's own tokens) until the warp reduces it after the loop.
+  using State = SoftmaxState<AccurateExp2, JL>;
+  State st[R];
+  float accs[R][JL];
 #pragma unroll
   for (int c = 0; c < R; ++c) {
-    m[c] = kNegBig;
-    l[c] = 0.0f;
 #pragma unroll
-    for (int k = 0; k < JL; ++k) acc[c][k] = accs[c][k] = 0.0f;
+    for (int k = 0; k < JL; ++k) accs[c][k] = 0.0f;
   }
   const unsigned char* kcodes = static_cast<const unsigned char*>(p.k_data);
   const unsigned char* vcodes = static_cast<const unsigned char*>(p.v_data);
@@ -81,13 +88,13 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
     float s[R];
 #pragma unroll
     for (int c = 0; c < R; ++c) s[c] = 0.0f;
-    if (p.k_code_bytes > 0) {
-      const unsigned char* code = kcodes + (base + tl) * p.k_code_bytes;
+    if (p.k_layout.code_bytes > 0) {
+      const unsigned char* code = kcodes + (base + tl) * p.k_layout.code_bytes;
       for (int j = 0; j < D; ++j) {
-        const bool hi = j < p.k_hi_count;
-        const float cj =
-            hi ? kc_hi[read_code_dev(code, j, p.k_hi_bits)]
-               : kc_lo[read_code_dev(code + p.k_hi_bytes, j - p.k_hi_count, p.k_lo_bits)];
+        const bool hi = j < p.k_layout.hi_count;
+        const float cj = hi ? kc_hi[read_code_dev(code, j, p.k_layout.hi_bits)]
+                            : kc_lo[read_code_dev(code + p.k_layout.hi_bytes,
+                                                  j - p.k_layout.hi_count, p.k_layout.lo_bits)];
 #pragma unroll
         for (int c = 0; c < R; ++c) s[c] += sq[c][j] * cj;
       }
@@ -96,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
       for (int c = 0; c < R; ++c) s[c] *= n;
     }
     if (p.k_prod) {
-      const unsigned char* sg = p.k_signs + (base + tl) * p.k_sign_bytes;
+      const unsigned char* sg = p.k_signs + (base + tl) * p.k_layout.sign_bytes;
       const float gam = __half2float(p.k_rnorms[base + tl]);
       float e[R];
 #pragma unroll
@@ -116,14 +123,14 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
       const float sc = t < col_end[c] ? s[c] : -__int_as_float(0x7f800000);
       float mx = sc;
       for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-      const float mn = fmaxf(m[c], mx);
-      const float al = exp2f(m[c] - mn);
-      m[c] = mn;
-      const float pr = exp2f(sc - mn);
-      l[c] = l[c] * al + pr;
+      const float mn = fmaxf(st[c].m, mx);
+      const float al = State::weight(st[c].m, mn);
+      st[c].m = mn;
+      const float pr = State::weight(sc, mn);
+      st[c].l = st[c].l * al + pr;
 #pragma unroll
       for (int k = 0; k < JL; ++k) {
-        acc[c][k] *= al;
+        st[c].o[k] *= al;
         accs[c][k] *= al;
       }
       pw[warp][lane][c] = pr * vn;
@@ -139,21 +146,21 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
         w[c] = pw[warp][tt][c];
         wg[c] = pg[warp][tt][c];
       }
-      if (p.v_code_bytes > 0) {
-        const unsigned char* code = vcodes + slot * p.v_code_bytes;
+      if (p.v_layout.code_bytes > 0) {
+        const unsigned char* code = vcodes + slot * p.v_layout.code_bytes;
 #pragma unroll
         for (int k = 0; k < JL; ++k) {
           const int j = lane + 32 * k;
-          const bool hi = j < p.v_hi_count;
-          const float cj =
-              hi ? vc_hi[read_code_dev(code, j, p.v_hi_bits)]
-                 : vc_lo[read_code_dev(code + p.v_hi_bytes, j - p.v_hi_count, p.v_lo_bits)];
+          const bool hi = j < p.v_layout.hi_count;
+          const float cj = hi ? vc_hi[read_code_dev(code, j, p.v_layout.hi_bits)]
+                              : vc_lo[read_code_dev(code + p.v_layout.hi_bytes,
+                                                    j - p.v_layout.hi_count, p.v_layout.lo_bits)];
 #pragma unroll
-          for (int c = 0; c < R; ++c) acc[c][k] += w[c] * cj;
+          for (int c = 0; c < R; ++c) st[c].o[k] += w[c] * cj;
         }
       }
       if (p.v_prod) {
-        const unsigned char* sg = p.v_signs + slot * p.v_sign_bytes;
+        const unsigned char* sg = p.v_signs + slot * p.v_layout.sign_bytes;
 #pragma unroll
         for (int k = 0; k < JL; ++k) {
           const int i = lane + 32 * k;
@@ -168,13 +175,13 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
   // Combine the warps: l is per lane, reduce it; then merge the warps through shared memory.
 #pragma unroll
   for (int c = 0; c < R; ++c) {
-    for (int off = 16; off > 0; off >>= 1) l[c] += __shfl_xor_sync(0xffffffffu, l[c], off);
+    for (int off = 16; off > 0; off >>= 1) st[c].l += __shfl_xor_sync(0xffffffffu, st[c].l, off);
   }
   if (lane == 0) {
 #pragma unroll
     for (int c = 0; c < R; ++c) {
-      red_ml[warp][c][0] = m[c];
-      red_ml[warp][c][1] = l[c];
+      red_ml[warp][c][0] = st[c].m;
+      red_ml[warp][c][1] = st[c].l;
     }
   }
   __syncthreads();
@@ -183,7 +190,7 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
   for (int c = 0; c < R; ++c) {
     float mm = kNegBig;
     for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, red_ml[w][c][0]);
-    f[c] = exp2f(m[c] - mm);
+    f[c] = State::weight(st[c].m, mm);
   }
   // Reuse sq / ssk as the reduction buffers (queries no longer needed).
   __syncthreads();
@@ -198,7 +205,7 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
       for (int c = 0; c < R; ++c) {
 #pragma unroll
         for (int k = 0; k < JL; ++k) {
-          sq[c][lane + 32 * k] += f[c] * acc[c][k];
+          sq[c][lane + 32 * k] += f[c] * st[c].o[k];
           ssk[c][lane + 32 * k] += f[c] * accs[c][k];
         }
       }
@@ -211,7 +218,7 @@ __global__ void __launch_bounds__(kThreads) generic_split_kernel(const SplitPara
     float mm = kNegBig;
     for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, red_ml[w][c][0]);
     float lsum = 0.0f;
-    for (int w = 0; w < kWarps; ++w) lsum += exp2f(red_ml[w][c][0] - mm) * red_ml[w][c][1];
+    for (int w = 0; w < kWarps; ++w) lsum += State::weight(red_ml[w][c][0], mm) * red_ml[w][c][1];
     const long long slot = (qbase + c) * p.splits + split;
     p.part_o[slot * D + j] = sq[c][j];
     if (p.v_prod) p.part_s[slot * D + j] = ssk[c][j];

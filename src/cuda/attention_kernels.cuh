@@ -1,6 +1,6 @@
 // Parameters and launchers shared by the attention sources: the split (flash-decoding) kernels
-// write partial softmax states (o, m, l) per (sequence, KV head, row, split); the merge kernel
-// combines them, rotates back once and folds in the exact window.
+// write partial softmax states (m, l, o; softmax_state.cuh) per (sequence, KV head, row, split);
+// the merge kernel combines them, rotates back once and folds in the exact window.
 // A "row" is one (query position, query head of the GQA group) pair of a KV head:
 // row r = i·G + h_in_group for query i; rows are processed in chunks of kRowsPerChunk (the mma
 // N dimension). Scores are kept in the log2 domain: the prepared query carries
@@ -8,6 +8,7 @@
 #pragma once
 
 #include "internal.cuh"
+#include "softmax_state.cuh"
 
 namespace tq::cuda::detail {
 
@@ -15,7 +16,6 @@ constexpr int kRowsPerChunk = 8;
 // Longest exact window the tensor-core kernel folds into its splits (with at most d tokens per
 // split); longer windows go through the separate merge kernel.
 constexpr int kFusedWindowMax = 1024;
-constexpr float kNegBig = -1e30f;  // "no token yet": finite so exp2(m_old − m_new) never NaNs
 
 struct SplitParams {
   // compressed (or fp16) segment of one side each
@@ -35,8 +35,7 @@ struct SplitParams {
   // tensor-core path: centroids by bit width (cent[2], cent[3], cent[4]; the Lloyd-Max
   // codebook depends only on (d, bits), so K and V share them)
   const float* cent[5];
-  int k_hi_count, k_hi_bits, k_lo_bits, k_hi_bytes, k_code_bytes, k_sign_bytes;
-  int v_hi_count, v_hi_bits, v_lo_bits, v_hi_bytes, v_code_bytes, v_sign_bytes;
+  KernelCodeLayout k_layout, v_layout;
   bool k_prod, v_prod;
   // queries, prepared: [batch][kv_heads][rows][D] (rotated, scaled) and sketch (prod keys)
   const float* q_prep;

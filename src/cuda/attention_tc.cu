@@ -6,7 +6,8 @@
 // rides in the splits: each CTA folds a slice of it into its partial; longer windows go through
 // the separate merge kernel.
 //
-// Why this shape (DESIGN.md §4: the fp32 table kernel was instruction-bound at 409 µs):
+// Why this shape (docs/DESIGN.md §4.5: attention over codes is bound by the instructions spent per
+// code, not by DRAM, so every choice below minimises them):
 //  * Scores S = K·Qᵀ run on mma.m16n8k16 with tokens on M and the GQA rows on N. With 4-bit codes
 //    one byte holds two adjacent coordinates, and a byte → half2 table turns it into exactly one
 //    mma A register: one shared load per two coordinates, no per-code arithmetic. The rotated
@@ -30,16 +31,31 @@
 // codebook depends only on (d, bits)). With two segments the first half of the k-steps (keys)
 // or of the m-tiles (values) covers the hi segment and the second half the lo segment, so every
 // thread of a warp decodes the same widths at the same time (no divergence).
+//
+// The kernel body (tc_split_kernel, at the end) reads as its phases, each a __forceinline__
+// device function so that the code is the one a single function body gives: prologue (queries,
+// ring prefill, window slice, tables, query fragments), the tile loop (code tile → registers →
+// scores, online softmax, P·V), the per-warp states folded into the split's partial, and the
+// fused merge of the last CTA.
 #include "attention_kernels.cuh"
+#include "fwht.cuh"
+#include "ptx.cuh"
 
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 namespace tq::cuda::detail {
 namespace {
+
+using ptx::cp_async16;
+using ptx::cp_async4;
+using ptx::cp_async_commit;
+using ptx::cp_async_n;
+using ptx::cp_async_wait;
+using ptx::mma_m16n8k16;
+using State = SoftmaxState<FastExp2>;
 
 // One CTA per SM: 16 warps (8 for d = 256, whose accumulators need ~200 registers) share one
 // byte → half2 table and one query preparation, and the split count per (sequence, KV head)
@@ -47,44 +63,6 @@ namespace {
 template <int D>
 constexpr int warps_of() {
   return D == 256 ? 8 : 16;
-}
-
-// In-place unnormalised Walsh–Hadamard transform of the kRowsPerChunk rows of D floats in
-// shared memory: warp w < kRowsPerChunk transforms row w in registers (element i·32 + lane in
-// x[i]; strides < 32 by xor shuffles, larger strides between registers), then one barrier
-// (callers synchronise before; formerly log2 D block-wide barriers).
-template <int D>
-__device__ __forceinline__ void fwht_rows(float* y) {
-  constexpr int E = D / 32;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (warp < kRowsPerChunk) {
-    float* r = y + warp * D;
-    float x[E];
-#pragma unroll
-    for (int i = 0; i < E; ++i) x[i] = r[i * 32 + lane];
-#pragma unroll
-    for (int h = 1; h < 32; h <<= 1) {
-#pragma unroll
-      for (int i = 0; i < E; ++i) {
-        const float o = __shfl_xor_sync(0xffffffffu, x[i], h);
-        x[i] = (lane & h) ? o - x[i] : x[i] + o;
-      }
-    }
-#pragma unroll
-    for (int h = 1; h < E; h <<= 1) {
-#pragma unroll
-      for (int i = 0; i < E; ++i) {
-        if ((i & h) == 0) {
-          const float u = x[i], v = x[i + h];
-          x[i] = u + v;
-          x[i + h] = u - v;
-        }
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < E; ++i) r[i * 32 + lane] = x[i];
-  }
-  __syncthreads();
 }
 
 // x ← A x for each of the kRowsPerChunk rows of D floats in shared memory (dense rotations,
@@ -104,21 +82,6 @@ __device__ __forceinline__ void dense_rotate_rows(const float* __restrict__ M, f
   __syncthreads();
   for (int i = threadIdx.x; i < kRowsPerChunk * D; i += kThreads) x[i] = tmp[i];
   __syncthreads();
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
@@ -145,55 +108,6 @@ __device__ __forceinline__ void load_words(const void* ptr, uint32_t (&w)[N]) {
   } else {
     static_assert(N == 1, "unsupported load width");
     w[0] = __ldg(static_cast<const uint32_t*>(ptr));
-  }
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t saddr, const void* g) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(g));
-}
-__device__ __forceinline__ void cp_async8(uint32_t saddr, const void* g) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(saddr), "l"(g));
-}
-__device__ __forceinline__ void cp_async4(uint32_t saddr, const void* g) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(saddr), "l"(g));
-}
-template <int A>
-__device__ __forceinline__ void cp_async_n(uint32_t saddr, const void* g) {
-  if constexpr (A == 16) {
-    cp_async16(saddr, g);
-  } else if constexpr (A == 8) {
-    cp_async8(saddr, g);
-  } else {
-    cp_async4(saddr, g);
-  }
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// Words from shared memory (8- or 16-byte aligned runs).
-template <int N>
-__device__ __forceinline__ void lds_words(const unsigned char* ptr, uint32_t (&w)[N]) {
-  if constexpr (N % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < N / 4; ++i) {
-      const uint4 v = reinterpret_cast<const uint4*>(ptr)[i];
-      w[4 * i] = v.x;
-      w[4 * i + 1] = v.y;
-      w[4 * i + 2] = v.z;
-      w[4 * i + 3] = v.w;
-    }
-  } else if constexpr (N == 2) {
-    const uint2 v = *reinterpret_cast<const uint2*>(ptr);
-    w[0] = v.x;
-    w[1] = v.y;
-  } else {
-    static_assert(N == 1, "unsupported load width");
-    w[0] = *reinterpret_cast<const uint32_t*>(ptr);
   }
 }
 
@@ -343,7 +257,8 @@ struct Tables {
 // the low 5 bits (it stays inside its 32-word block, so a warp reading 32 consecutive dims of one
 // row is conflict-free) chosen so that the mma-fragment writes — lanes spread over rows 2·tig
 // and dims 2·g·MTPS — hit 32 distinct banks for d = 64, 128, 256 and one or two value segments
-// (checked exhaustively when it was chosen). dim ^ 1 swizzles like dim for even dims.
+// (an exhaustive check over every such write instruction shows it). dim ^ 1 swizzles like dim for
+// even dims.
 __device__ __forceinline__ int red_swizzle(int row, int dim) {
   return dim ^ (((row >> 1) & 3) ^ (((dim >> 5) & 7) << 2));
 }
@@ -353,217 +268,322 @@ constexpr int region_a_words() {
   return Tables<KC, VC>::total > kRowsPerChunk * D ? Tables<KC, VC>::total : kRowsPerChunk * D;
 }
 
+// The compile-time shape of one instantiation (KC / VC: key / value codes, 0 = fp16).
 template <int D, int KC, int VC>
-__global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const SplitParams p) {
-  constexpr bool kTq = KC != 0;
+struct TcShape {
+  static constexpr int kDim = D;
+  static constexpr bool kTq = KC != 0;
   using KCodes = Codes<D, kTq ? KC : 44>;
   using VCodes = Codes<D, kTq ? VC : 44>;
   using Tab = Tables<KC, VC>;
-  constexpr int kWarps = warps_of<D>();
-  constexpr int kThreads = kWarps * 32;
-  constexpr int KSTEPS = D / 16;
-  constexpr int MT = D / 16;
+  static constexpr int kWarps = warps_of<D>();
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int KSTEPS = D / 16;
+  static constexpr int MT = D / 16;
   // k-steps per key segment and m-tiles per value segment (fp16: one "segment").
-  constexpr int KNSEG = kTq ? KCodes::NSEG : 1;
-  constexpr int VNSEG = kTq ? VCodes::NSEG : 1;
-  constexpr int KSPS = KSTEPS / KNSEG;
-  constexpr int MTPS = MT / VNSEG;
-  constexpr int kStage = stage_bytes<D, KC, VC>();
+  static constexpr int KNSEG = kTq ? KCodes::NSEG : 1;
+  static constexpr int VNSEG = kTq ? VCodes::NSEG : 1;
+  static constexpr int KSPS = KSTEPS / KNSEG;
+  static constexpr int MTPS = MT / VNSEG;
+  static constexpr int kStage = stage_bytes<D, KC, VC>();
+  static constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
   using Regs = TileRegs<D, false>;
   using Tile = TqTile<D, kTq ? KC : 44, kTq ? VC : 44>;
-  // Region A: the lane-replicated tables (tq), scratch of the dense-Π query preparation.
-  // Region B: the per-warp cp.async rings (tq) during the loop; the per-warp states and the
-  // merge's scratch after it.
-  // (at least 8·D words: the dense-Π preparation's scratch must not reach the prefilled ring)
-  constexpr int kRegionA = kTq ? region_a_words<D, KC, VC>() : 0;
-  constexpr int kRingWords = kTq ? kWarps * kStages * kStage / 4 : 0;
-  constexpr int kRedWords = kWarps * kRowsPerChunk * D;
-  constexpr int kRegionB = kRingWords > kRedWords ? kRingWords : kRedWords;
-  extern __shared__ uint4 smem_raw[];
-  uint32_t* lut = reinterpret_cast<uint32_t*>(smem_raw);
-  float* prep_scratch = reinterpret_cast<float*>(smem_raw);
-  float* red_o = reinterpret_cast<float*>(smem_raw) + kRegionA;
-  float* scratch = red_o;
-  unsigned char* ring_all = reinterpret_cast<unsigned char*>(red_o);
-  float* sq = red_o + kRegionB;  // [8][D] query rows, later z
-  __half* sp_all = reinterpret_cast<__half*>(sq + kRowsPerChunk * D);
-  float* red_ml = reinterpret_cast<float*>(sp_all + kWarps * 16 * 8);
-  // Query B fragments in lane order ([k-step][half][lane] half2 words), built once per CTA: every
-  // warp then loads its fragments conflict-free (read straight from sq, the 32 lanes of a warp
-  // hit one bank — a 32-way conflict that cost ~4 µs per call).
-  uint32_t* qbuf = reinterpret_cast<uint32_t*>(red_ml + kWarps * kRowsPerChunk * 2);
-  // This CTA's slice of the exact window as one more softmax state ([8][D] o, rotated forward
-  // like the codes, then [8] m and [8] l), folded into the CTA's partial after the loop.
-  float* win_o = reinterpret_cast<float*>(qbuf + 2 * KSTEPS * 32);
-  float* win_ml = win_o + kRowsPerChunk * D;
-  __shared__ int s_last;
-
-  const int split = blockIdx.x, kvh = blockIdx.y;
-  const int b = blockIdx.z / p.row_chunks, chunk = blockIdx.z % p.row_chunks;
-  const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, tig = lane & 3;
-  auto stamp = [&](int k) {
-    if (p.timeline != nullptr && tid == 0) {
-      unsigned long long t;
-      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-      p.timeline[lin * 8 + k] = t;
-      if (k == 0) {
-        unsigned sm;
-        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        p.timeline[lin * 8 + 7] = sm;
-      }
-    }
-  };
-  stamp(0);
-
-  const int len = p.lengths[b];
-  // The window length is loaded now: at the fold it would be one more DRAM round trip.
-  const int win_len = (kTq && p.window_lengths) ? p.window_lengths[b] : 0;
-  const int start = split * p.tokens_per_split;
-  const int split_end = min(start + p.tokens_per_split, len);
-  const int ntiles = split_end > start ? (split_end - start + 15) / 16 : 0;
-  const long long base = static_cast<long long>(b * p.kv_heads + kvh) * p.capacity;
-  unsigned char* ring = ring_all + warp * (kStages * kStage);
-  const bool k_blob = ((base * KCodes::ROW) & 15) == 0;
-  const bool v_blob = ((base * VCodes::ROW) & 15) == 0;
-  // Codebooks in registers from the start (lane i holds centroid i mod 2^b): their DRAM latency
-  // overlaps the query loads instead of stalling the table build.
-  float cent_reg[5] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-  if constexpr (kTq) {
-#pragma unroll
-    for (int bb = 2; bb <= 4; ++bb)
-      if (Tab::uses(bb)) cent_reg[bb] = __ldg(p.cent[bb] + (lane & ((1 << bb) - 1)));
-  }
-  const uint32_t ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
-  // issue(tile, stage): one tile's codes and norms into the warp's ring (one commit group per
-  // call, empty past the end, so that group k always belongs to the warp's k-th tile).
-  // Per-thread sources for tile 0 of this split (tile t is 16·t rows further): a full tile then
-  // costs one address per stream instead of the clamped per-row arithmetic (which, with the
-  // registers of the loop, the compiler rematerialised every tile: ~90 instructions per issue).
-  constexpr int KR = KCodes::ROW, VR = VCodes::ROW;
-  const unsigned char* k_src0 = static_cast<const unsigned char*>(p.k_data) + (base + start) * KR;
-  const unsigned char* v_src0 = static_cast<const unsigned char*>(p.v_data) + (base + start) * VR;
-  // Norms: lane l < 16 takes the aligned word holding token l's K norm, lanes 16–31 the V norm
-  // (the parity of base + start + l does not change from tile to tile: tiles are 16 tokens).
-  const __half* n_src0 =
-      (lane < 16 ? p.k_norms : p.v_norms) + ((base + start + (lane & 15)) & ~1LL);
-  auto issue = [&](int tile, int stage) {
-    if constexpr (kTq) {
-      if (tile < ntiles) {
-        const int t0 = start + tile * 16, last = split_end - 1;
-        const uint32_t sa = ring_addr + stage * kStage;
-        constexpr int KA = KCodes::ALIGN, VA = VCodes::ALIGN;
-        const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
-        const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
-        // A full tile is one contiguous run of 16 rows: 16-byte chunks when it is 16-byte
-        // aligned (always, unless capacity · row bytes is not a multiple of 16); else row-wise
-        // chunks of the rows' natural alignment (rows past the end repeat the last).
-        const bool full = t0 + 15 <= last;
-        if (full && k_blob) {
-          const unsigned char* src = k_src0 + tile * (16 * KR);
-#pragma unroll
-          for (int c = lane; c < KR; c += 32) cp_async16(sa + c * 16, src + c * 16);
-        } else {
-#pragma unroll
-          for (int c = lane; c < 16 * KR / KA; c += 32) {
-            const int row = c / (KR / KA), col = c % (KR / KA);
-            const long long tok = base + min(t0 + row, last);
-            cp_async_n<KA>(sa + row * KR + col * KA, kc + tok * KR + col * KA);
-          }
-        }
-        if (full && v_blob) {
-          const unsigned char* src = v_src0 + tile * (16 * VR);
-#pragma unroll
-          for (int c = lane; c < VR; c += 32) cp_async16(sa + 16 * KR + c * 16, src + c * 16);
-        } else {
-#pragma unroll
-          for (int c = lane; c < 16 * VR / VA; c += 32) {
-            const int row = c / (VR / VA), col = c % (VR / VA);
-            const long long tok = base + min(t0 + row, last);
-            cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
-          }
-        }
-        if (full) {
-          cp_async4(sa + 16 * (KR + VR) + lane * 4, n_src0 + tile * 16);
-        } else {
-          const long long tok = base + min(t0 + (lane & 15), last);
-          const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
-          cp_async4(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL));
-        }
-      }
-      cp_async_commit();
-    }
-  };
-  // The query rows' elements of this thread, loaded before the ring prefill below so that they
-  // do not queue behind the tiles of every SM (at 128k the prologue took 8 µs that way).
   // Elements of the chunk's [8][D] rows per thread (i = tid + k·kThreads): the query
   // preparation, the window fold and the merge's output all split them this way.
-  constexpr int kPerThread = (kRowsPerChunk * D + kThreads - 1) / kThreads;
-  // The value signs of this thread's elements (1 without signs or past the end).
-  auto load_value_signs = [&](float(&sgn)[kPerThread]) {
+  static constexpr int kPerThread = (kRowsPerChunk * D + kThreads - 1) / kThreads;
+  // Shared memory (words). Region A: the lane-replicated tables (tq), scratch of the dense-Π query
+  // preparation (at least 8·D words: that scratch must not reach the prefilled ring). Region B:
+  // the per-warp cp.async rings (tq) during the loop; the per-warp states and the merge's scratch
+  // after it.
+  static constexpr int kRegionA = kTq ? region_a_words<D, KC, VC>() : 0;
+  static constexpr int kRingWords = kTq ? kWarps * kStages * kStage / 4 : 0;
+  static constexpr int kRedWords = kWarps * kRowsPerChunk * D;
+  static constexpr int kRegionB = kRingWords > kRedWords ? kRingWords : kRedWords;
+  // Regions A and B, then the arrays of TcSmem from sq on, and 64 bytes of slack.
+  static constexpr int kSmemBytes = kRegionA * 4 + kRegionB * 4 + kRowsPerChunk * D * 4 +
+                                    kWarps * 16 * 8 * 2 + kWarps * kRowsPerChunk * 2 * 4 +
+                                    2 * KSTEPS * 32 * 4 + (kRowsPerChunk * D + 16) * 4 + 64;
+};
+
+// The dynamic shared memory of one CTA, in this order after regions A and B.
+struct TcSmem {
+  uint32_t* lut;            // region A: the pair → half2 tables
+  float* prep_scratch;      // region A: scratch of the dense rotations, the window's queries
+  float* red_o;             // region B after the loop: the per-warp o states [warps][8][D]
+  float* scratch;           // region B in the merge: split weights, rotation scratch
+  unsigned char* ring_all;  // region B during the loop: the warps' cp.async rings
+  float* sq;                // [8][D] query rows, later the merged z
+  __half* sp_all;           // per warp: a 16 × 8 fp16 tile of P
+  float* red_ml;            // per warp: (m, l) of the 8 rows; in the merge, l per row
+  // Query B fragments in lane order ([k-step][half][lane] half2 words), built once per CTA: every
+  // warp then loads its fragments conflict-free (read straight from sq, the 32 lanes of a warp
+  // would hit one bank: a 32-way conflict).
+  uint32_t* qbuf;
+  // This CTA's slice of the exact window as one more softmax state ([8][D] o, rotated forward
+  // like the codes, then [8] m and [8] l), folded into the CTA's partial after the loop.
+  float* win_o;
+  float* win_ml;
+};
+
+template <class S>
+__device__ __forceinline__ TcSmem carve_smem(uint4* smem_raw) {
+  constexpr int D = S::kDim;
+  TcSmem s;
+  s.lut = reinterpret_cast<uint32_t*>(smem_raw);
+  s.prep_scratch = reinterpret_cast<float*>(smem_raw);
+  s.red_o = reinterpret_cast<float*>(smem_raw) + S::kRegionA;
+  s.scratch = s.red_o;
+  s.ring_all = reinterpret_cast<unsigned char*>(s.red_o);
+  s.sq = s.red_o + S::kRegionB;
+  s.sp_all = reinterpret_cast<__half*>(s.sq + kRowsPerChunk * D);
+  s.red_ml = reinterpret_cast<float*>(s.sp_all + S::kWarps * 16 * 8);
+  s.qbuf = reinterpret_cast<uint32_t*>(s.red_ml + S::kWarps * kRowsPerChunk * 2);
+  s.win_o = reinterpret_cast<float*>(s.qbuf + 2 * S::KSTEPS * 32);
+  s.win_ml = s.win_o + kRowsPerChunk * D;
+  return s;
+}
+
+// This thread's place: the CTA's split, KV head, sequence b and row chunk, its linear index (for
+// the timeline), and the thread's warp, lane and mma fragment coordinates g = lane / 4, tig =
+// lane mod 4.
+struct TcThread {
+  int split, kvh, b, chunk, lin, tid, warp, lane, g, tig;
+};
+
+__device__ __forceinline__ TcThread this_thread(const SplitParams& p) {
+  TcThread th;
+  th.split = blockIdx.x;
+  th.kvh = blockIdx.y;
+  th.b = blockIdx.z / p.row_chunks;
+  th.chunk = blockIdx.z % p.row_chunks;
+  th.lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  th.tid = threadIdx.x;
+  th.warp = th.tid >> 5;
+  th.lane = th.tid & 31;
+  th.g = th.lane >> 2;
+  th.tig = th.lane & 3;
+  return th;
+}
+
+// Diagnostics (SplitParams::timeline): %globaltimer at point k of the CTA, %smid with k = 0.
+__device__ __forceinline__ void stamp(const SplitParams& p, const TcThread& th, int k) {
+  if (p.timeline != nullptr && th.tid == 0) {
+    p.timeline[th.lin * 8 + k] = ptx::global_timer();
+    if (k == 0) p.timeline[th.lin * 8 + 7] = ptx::sm_id();
+  }
+}
+
+// The compressed tokens of this CTA: [start, split_end) of the sequence's len, in ntiles 16-token
+// tiles; base is the sequence's first slot of this KV head; win_len the sequence's window.
+struct TcTokens {
+  int len, win_len, start, split_end, ntiles;
+  long long base;
+};
+
+template <class S>
+__device__ __forceinline__ TcTokens tokens_of(const SplitParams& p, const TcThread& th) {
+  TcTokens tokens;
+  tokens.len = p.lengths[th.b];
+  // The window length is loaded now: at the fold it would be one more DRAM round trip.
+  tokens.win_len = (S::kTq && p.window_lengths) ? p.window_lengths[th.b] : 0;
+  tokens.start = th.split * p.tokens_per_split;
+  tokens.split_end = min(tokens.start + p.tokens_per_split, tokens.len);
+  tokens.ntiles = tokens.split_end > tokens.start ? (tokens.split_end - tokens.start + 15) / 16 : 0;
+  tokens.base = static_cast<long long>(th.b * p.kv_heads + th.kvh) * p.capacity;
+  return tokens;
+}
+
+// The warp's cp.async ring and where tile 0 of the split comes from (tile t is 16·t rows
+// further): a full tile then costs one address per stream instead of the clamped per-row
+// arithmetic, which the compiler would rematerialise at every tile under the loop's register
+// pressure.
+struct CodeRing {
+  unsigned char* ring;  // this warp's kStages stages
+  bool k_blob, v_blob;  // whether the K / V code rows of the head start 16-byte aligned
+  uint32_t ring_addr;
+  const unsigned char* k_src0;
+  const unsigned char* v_src0;
+  // Norms: lane l < 16 takes the aligned word holding token l's K norm, lanes 16–31 the V norm
+  // (the parity of base + start + l does not change from tile to tile: tiles are 16 tokens).
+  const __half* n_src0;
+};
+
+template <class S>
+__device__ __forceinline__ CodeRing code_ring(const SplitParams& p, const TcThread& th,
+                                              const TcTokens& tokens, const TcSmem& sm) {
+  CodeRing r;
+  r.ring = sm.ring_all + th.warp * (kStages * S::kStage);
+  r.k_blob = ((tokens.base * S::KCodes::ROW) & 15) == 0;
+  r.v_blob = ((tokens.base * S::VCodes::ROW) & 15) == 0;
+  r.ring_addr = static_cast<uint32_t>(__cvta_generic_to_shared(r.ring));
+  r.k_src0 = static_cast<const unsigned char*>(p.k_data) + (tokens.base + tokens.start) * S::KR;
+  r.v_src0 = static_cast<const unsigned char*>(p.v_data) + (tokens.base + tokens.start) * S::VR;
+  r.n_src0 = (th.lane < 16 ? p.k_norms : p.v_norms) +
+             ((tokens.base + tokens.start + (th.lane & 15)) & ~1LL);
+  return r;
+}
+
+// Codebooks in registers from the start (lane i holds centroid i mod 2^b): their DRAM latency
+// overlaps the query loads instead of stalling the table build.
+template <class S>
+__device__ __forceinline__ void load_codebooks(const SplitParams& p, int lane,
+                                               float (&cent_reg)[5]) {
+  if constexpr (S::kTq) {
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {
-      const int i = tid + k * kThreads;
-      sgn[k] = p.out_signs && i < kRowsPerChunk * D ? __ldg(p.out_signs + i % D) : 1.0f;
+    for (int bb = 2; bb <= 4; ++bb)
+      if (S::Tab::uses(bb)) cent_reg[bb] = __ldg(p.cent[bb] + (lane & ((1 << bb) - 1)));
+  }
+}
+
+// One tile's codes and norms into the warp's ring (one commit group per call, empty past the end,
+// so that group k always belongs to the warp's k-th tile).
+template <class S>
+__device__ __forceinline__ void issue_tile(const SplitParams& p, const TcThread& th,
+                                           const TcTokens& tokens, const CodeRing& r, int tile,
+                                           int stage) {
+  if constexpr (S::kTq) {
+    constexpr int KR = S::KR, VR = S::VR;
+    const int lane = th.lane;
+    if (tile < tokens.ntiles) {
+      const int t0 = tokens.start + tile * 16, last = tokens.split_end - 1;
+      const uint32_t sa = r.ring_addr + stage * S::kStage;
+      constexpr int KA = S::KCodes::ALIGN, VA = S::VCodes::ALIGN;
+      const unsigned char* kc = static_cast<const unsigned char*>(p.k_data);
+      const unsigned char* vc = static_cast<const unsigned char*>(p.v_data);
+      // A full tile is one contiguous run of 16 rows: 16-byte chunks when it is 16-byte
+      // aligned (always, unless capacity · row bytes is not a multiple of 16); else row-wise
+      // chunks of the rows' natural alignment (rows past the end repeat the last).
+      const bool full = t0 + 15 <= last;
+      if (full && r.k_blob) {
+        const unsigned char* src = r.k_src0 + tile * (16 * KR);
+#pragma unroll
+        for (int c = lane; c < KR; c += 32) cp_async16(sa + c * 16, src + c * 16);
+      } else {
+#pragma unroll
+        for (int c = lane; c < 16 * KR / KA; c += 32) {
+          const int row = c / (KR / KA), col = c % (KR / KA);
+          const long long tok = tokens.base + min(t0 + row, last);
+          cp_async_n<KA>(sa + row * KR + col * KA, kc + tok * KR + col * KA);
+        }
+      }
+      if (full && r.v_blob) {
+        const unsigned char* src = r.v_src0 + tile * (16 * VR);
+#pragma unroll
+        for (int c = lane; c < VR; c += 32) cp_async16(sa + 16 * KR + c * 16, src + c * 16);
+      } else {
+#pragma unroll
+        for (int c = lane; c < 16 * VR / VA; c += 32) {
+          const int row = c / (VR / VA), col = c % (VR / VA);
+          const long long tok = tokens.base + min(t0 + row, last);
+          cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
+        }
+      }
+      if (full) {
+        cp_async4(sa + 16 * (KR + VR) + lane * 4, r.n_src0 + tile * 16);
+      } else {
+        const long long tok = tokens.base + min(t0 + (lane & 15), last);
+        const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
+        cp_async4(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL));
+      }
     }
-  };
-  float qv[kPerThread];
+    cp_async_commit();
+  }
+}
+
+// The value signs of this thread's elements (1 without signs or past the end).
+template <class S>
+__device__ __forceinline__ void load_value_signs(const SplitParams& p, int tid,
+                                                 float (&sgn)[S::kPerThread]) {
+  constexpr int D = S::kDim;
 #pragma unroll
-  for (int k = 0; k < kPerThread; ++k) {
-    const int i = tid + k * kThreads, c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
+  for (int k = 0; k < S::kPerThread; ++k) {
+    const int i = tid + k * S::kThreads;
+    sgn[k] = p.out_signs && i < kRowsPerChunk * D ? __ldg(p.out_signs + i % D) : 1.0f;
+  }
+}
+
+// The query rows' elements of this thread (· scale · log2 e, and the Hadamard signs / √D),
+// loaded before the ring prefill so that they do not queue behind the tiles of every SM.
+template <class S>
+__device__ __forceinline__ void load_queries(const SplitParams& p, const TcThread& th,
+                                             float (&qv)[S::kPerThread]) {
+  constexpr int D = S::kDim;
+#pragma unroll
+  for (int k = 0; k < S::kPerThread; ++k) {
+    const int i = th.tid + k * S::kThreads, c = i / D, j = i % D;
+    const int row = th.chunk * kRowsPerChunk + c;
     float v = 0.0f;
     if (i < kRowsPerChunk * D && row < p.rows) {
-      const int qi = row / p.group, qh = kvh * p.group + row % p.group;
-      v = __ldg(p.q + ((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j) *
+      const int qi = row / p.group, qh = th.kvh * p.group + row % p.group;
+      v = __ldg(p.q + ((static_cast<long long>(th.b) * p.n_queries + qi) * p.q_heads + qh) * D +
+                j) *
           p.scale_log2;
       if (p.rot_signs) v *= __ldg(p.rot_signs + j) * rsqrtf(static_cast<float>(D));
     }
     qv[k] = v;
   }
-  if constexpr (kTq) {
-    // Prefill the ring first: the first tiles' DRAM latency overlaps the setup below.
-#pragma unroll
-    for (int k = 0; k < kStages - 1; ++k) issue(warp + k * kWarps, k);
-  }
+}
 
-  // Query preparation (formerly its own kernel): Π q · scale · log2 e for the chunk's 8 rows.
-  {
+// Query preparation: Π q · scale · log2 e for the chunk's 8 rows, into sq.
+template <class S>
+__device__ __forceinline__ void prepare_queries(const SplitParams& p, int tid, const TcSmem& sm,
+                                                const float (&qv)[S::kPerThread]) {
+  constexpr int D = S::kDim;
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k)
-      if (tid + k * kThreads < kRowsPerChunk * D) sq[tid + k * kThreads] = qv[k];
-    __syncthreads();
-    if (p.rot_signs) {
-      fwht_rows<D>(sq);
-    } else if (p.rot_pi_t) {
-      dense_rotate_rows<D, kThreads, true>(p.rot_pi_t, sq, prep_scratch);  // Π q from Πᵀ
-    }
+  for (int k = 0; k < S::kPerThread; ++k)
+    if (tid + k * S::kThreads < kRowsPerChunk * D) sm.sq[tid + k * S::kThreads] = qv[k];
+  __syncthreads();
+  if (p.rot_signs) {
+    fwht_rows<D, kRowsPerChunk>(sm.sq);
+  } else if (p.rot_pi_t) {
+    dense_rotate_rows<D, S::kThreads, true>(p.rot_pi_t, sm.sq, sm.prep_scratch);  // Π q from Πᵀ
   }
-  // The exact window (decode, fused case): this CTA takes tokens [split·per, (split+1)·per) of it,
-  // per = ⌈W / S⌉ ≤ D (the host's condition), so the scores fit the win_o space: scores, the
-  // row's max and sum, o = Σ p·v in the original domain, then Π o (FWHT after the signs for
-  // Hadamard) so that it merges with the rotated-domain states. Riding in the splits, the window
-  // costs every CTA a little in its prologue instead of a serial tail in the merging CTA.
-  // (window_lengths[b] ≤ max_window ≤ window_capacity is the caller's contract; the clamp only
-  // keeps a broken one inside the scratch space)
-  int win_n = 0, t_begin = 0;
-  if constexpr (kTq) {
+}
+
+// The tokens of the exact window that this CTA folds into its partial (decode, fused case):
+// [t_begin, t_begin + n) with per = ⌈W / S⌉ ≤ D tokens per CTA (the host's condition), so that
+// the slice's scores fit the win_o space. (window_lengths[b] ≤ max_window ≤ window_capacity is
+// the caller's contract; the clamp only keeps a broken one inside the scratch space.)
+struct WindowSlice {
+  int n, t_begin;
+};
+
+template <class S>
+__device__ __forceinline__ WindowSlice window_slice(const SplitParams& p, const TcThread& th,
+                                                    const TcTokens& tokens) {
+  WindowSlice w{0, 0};
+  if constexpr (S::kTq) {
     if (p.window_lengths) {
-      const int W = min(win_len, min(p.window_capacity, kFusedWindowMax));
-      const int per = min((W + p.splits - 1) / p.splits, D);
-      t_begin = split * per;
-      win_n = max(0, min(per, W - t_begin));
+      const int W = min(tokens.win_len, min(p.window_capacity, kFusedWindowMax));
+      const int per = min((W + p.splits - 1) / p.splits, S::kDim);
+      w.t_begin = th.split * per;
+      w.n = max(0, min(per, W - w.t_begin));
     }
   }
-  if (kTq && win_n > 0) {
+  return w;
+}
+
+// The window slice as one more softmax state of the CTA: scores, the row's max and sum,
+// o = Σ p·v in the original domain, then Π o (FWHT after the signs for Hadamard) so that it
+// merges with the rotated-domain states. Riding in the splits, the window costs every CTA a
+// little in its prologue instead of a serial tail in the merging CTA.
+template <class S>
+__device__ __forceinline__ void fold_window_slice(const SplitParams& p, const TcThread& th,
+                                                  const TcSmem& sm, const WindowSlice& slice) {
+  constexpr int D = S::kDim, kThreads = S::kThreads, kPerThread = S::kPerThread;
+  const int tid = th.tid, warp = th.warp, lane = th.lane, b = th.b, kvh = th.kvh;
+  const int chunk = th.chunk;
+  const int win_n = slice.n, t_begin = slice.t_begin;
+  if (S::kTq && win_n > 0) {
     const int n = win_n, nrows = min(kRowsPerChunk, p.rows - chunk * kRowsPerChunk);
     const long long wbase =
         (static_cast<long long>(b * p.kv_heads + kvh) * p.window_capacity + t_begin) * D;
-    float* qo = prep_scratch;  // [8][D] original queries · scale · log2 e (region A, free now)
-    float* sw = win_o;         // [8][n] scores, then weights (n ≤ D)
+    float* qo = sm.prep_scratch;  // [8][D] original queries · scale · log2 e (region A, free now)
+    float* sw = sm.win_o;         // [8][n] scores, then weights (n ≤ D)
     // This thread's (row, dim) elements of o = Σ w·v: their V values of the first kVPre tokens
-    // and the value signs are loaded now, in the same round trip as the keys below (loaded
-    // after the weights they made a chain of three DRAM latencies).
+    // and the value signs are loaded now, in the same round trip as the keys below (after the
+    // weights they would make a chain of three DRAM latencies).
     constexpr int kVPre = 8;
     __half vpre[kPerThread][kVPre];
 #pragma unroll
@@ -576,7 +596,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
             mine && t < n ? p.v_win[wbase + static_cast<long long>(t) * D + j] : __float2half(0.0f);
     }
     float sgn[kPerThread];
-    load_value_signs(sgn);
+    load_value_signs<S>(p, tid, sgn);
     for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
       const int c = i / D, j = i % D, row = chunk * kRowsPerChunk + c;
       float v = 0.0f;
@@ -616,7 +636,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
         for (int t = lane; t < n; t += 32) {
-          const float w = fast_exp2(sw[c * n + t] - m);
+          const float w = State::weight(sw[c * n + t], m);
           sw[c * n + t] = w;
           l += w;
         }
@@ -624,8 +644,8 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
       }
       if (lane == 0) {
-        win_ml[c] = m;
-        win_ml[kRowsPerChunk + c] = l;
+        sm.win_ml[c] = m;
+        sm.win_ml[kRowsPerChunk + c] = l;
       }
     }
     __syncthreads();
@@ -651,312 +671,372 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     for (int k = 0; k < kPerThread; ++k) {
       const int i = tid + k * kThreads;
       if (i < kRowsPerChunk * D)
-        win_o[i] = p.out_signs ? acc[k] * sgn[k] * rsqrtf(static_cast<float>(D)) : acc[k];
+        sm.win_o[i] = p.out_signs ? acc[k] * sgn[k] * rsqrtf(static_cast<float>(D)) : acc[k];
     }
     __syncthreads();
     if (p.out_signs) {
-      fwht_rows<D>(win_o);  // Π o = H (s ⊙ o) / √D, the inverse of the merge's rotation
+      // Π o = H (s ⊙ o) / √D, the inverse of the merge's rotation.
+      fwht_rows<D, kRowsPerChunk>(sm.win_o);
     } else if (p.out_pi) {
-      dense_rotate_rows<D, kThreads, false>(p.out_pi, win_o, prep_scratch);  // Π o
+      dense_rotate_rows<D, kThreads, false>(p.out_pi, sm.win_o, sm.prep_scratch);  // Π o
     }
   }
-  if constexpr (kTq) {
-    // Pair → half2 tables, lane-replicated ([entries][stride], 32 words used per entry), written
-    // directly with 16-byte stores (entry e = (second code << b) | first code; no staging copy,
-    // no extra barrier).
-    auto build = [&](auto bits_c) {
-      constexpr int B = decltype(bits_c)::value;
-      if constexpr (Tab::uses(B)) {
-        // Whole warps take part (8 stores per entry, entry counts ≥ 16): shuffles are safe.
-        for (int i = tid; i < Tab::entries(B) * 8; i += kThreads) {
-          const int e = i >> 3;
-          const uint32_t h = pack_half2(__shfl_sync(0xffffffffu, cent_reg[B], e & ((1 << B) - 1)),
-                                        __shfl_sync(0xffffffffu, cent_reg[B], e >> B));
-          *reinterpret_cast<uint4*>(lut + Tab::offset(B) + e * Tab::stride() + (i & 7) * 4) =
-              make_uint4(h, h, h, h);
-        }
-      }
-    };
-    build(std::integral_constant<int, 4>{});
-    build(std::integral_constant<int, 3>{});
-    build(std::integral_constant<int, 2>{});
-  }
+}
 
-  // Column limits: this thread's score columns are rows 2·tig and 2·tig+1 of the chunk.
-  int col_end[2];
+// Pair → half2 tables, lane-replicated ([entries][stride], 32 words used per entry), written
+// directly with 16-byte stores (entry e = (second code << b) | first code; no staging copy, no
+// extra barrier).
+template <class S, int B>
+__device__ __forceinline__ void build_table(uint32_t* lut, const float (&cent_reg)[5], int tid) {
+  using Tab = typename S::Tab;
+  if constexpr (Tab::uses(B)) {
+    // Whole warps take part (8 stores per entry, entry counts ≥ 16): shuffles are safe.
+    for (int i = tid; i < Tab::entries(B) * 8; i += S::kThreads) {
+      const int e = i >> 3;
+      const uint32_t h = pack_half2(__shfl_sync(0xffffffffu, cent_reg[B], e & ((1 << B) - 1)),
+                                    __shfl_sync(0xffffffffu, cent_reg[B], e >> B));
+      *reinterpret_cast<uint4*>(lut + Tab::offset(B) + e * Tab::stride() + (i & 7) * 4) =
+          make_uint4(h, h, h, h);
+    }
+  }
+}
+
+// What a warp's tile loop reads besides the tiles: the query B fragments, the score column
+// limits of this thread's two rows, the tables and the warp's P tile.
+template <class S>
+struct TileInputs {
+  uint32_t qf[S::KSTEPS][2];
+  int col_end[2];  // this thread's score columns are rows 2·tig and 2·tig + 1 of the chunk
+  const unsigned char* lut_bytes;
+  uint32_t lane4;  // 4·lane: the lane's column of a lane-replicated table
+  __half* sp;      // the warp's 16 × 8 tile of P
+  uint32_t sp_addr;
+};
+
+template <class S>
+__device__ __forceinline__ void column_limits(const SplitParams& p, const TcThread& th,
+                                              const TcTokens& tokens, TileInputs<S>& in) {
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
-    const int row = chunk * kRowsPerChunk + 2 * tig + c;
+    const int row = th.chunk * kRowsPerChunk + 2 * th.tig + c;
     int lim = 0;
-    if (row < p.rows) lim = len - (p.n_queries - 1 - row / p.group);
-    col_end[c] = min(split_end, lim);
+    if (row < p.rows) lim = tokens.len - (p.n_queries - 1 - row / p.group);
+    in.col_end[c] = min(tokens.split_end, lim);
   }
-  // Query B fragments, permuted to match the A loads: k-step kb of key segment s = kb / KSPS
-  // takes pair P = s·D/(2·KNSEG) + tig·D/(8·KNSEG) + 2·(kb mod KSPS) + half (one segment:
-  // P = tig·D/8 + 2·kb + half). Entry e of qbuf is built by thread e: consecutive threads take
-  // consecutive (kb, half) of one lane, so the sq reads spread over the banks.
-  for (int e = tid; e < 2 * KSTEPS * 32; e += kThreads) {
+}
+
+// Query B fragments, permuted to match the A loads: k-step kb of key segment s = kb / KSPS
+// takes pair P = s·D/(2·KNSEG) + tig·D/(8·KNSEG) + 2·(kb mod KSPS) + half (one segment:
+// P = tig·D/8 + 2·kb + half). Entry e of qbuf is built by thread e: consecutive threads take
+// consecutive (kb, half) of one lane, so the sq reads spread over the banks.
+template <class S>
+__device__ __forceinline__ void query_fragments(const TcThread& th, const TcSmem& sm,
+                                                TileInputs<S>& in) {
+  constexpr int D = S::kDim, KSTEPS = S::KSTEPS, KSPS = S::KSPS, KNSEG = S::KNSEG;
+  for (int e = th.tid; e < 2 * KSTEPS * 32; e += S::kThreads) {
     const int kbh = e % (2 * KSTEPS), ln = e / (2 * KSTEPS);
     const int kb = kbh >> 1, h = kbh & 1, gg = ln >> 2, tt = ln & 3;
     const int pair = (kb / KSPS) * (D / (2 * KNSEG)) + tt * (D / (8 * KNSEG)) + 2 * (kb % KSPS) + h;
-    const float* q = sq + gg * D;  // rows past p.rows are zero
-    qbuf[kbh * 32 + ln] = pack_half2(q[2 * pair], q[2 * pair + 1]);
+    const float* q = sm.sq + gg * D;  // rows past p.rows are zero
+    sm.qbuf[kbh * 32 + ln] = pack_half2(q[2 * pair], q[2 * pair + 1]);
   }
   __syncthreads();
-  uint32_t qf[KSTEPS][2];
 #pragma unroll
   for (int kb = 0; kb < KSTEPS; ++kb) {
-    qf[kb][0] = qbuf[(2 * kb) * 32 + lane];
-    qf[kb][1] = qbuf[(2 * kb + 1) * 32 + lane];
+    in.qf[kb][0] = sm.qbuf[(2 * kb) * 32 + th.lane];
+    in.qf[kb][1] = sm.qbuf[(2 * kb + 1) * 32 + th.lane];
   }
+}
 
-  // Half2 of the j-th code pair of a normalised stream of b-bit codes (b constant after
-  // unrolling).
-  const unsigned char* lut_bytes = reinterpret_cast<const unsigned char*>(lut);
-  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4u;
-  auto lookup = [&](const uint32_t* w, int b, int j) -> uint32_t {
-    constexpr int SH = Tab::shift;
-    uint32_t off;
-    if (b == 4)
-      off = byte_pair_offset(w, j, lane4);  // 4-bit ⇒ wide tables, 4-bit table at offset 0
-    else if (b == 3)
-      off = Tab::offset(3) * 4 + (pair_offset<3, SH>(w, j) | lane4);
-    else
-      off = Tab::offset(2) * 4 + (pair_offset<2, SH>(w, j) | lane4);
-    return *reinterpret_cast<const uint32_t*>(lut_bytes + off);
+// Half2 of the j-th code pair of a normalised stream of b-bit codes (b constant after
+// unrolling).
+template <class S>
+__device__ __forceinline__ uint32_t lookup(const TileInputs<S>& in, const uint32_t* w, int b,
+                                           int j) {
+  using Tab = typename S::Tab;
+  constexpr int SH = Tab::shift;
+  uint32_t off;
+  if (b == 4)
+    off = byte_pair_offset(w, j, in.lane4);  // 4-bit ⇒ wide tables, 4-bit table at offset 0
+  else if (b == 3)
+    off = Tab::offset(3) * 4 + (pair_offset<3, SH>(w, j) | in.lane4);
+  else
+    off = Tab::offset(2) * 4 + (pair_offset<2, SH>(w, j) | in.lane4);
+  return *reinterpret_cast<const uint32_t*>(in.lut_bytes + off);
+}
+
+// One 16-token fp16 tile straight from global memory into registers (the fp16 baseline; the
+// code path stages tiles through the cp.async ring).
+template <class S>
+__device__ __forceinline__ void load_fp16_tile(const SplitParams& p, const TcThread& th,
+                                               const TcTokens& tokens, typename S::Regs& r,
+                                               int tile) {
+  constexpr int D = S::kDim;
+  const int g = th.g, tig = th.tig;
+  const int t0 = tokens.start + tile * 16;
+  const int last = tokens.split_end - 1;
+  const int ta = min(t0 + g, last), tb = min(t0 + g + 8, last);
+  const __half* kh = static_cast<const __half*>(p.k_data);
+  load_words(kh + (tokens.base + ta) * D + tig * (D / 4), r.ka);
+  load_words(kh + (tokens.base + tb) * D + tig * (D / 4), r.kb);
+  const __half* vh = static_cast<const __half*>(p.v_data);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int tv = min(t0 + 2 * tig + (i & 1) + (i >> 1) * 8, last);
+    load_words(vh + (tokens.base + tv) * D + g * (D / 8), r.v[i]);
+  }
+}
+
+// Code tile → registers: the thread's bit streams of one staged tile (per key segment rows g and
+// g + 8, per value segment its 4 tokens) and the tile's norms.
+template <class S>
+__device__ __forceinline__ void load_code_tile(const unsigned char* st, const TcThread& th,
+                                               const TcTokens& tokens, int t0,
+                                               typename S::Tile& cur) {
+  constexpr int KR = S::KR, VR = S::VR;
+  const int g = th.g, tig = th.tig;
+  const int last = tokens.split_end - 1;
+  {
+    using KCd = typename S::KCodes;
+    load_stream<KCd::k_bits(0), KCd::seg_byte(0), KCd::ALIGN>(st + g * KR, tig, cur.ka[0]);
+    load_stream<KCd::k_bits(0), KCd::seg_byte(0), KCd::ALIGN>(st + (g + 8) * KR, tig, cur.kb[0]);
+    if constexpr (S::KNSEG == 2) {
+      load_stream<KCd::k_bits(1), KCd::seg_byte(1), KCd::ALIGN>(st + g * KR, tig, cur.ka[1]);
+      load_stream<KCd::k_bits(1), KCd::seg_byte(1), KCd::ALIGN>(st + (g + 8) * KR, tig, cur.kb[1]);
+    }
+    using VCd = typename S::VCodes;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const unsigned char* row = st + 16 * KR + (2 * tig + (i & 1) + (i >> 1) * 8) * VR;
+      load_stream<VCd::v_bits(0), VCd::seg_byte(0), VCd::ALIGN>(row, g, cur.v[i][0]);
+      if constexpr (S::VNSEG == 2)
+        load_stream<VCd::v_bits(1), VCd::seg_byte(1), VCd::ALIGN>(row, g, cur.v[i][1]);
+    }
+  }
+  const uint32_t* nw = reinterpret_cast<const uint32_t*>(st + 16 * (KR + VR));
+  auto norm_at = [&](int word, int r) {
+    const int odd = static_cast<int>((tokens.base + min(t0 + r, last)) & 1);
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(nw[word] >> (16 * odd))));
   };
-  auto load_tile = [&](Regs& r, int tile) {
-    const int t0 = start + tile * 16;
-    const int last = split_end - 1;
-    const int ta = min(t0 + g, last), tb = min(t0 + g + 8, last);
-    {  // fp16 baseline only (the code path stages tiles through the cp.async ring)
-      const __half* kh = static_cast<const __half*>(p.k_data);
-      load_words(kh + (base + ta) * D + tig * (D / 4), r.ka);
-      load_words(kh + (base + tb) * D + tig * (D / 4), r.kb);
-      const __half* vh = static_cast<const __half*>(p.v_data);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int tv = min(t0 + 2 * tig + (i & 1) + (i >> 1) * 8, last);
-        load_words(vh + (base + tv) * D + g * (D / 8), r.v[i]);
-      }
-    }
-  };
+  cur.kna = norm_at(g, g);
+  cur.knb = norm_at(g + 8, g + 8);
+  cur.vna = norm_at(16 + g, g);
+  cur.vnb = norm_at(24 + g, g + 8);
+}
 
-  float o[MT][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
-  float m0 = kNegBig, m1 = kNegBig, l0 = 0.0f, l1 = 0.0f;
-  __half* sp = sp_all + warp * 128;
-  const uint32_t sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sp + (lane & 15) * 8));
-  stamp(1);
+// The softmax states of this thread's two rows (2·tig and 2·tig + 1 of the chunk) over the
+// warp's tiles, in the mma accumulator layout: o[mt][0] and o[mt][2] belong to row 2·tig,
+// o[mt][1] and o[mt][3] to row 2·tig + 1; l is this lane's share until the loop ends. They stay
+// raw fragment registers rather than two SoftmaxState: each o[mt] is bound to an mma as one
+// 4-register accumulator holding both rows, and the update (one vote per tile, the 8-lane max
+// only when a maximum moves) is per-lane fragment math that a per-row type would not express.
+template <class S>
+struct FragmentState {
+  float o[S::MT][4];
+  float m0, m1, l0, l1;
+};
 
-  // process(tile registers, tile index): scores, online softmax, P·V for one 16-token tile.
-  auto process = [&](const auto& cur, int tile) {
-    const int t0 = start + tile * 16;
-    // Two accumulators (even / odd k-steps): halves the dependent mma chain of the scores.
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+// Scores, online softmax, P·V for one 16-token tile (t0: its first token).
+template <class S, class TileT>
+__device__ __forceinline__ void process_tile(const TileT& cur, int t0, int g, int tig,
+                                             const TileInputs<S>& in, FragmentState<S>& f) {
+  constexpr bool kTq = S::kTq;
+  constexpr int KSTEPS = S::KSTEPS, MT = S::MT, KSPS = S::KSPS, MTPS = S::MTPS;
+  float(&o)[MT][4] = f.o;
+  // Two accumulators (even / odd k-steps): halves the dependent mma chain of the scores.
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-    for (int kb = 0; kb < KSTEPS; ++kb) {
-      uint32_t a0, a1, a2, a3;
-      if constexpr (kTq) {
-        const int sg = kb / KSPS, kk = kb % KSPS, bits = KCodes::bits(sg);
-        a0 = lookup(cur.ka[sg], bits, 2 * kk);
-        a1 = lookup(cur.kb[sg], bits, 2 * kk);
-        a2 = lookup(cur.ka[sg], bits, 2 * kk + 1);
-        a3 = lookup(cur.kb[sg], bits, 2 * kk + 1);
-      } else {
-        a0 = cur.ka[2 * kb];
-        a1 = cur.kb[2 * kb];
-        a2 = cur.ka[2 * kb + 1];
-        a3 = cur.kb[2 * kb + 1];
-      }
-      mma16816((kb & 1) ? s_odd : s, a0, a1, a2, a3, qf[kb][0], qf[kb][1]);
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) s[i] += s_odd[i];
+  for (int kb = 0; kb < KSTEPS; ++kb) {
+    uint32_t a0, a1, a2, a3;
     if constexpr (kTq) {
-      s[0] *= cur.kna;
-      s[1] *= cur.kna;
-      s[2] *= cur.knb;
-      s[3] *= cur.knb;
+      const int sg = kb / KSPS, kk = kb % KSPS, bits = S::KCodes::bits(sg);
+      a0 = lookup(in, cur.ka[sg], bits, 2 * kk);
+      a1 = lookup(in, cur.kb[sg], bits, 2 * kk);
+      a2 = lookup(in, cur.ka[sg], bits, 2 * kk + 1);
+      a3 = lookup(in, cur.kb[sg], bits, 2 * kk + 1);
+    } else {
+      a0 = cur.ka[2 * kb];
+      a1 = cur.kb[2 * kb];
+      a2 = cur.ka[2 * kb + 1];
+      a3 = cur.kb[2 * kb + 1];
     }
-    const int ta = t0 + g, tb = t0 + g + 8;
-    const float ninf = -__int_as_float(0x7f800000);
-    s[0] = ta < col_end[0] ? s[0] : ninf;
-    s[1] = ta < col_end[1] ? s[1] : ninf;
-    s[2] = tb < col_end[0] ? s[2] : ninf;
-    s[3] = tb < col_end[1] ? s[3] : ninf;
-    // Online softmax with the row maxima warp-uniform: the 8-lane max reduction (6 shuffles
-    // through the MIO pipe) and the rescale of o run only when some score of the tile exceeds its
-    // row's running maximum — after the first tiles, rarely. Otherwise p = 2^(s − m) with m kept
-    // (exact: the rescale factor would be 1).
-    float mx0 = fmaxf(s[0], s[2]), mx1 = fmaxf(s[1], s[3]);
-    float al0 = 1.0f, al1 = 1.0f;
-    if (__any_sync(0xffffffffu, mx0 > m0 || mx1 > m1)) {
+    mma_m16n8k16((kb & 1) ? s_odd : s, a0, a1, a2, a3, in.qf[kb][0], in.qf[kb][1]);
+  }
 #pragma unroll
-      for (int off = 4; off < 32; off <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-      }
-      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-      al0 = fast_exp2(m0 - mn0);
-      al1 = fast_exp2(m1 - mn1);
-      m0 = mn0;
-      m1 = mn1;
+  for (int i = 0; i < 4; ++i) s[i] += s_odd[i];
+  if constexpr (kTq) {
+    s[0] *= cur.kna;
+    s[1] *= cur.kna;
+    s[2] *= cur.knb;
+    s[3] *= cur.knb;
+  }
+  const int ta = t0 + g, tb = t0 + g + 8;
+  const float ninf = -__int_as_float(0x7f800000);
+  s[0] = ta < in.col_end[0] ? s[0] : ninf;
+  s[1] = ta < in.col_end[1] ? s[1] : ninf;
+  s[2] = tb < in.col_end[0] ? s[2] : ninf;
+  s[3] = tb < in.col_end[1] ? s[3] : ninf;
+  // Online softmax with the row maxima warp-uniform: the 8-lane max reduction (6 shuffles
+  // through the MIO pipe) and the rescale of o run only when some score of the tile exceeds its
+  // row's running maximum — after the first tiles, rarely. Otherwise p = 2^(s − m) with m kept
+  // (exact: the rescale factor would be 1).
+  float mx0 = fmaxf(s[0], s[2]), mx1 = fmaxf(s[1], s[3]);
+  float al0 = 1.0f, al1 = 1.0f;
+  if (__any_sync(0xffffffffu, mx0 > f.m0 || mx1 > f.m1)) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        o[mt][0] *= al0;
-        o[mt][1] *= al1;
-        o[mt][2] *= al0;
-        o[mt][3] *= al1;
-      }
+    for (int off = 4; off < 32; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
     }
-    float p0 = fast_exp2(s[0] - m0), p1 = fast_exp2(s[1] - m1);
-    float p2 = fast_exp2(s[2] - m0), p3 = fast_exp2(s[3] - m1);
-    l0 = l0 * al0 + p0 + p2;
-    l1 = l1 * al1 + p1 + p3;
-    if constexpr (kTq) {
-      p0 *= cur.vna;
-      p1 *= cur.vna;
-      p2 *= cur.vnb;
-      p3 *= cur.vnb;
-    }
-    __syncwarp();
-    reinterpret_cast<uint32_t*>(sp)[g * 4 + tig] = pack_half2(p0, p1);
-    reinterpret_cast<uint32_t*>(sp)[(g + 8) * 4 + tig] = pack_half2(p2, p3);
-    __syncwarp();
-    uint32_t pb0, pb1;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(pb0), "=r"(pb1)
-                 : "r"(sp_addr));
+    const float mn0 = fmaxf(f.m0, mx0), mn1 = fmaxf(f.m1, mx1);
+    al0 = State::weight(f.m0, mn0);
+    al1 = State::weight(f.m1, mn1);
+    f.m0 = mn0;
+    f.m1 = mn1;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      uint32_t x[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if constexpr (kTq) {
-          x[i] = lookup(cur.v[i][mt / MTPS], VCodes::bits(mt / MTPS), mt % MTPS);
-        } else {
-          x[i] = cur.v[i][mt];
-        }
-      }
-      mma16816(o[mt], __byte_perm(x[0], x[1], 0x5410), __byte_perm(x[0], x[1], 0x7632),
-               __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), pb0, pb1);
+      o[mt][0] *= al0;
+      o[mt][1] *= al1;
+      o[mt][2] *= al0;
+      o[mt][3] *= al1;
     }
-  };
+  }
+  float p0 = State::weight(s[0], f.m0), p1 = State::weight(s[1], f.m1);
+  float p2 = State::weight(s[2], f.m0), p3 = State::weight(s[3], f.m1);
+  f.l0 = f.l0 * al0 + p0 + p2;
+  f.l1 = f.l1 * al1 + p1 + p3;
   if constexpr (kTq) {
-    // kStages − 1 tiles per warp in flight through cp.async (no registers held for them);
-    // the stage read now is refilled at the next iteration, after the closing __syncwarp.
+    p0 *= cur.vna;
+    p1 *= cur.vna;
+    p2 *= cur.vnb;
+    p3 *= cur.vnb;
+  }
+  __syncwarp();
+  reinterpret_cast<uint32_t*>(in.sp)[g * 4 + tig] = pack_half2(p0, p1);
+  reinterpret_cast<uint32_t*>(in.sp)[(g + 8) * 4 + tig] = pack_half2(p2, p3);
+  __syncwarp();
+  uint32_t pb0, pb1;
+  ptx::ldmatrix_x2_trans(in.sp_addr, pb0, pb1);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    uint32_t x[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (kTq) {
+        x[i] = lookup(in, cur.v[i][mt / MTPS], S::VCodes::bits(mt / MTPS), mt % MTPS);
+      } else {
+        x[i] = cur.v[i][mt];
+      }
+    }
+    mma_m16n8k16(o[mt], __byte_perm(x[0], x[1], 0x5410), __byte_perm(x[0], x[1], 0x7632),
+                 __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), pb0, pb1);
+  }
+}
+
+// The warp's tiles (tile = warp, warp + kWarps, …): codes through the cp.async ring with
+// kStages − 1 tiles per warp in flight (no registers held for them; the stage read now is
+// refilled at the next iteration, after the closing __syncwarp), fp16 tiles straight into
+// registers.
+template <class S>
+__device__ __forceinline__ void tile_loop(const SplitParams& p, const TcThread& th,
+                                          const TcTokens& tokens, const CodeRing& r,
+                                          const TileInputs<S>& in, FragmentState<S>& f) {
+  if constexpr (S::kTq) {
     int it = 0;
-    for (int tile = warp; tile < ntiles; tile += kWarps, ++it) {
-      issue(tile + (kStages - 1) * kWarps, (it + kStages - 1) % kStages);
+    for (int tile = th.warp; tile < tokens.ntiles; tile += S::kWarps, ++it) {
+      issue_tile<S>(p, th, tokens, r, tile + (kStages - 1) * S::kWarps,
+                    (it + kStages - 1) % kStages);
       cp_async_wait<kStages - 1>();
       __syncwarp();
-      const unsigned char* st = ring + (it % kStages) * kStage;
-      const int t0 = start + tile * 16, last = split_end - 1;
-      Tile cur;
-      {
-        using KCd = KCodes;
-        load_stream<KCd::k_bits(0), KCd::seg_byte(0), KCd::ALIGN>(st + g * KR, tig, cur.ka[0]);
-        load_stream<KCd::k_bits(0), KCd::seg_byte(0), KCd::ALIGN>(st + (g + 8) * KR, tig,
-                                                                  cur.kb[0]);
-        if constexpr (KNSEG == 2) {
-          load_stream<KCd::k_bits(1), KCd::seg_byte(1), KCd::ALIGN>(st + g * KR, tig, cur.ka[1]);
-          load_stream<KCd::k_bits(1), KCd::seg_byte(1), KCd::ALIGN>(st + (g + 8) * KR, tig,
-                                                                    cur.kb[1]);
-        }
-        using VCd = VCodes;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const unsigned char* row = st + 16 * KR + (2 * tig + (i & 1) + (i >> 1) * 8) * VR;
-          load_stream<VCd::v_bits(0), VCd::seg_byte(0), VCd::ALIGN>(row, g, cur.v[i][0]);
-          if constexpr (VNSEG == 2)
-            load_stream<VCd::v_bits(1), VCd::seg_byte(1), VCd::ALIGN>(row, g, cur.v[i][1]);
-        }
-      }
-      const uint32_t* nw = reinterpret_cast<const uint32_t*>(st + 16 * (KR + VR));
-      auto norm_at = [&](int word, int r) {
-        const int odd = static_cast<int>((base + min(t0 + r, last)) & 1);
-        return __half2float(__ushort_as_half(static_cast<unsigned short>(nw[word] >> (16 * odd))));
-      };
-      cur.kna = norm_at(g, g);
-      cur.knb = norm_at(g + 8, g + 8);
-      cur.vna = norm_at(16 + g, g);
-      cur.vnb = norm_at(24 + g, g + 8);
-      process(cur, tile);
+      const unsigned char* st = r.ring + (it % kStages) * S::kStage;
+      const int t0 = tokens.start + tile * 16;
+      typename S::Tile cur;
+      load_code_tile<S>(st, th, tokens, t0, cur);
+      process_tile<S>(cur, t0, th.g, th.tig, in, f);
       __syncwarp();
     }
     cp_async_wait<0>();
   } else {
-    Regs cur;
-    for (int tile = warp; tile < ntiles; tile += kWarps) {
-      load_tile(cur, tile);
-      process(cur, tile);
+    typename S::Regs cur;
+    for (int tile = th.warp; tile < tokens.ntiles; tile += S::kWarps) {
+      load_fp16_tile<S>(p, th, tokens, cur, tile);
+      process_tile<S>(cur, tokens.start + tile * 16, th.g, th.tig, in, f);
     }
   }
+}
+
+// The warps' states → the split's partial (m, l, o) in global memory, with this CTA's window
+// slice merged in.
+template <class S>
+__device__ __forceinline__ void write_partial(const SplitParams& p, const TcThread& th,
+                                              const TcSmem& sm, FragmentState<S>& f, int win_n) {
+  constexpr int D = S::kDim, MT = S::MT, MTPS = S::MTPS, VNSEG = S::VNSEG;
+  const int warp = th.warp, g = th.g, tig = th.tig;
 #pragma unroll
   for (int off = 4; off < 32; off <<= 1) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    f.l0 += __shfl_xor_sync(0xffffffffu, f.l0, off);
+    f.l1 += __shfl_xor_sync(0xffffffffu, f.l1, off);
   }
   __syncthreads();  // the rings are drained; their space holds the per-warp states
-  stamp(2);
+  stamp(p, th, 2);
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     // Value pair of (m-tile, g): segment mt / MTPS, its g-th run of MTPS pairs. Stored at
-    // red_swizzle(row, dim): unswizzled, the lanes of a warp hit 2 banks (a 16-way conflict
-    // that cost ~4 µs per call at d = 128).
+    // red_swizzle(row, dim): unswizzled, the lanes of a warp would hit 2 banks (a 16-way
+    // conflict).
     const int dim = 2 * ((mt / MTPS) * (D / (2 * VNSEG)) + g * MTPS + mt % MTPS);
     const int sd = red_swizzle(2 * tig, dim);  // rows 2·tig and 2·tig + 1 swizzle alike
-    float* w0 = red_o + (warp * kRowsPerChunk + 2 * tig) * D;
+    float* w0 = sm.red_o + (warp * kRowsPerChunk + 2 * tig) * D;
     float* w1 = w0 + D;
-    w0[sd] = o[mt][0];
-    w1[sd] = o[mt][1];
-    w0[sd ^ 1] = o[mt][2];
-    w1[sd ^ 1] = o[mt][3];
+    w0[sd] = f.o[mt][0];
+    w1[sd] = f.o[mt][1];
+    w0[sd ^ 1] = f.o[mt][2];
+    w1[sd ^ 1] = f.o[mt][3];
   }
   if (g == 0) {
-    red_ml[(warp * kRowsPerChunk + 2 * tig) * 2] = m0;
-    red_ml[(warp * kRowsPerChunk + 2 * tig) * 2 + 1] = l0;
-    red_ml[(warp * kRowsPerChunk + 2 * tig + 1) * 2] = m1;
-    red_ml[(warp * kRowsPerChunk + 2 * tig + 1) * 2 + 1] = l1;
+    sm.red_ml[(warp * kRowsPerChunk + 2 * tig) * 2] = f.m0;
+    sm.red_ml[(warp * kRowsPerChunk + 2 * tig) * 2 + 1] = f.l0;
+    sm.red_ml[(warp * kRowsPerChunk + 2 * tig + 1) * 2] = f.m1;
+    sm.red_ml[(warp * kRowsPerChunk + 2 * tig + 1) * 2 + 1] = f.l1;
   }
   __syncthreads();
-  for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
+  for (int i = th.tid; i < kRowsPerChunk * D; i += S::kThreads) {
     const int col = i / D, dim = i % D;
-    const int row = chunk * kRowsPerChunk + col;
+    const int row = th.chunk * kRowsPerChunk + col;
     if (row >= p.rows) continue;
     float mmax = kNegBig;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) mmax = fmaxf(mmax, red_ml[(w * kRowsPerChunk + col) * 2]);
-    float acc = 0.0f, lsum = 0.0f;
+    for (int w = 0; w < S::kWarps; ++w)
+      mmax = fmaxf(mmax, sm.red_ml[(w * kRowsPerChunk + col) * 2]);
+    State st{mmax};
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float f = fast_exp2(red_ml[(w * kRowsPerChunk + col) * 2] - mmax);
-      acc += f * red_o[(w * kRowsPerChunk + col) * D + red_swizzle(col, dim)];
-      lsum += f * red_ml[(w * kRowsPerChunk + col) * 2 + 1];
+    for (int w = 0; w < S::kWarps; ++w) {
+      st.absorb(sm.red_ml[(w * kRowsPerChunk + col) * 2],
+                sm.red_ml[(w * kRowsPerChunk + col) * 2 + 1],
+                sm.red_o[(w * kRowsPerChunk + col) * D + red_swizzle(col, dim)]);
     }
     if (win_n > 0) {  // this CTA's window slice, one more state
-      const float mw = win_ml[col], m2 = fmaxf(mmax, mw);
-      const float f1 = fast_exp2(mmax - m2), f2 = fast_exp2(mw - m2);
-      acc = acc * f1 + win_o[col * D + dim] * f2;
-      lsum = lsum * f1 + win_ml[kRowsPerChunk + col] * f2;
-      mmax = m2;
+      st.merge(State{sm.win_ml[col], sm.win_ml[kRowsPerChunk + col], {sm.win_o[col * D + dim]}});
     }
     const long long slot =
-        (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * p.splits + split;
-    p.part_o[slot * D + dim] = acc;
+        (static_cast<long long>(th.b * p.kv_heads + th.kvh) * p.rows + row) * p.splits + th.split;
+    p.part_o[slot * D + dim] = st.o[0];
     if (dim == 0) {
-      p.part_ml[slot * 2] = mmax;
-      p.part_ml[slot * 2 + 1] = lsum;
+      p.part_ml[slot * 2] = st.m;
+      p.part_ml[slot * 2 + 1] = st.l;
     }
   }
-  stamp(3);
-  if (p.counters == nullptr) return;  // the host runs the merge kernel (exact window)
+}
 
-  // Fused merge (formerly its own kernel): the last CTA of this (sequence, KV head, chunk) to
-  // finish combines all splits, rotates back once and writes the output. Classic threadfence
-  // pattern: every thread publishes its partials before thread 0 counts the CTA in.
+// Fused merge: the last CTA of this (sequence, KV head, chunk) to finish combines all splits,
+// rotates back once and writes the output. Classic threadfence pattern: every thread publishes
+// its partials before thread 0 counts the CTA in.
+template <class S>
+__device__ __forceinline__ void fused_merge(const SplitParams& p, const TcThread& th,
+                                            const TcSmem& sm) {
+  constexpr int D = S::kDim, kThreads = S::kThreads, kPerThread = S::kPerThread;
+  const int tid = th.tid, warp = th.warp, lane = th.lane, b = th.b, kvh = th.kvh, chunk = th.chunk;
+  __shared__ int s_last;
   __threadfence();
   __syncthreads();
   if (tid == 0) {
@@ -966,19 +1046,19 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if (s_last) *ctr = 0;  // every CTA of the group has arrived: ready for the next call
   }
   __syncthreads();
-  stamp(4);
+  stamp(p, th, 4);
   if (!s_last) return;
   // The value signs of this thread's output elements, loaded before the partials (the same
   // round trip instead of one more after the rotation).
   float out_sgn[kPerThread];
-  load_value_signs(out_sgn);
+  load_value_signs<S>(p, tid, out_sgn);
   __threadfence();
-  const int S = p.splits, row0 = chunk * kRowsPerChunk;
-  float* wts = scratch;  // [8][S] split weights (region B is free again)
+  const int n_splits = p.splits, row0 = chunk * kRowsPerChunk;
+  float* wts = sm.scratch;  // [8][S] split weights (region B is free again)
   auto slot_of = [&](int row) {
-    return (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * S;
+    return (static_cast<long long>(b * p.kv_heads + kvh) * p.rows + row) * n_splits;
   };
-  if (S <= 16) {
+  if (n_splits <= 16) {
     // One pass (the usual case, ≤ 16 splits): every thread loads its rows' (m, l) and partial o
     // of all splits at once — one L2 round trip and no barrier before the sum.
     for (int i = tid; i < kRowsPerChunk * D; i += kThreads) {
@@ -990,7 +1070,7 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         float mv[16], lv[16], ov[16];
 #pragma unroll
         for (int k = 0; k < 16; ++k) {
-          if (k < S) {
+          if (k < n_splits) {
             mv[k] = __ldcg(ml + 2 * k);
             lv[k] = __ldcg(ml + 2 * k + 1);
             ov[k] = __ldcg(po + static_cast<long long>(k) * D);
@@ -999,19 +1079,16 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
         float mx = kNegBig;
 #pragma unroll
         for (int k = 0; k < 16; ++k)
-          if (k < S) mx = fmaxf(mx, mv[k]);
-        float l = 0.0f;
+          if (k < n_splits) mx = fmaxf(mx, mv[k]);
+        State st{mx};
 #pragma unroll
         for (int k = 0; k < 16; ++k) {
-          if (k < S) {
-            const float f = fast_exp2(mv[k] - mx);
-            l += f * lv[k];
-            acc += f * ov[k];
-          }
+          if (k < n_splits) st.absorb(mv[k], lv[k], ov[k]);
         }
-        if (dim == 0) red_ml[c] = l;
+        if (dim == 0) sm.red_ml[c] = st.l;
+        acc = st.o[0];
       }
-      sq[i] = acc;
+      sm.sq[i] = acc;
     }
     __syncthreads();
   } else {
@@ -1020,19 +1097,19 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       if (row < p.rows) {
         const float* ml = p.part_ml + slot_of(row) * 2;
         float mx = kNegBig;
-        for (int k = lane; k < S; k += 32) mx = fmaxf(mx, __ldcg(ml + 2 * k));
+        for (int k = lane; k < n_splits; k += 32) mx = fmaxf(mx, __ldcg(ml + 2 * k));
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1)
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
         float l = 0.0f;
-        for (int k = lane; k < S; k += 32) {
-          const float f = fast_exp2(__ldcg(ml + 2 * k) - mx);
-          wts[warp * S + k] = f;
+        for (int k = lane; k < n_splits; k += 32) {
+          const float f = State::weight(__ldcg(ml + 2 * k), mx);
+          wts[warp * n_splits + k] = f;
           l += f * __ldcg(ml + 2 * k + 1);
         }
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
-        if (lane == 0) red_ml[warp] = l;
+        if (lane == 0) sm.red_ml[warp] = l;
       }
     }
     __syncthreads();
@@ -1041,18 +1118,19 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
       float acc = 0.0f;
       if (row < p.rows) {
         const float* po = p.part_o + slot_of(row) * D + dim;
-        const float* w = wts + c * S;
+        const float* w = wts + c * n_splits;
 #pragma unroll 8
-        for (int k = 0; k < S; ++k) acc += w[k] * __ldcg(po + static_cast<long long>(k) * D);
+        for (int k = 0; k < n_splits; ++k) acc += w[k] * __ldcg(po + static_cast<long long>(k) * D);
       }
-      sq[i] = acc;
+      sm.sq[i] = acc;
     }
     __syncthreads();
   }
   if (p.out_signs) {
-    fwht_rows<D>(sq);
+    fwht_rows<D, kRowsPerChunk>(sm.sq);
   } else if (p.out_pi) {
-    dense_rotate_rows<D, kThreads, true>(p.out_pi, sq, scratch + kRowsPerChunk * S);  // Πᵀ z
+    dense_rotate_rows<D, kThreads, true>(p.out_pi, sm.sq,
+                                         sm.scratch + kRowsPerChunk * n_splits);  // Πᵀ z
   }
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
@@ -1060,29 +1138,72 @@ __global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const S
     if (i >= kRowsPerChunk * D) break;
     const int c = i / D, j = i % D, row = row0 + c;
     if (row >= p.rows) continue;
-    float v = sq[i];
+    float v = sm.sq[i];
     if (p.out_signs) v *= out_sgn[k] * rsqrtf(static_cast<float>(D));
-    const float l = red_ml[c];
     const int qi = row / p.group, qh = kvh * p.group + row % p.group;
     p.out[((static_cast<long long>(b) * p.n_queries + qi) * p.q_heads + qh) * D + j] =
-        l > 0.0f ? v / l : 0.0f;
+        softmax_normalize(v, sm.red_ml[c]);
   }
-  stamp(5);
+  stamp(p, th, 5);
 }
 
 template <int D, int KC, int VC>
-constexpr int smem_bytes() {
-  constexpr int W = warps_of<D>();
-  constexpr int lut = KC != 0 ? region_a_words<D, KC, VC>() : 0;
-  constexpr int ring = KC != 0 ? W * kStages * stage_bytes<D, KC, VC>() / 4 : 0;
-  constexpr int red = W * kRowsPerChunk * D;
-  return lut * 4 + (ring > red ? ring : red) * 4 + kRowsPerChunk * D * 4 + W * 16 * 8 * 2 +
-         W * kRowsPerChunk * 2 * 4 + 2 * (D / 16) * 32 * 4 + (kRowsPerChunk * D + 16) * 4 + 64;
+__global__ void __launch_bounds__(warps_of<D>() * 32, 1) tc_split_kernel(const SplitParams p) {
+  using S = TcShape<D, KC, VC>;
+  extern __shared__ uint4 smem_raw[];
+  const TcSmem sm = carve_smem<S>(smem_raw);
+  const TcThread th = this_thread(p);
+  stamp(p, th, 0);
+  const TcTokens tokens = tokens_of<S>(p, th);
+
+  // Prologue: codebooks, queries, ring prefill, query preparation, window slice, tables, query
+  // fragments.
+  float cent_reg[5] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  load_codebooks<S>(p, th.lane, cent_reg);
+  const CodeRing ring = code_ring<S>(p, th, tokens, sm);
+  float qv[S::kPerThread];
+  load_queries<S>(p, th, qv);
+  if constexpr (S::kTq) {
+    // Prefill the ring first: the first tiles' DRAM latency overlaps the setup below.
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i)
+      issue_tile<S>(p, th, tokens, ring, th.warp + i * S::kWarps, i);
+  }
+  prepare_queries<S>(p, th.tid, sm, qv);
+  const WindowSlice slice = window_slice<S>(p, th, tokens);
+  fold_window_slice<S>(p, th, sm, slice);
+  if constexpr (S::kTq) {
+    build_table<S, 4>(sm.lut, cent_reg, th.tid);
+    build_table<S, 3>(sm.lut, cent_reg, th.tid);
+    build_table<S, 2>(sm.lut, cent_reg, th.tid);
+  }
+  TileInputs<S> in;
+  column_limits<S>(p, th, tokens, in);
+  query_fragments<S>(th, sm, in);
+  in.lut_bytes = reinterpret_cast<const unsigned char*>(sm.lut);
+  in.lane4 = static_cast<uint32_t>(th.lane) * 4u;
+
+  FragmentState<S> f;
+#pragma unroll
+  for (int mt = 0; mt < S::MT; ++mt) f.o[mt][0] = f.o[mt][1] = f.o[mt][2] = f.o[mt][3] = 0.0f;
+  f.m0 = kNegBig;
+  f.m1 = kNegBig;
+  f.l0 = 0.0f;
+  f.l1 = 0.0f;
+  in.sp = sm.sp_all + th.warp * 128;
+  in.sp_addr = static_cast<uint32_t>(__cvta_generic_to_shared(in.sp + (th.lane & 15) * 8));
+  stamp(p, th, 1);
+
+  tile_loop<S>(p, th, tokens, ring, in, f);
+  write_partial<S>(p, th, sm, f, slice.n);
+  stamp(p, th, 3);
+  if (p.counters == nullptr) return;  // the host runs the merge kernel (exact window)
+  fused_merge<S>(p, th, sm);
 }
 
 template <int D, int KC, int VC>
 void launch_one(const SplitParams& p, int batch, cudaStream_t stream) {
-  constexpr int smem = smem_bytes<D, KC, VC>();
+  constexpr int smem = TcShape<D, KC, VC>::kSmemBytes;
   static_assert(smem <= 227 * 1024, "tensor-core kernel: over the 227 KB of shared memory per CTA");
   static bool configured = false;  // the attribute is per function, set once
   if (!configured) {
@@ -1099,7 +1220,7 @@ template <int D, int KC, int VC>
 int occupancy_one() {
   static int n = 0;
   if (n == 0) {
-    constexpr int smem = smem_bytes<D, KC, VC>();
+    constexpr int smem = TcShape<D, KC, VC>::kSmemBytes;
     TQ_CUDA_CHECK(cudaFuncSetAttribute(tc_split_kernel<D, KC, VC>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, tc_split_kernel<D, KC, VC>,

@@ -24,6 +24,24 @@ std::vector<float> transpose(const std::vector<float>& m, int d) {
   return t;
 }
 
+// Makes `ptr` (a device allocation of `held` elements of `element_bytes`, or null) hold at least
+// n elements: kept when it does, else freed and replaced by exactly n, zero-filled when `zero`.
+// A failing CUDA call throws and leaves ptr null and held 0.
+template <typename T>
+void grow(T*& ptr, std::size_t& held, std::size_t n, std::size_t element_bytes, bool zero) {
+  if (n <= held && ptr) return;
+  if (ptr) {
+    TQ_CUDA_CHECK(cudaFree(ptr));
+    ptr = nullptr;
+    held = 0;
+  }
+  T* p = nullptr;
+  TQ_CUDA_CHECK(cudaMalloc(&p, n * element_bytes));
+  if (zero) TQ_CUDA_CHECK(cudaMemset(p, 0, n * element_bytes));
+  ptr = p;
+  held = n;
+}
+
 }  // namespace
 
 bool device_available() {
@@ -147,29 +165,12 @@ AttentionWorkspace::~AttentionWorkspace() {
 }
 
 int* AttentionWorkspace::zeroed_counters(std::size_t n) {
-  if (n <= counter_n_ && counters_) return counters_;
-  if (counters_) {
-    TQ_CUDA_CHECK(cudaFree(counters_));
-    counters_ = nullptr;
-    counter_n_ = 0;
-  }
-  void* p = nullptr;
-  TQ_CUDA_CHECK(cudaMalloc(&p, n * sizeof(int)));
-  TQ_CUDA_CHECK(cudaMemset(p, 0, n * sizeof(int)));
-  counters_ = static_cast<int*>(p);
-  counter_n_ = n;
+  grow(counters_, counter_n_, n, sizeof(int), true);
   return counters_;
 }
 
 void* AttentionWorkspace::reserve(std::size_t bytes) {
-  if (bytes <= bytes_ && ptr_) return ptr_;
-  if (ptr_) {
-    TQ_CUDA_CHECK(cudaFree(ptr_));
-    ptr_ = nullptr;
-    bytes_ = 0;
-  }
-  TQ_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
-  bytes_ = bytes;
+  grow(ptr_, bytes_, bytes, 1, false);
   return ptr_;
 }
 

@@ -1,5 +1,5 @@
-// Internal helpers shared by the CUDA sources: error checking and the device-side codec
-// constants (DeviceCodec::Impl). Not a public header.
+// Internal helpers shared by the CUDA sources: error checking, the device-side codec constants
+// (DeviceCodec::Impl) and the code layout as the kernels read it. Not a public header.
 #pragma once
 
 #include "turboquant/cuda/attention.hpp"
@@ -50,6 +50,21 @@ struct DeviceCodec::Impl {
   explicit Impl(const CodecSpec& spec) : codec(spec) {}
   ~Impl();
 };
+
+// The CodeLayout fields that kernels read, as ints, in this order (SplitParams and QuantizeParams
+// embed it, so its layout is part of theirs). kernel_layout() is the one place that copies them.
+struct KernelCodeLayout {
+  int hi_count, hi_bits, lo_bits, hi_bytes, code_bytes, sign_bytes;
+};
+
+inline KernelCodeLayout kernel_layout(const CodeLayout& L) {
+  return {L.hi_count,
+          L.hi_bits,
+          L.lo_bits,
+          static_cast<int>(L.hi_bytes),
+          static_cast<int>(L.code_bytes),
+          static_cast<int>(L.sign_bytes)};
+}
 
 inline cudaStream_t as_stream(void* s) {
   return static_cast<cudaStream_t>(s);

@@ -6,6 +6,7 @@
 // double, sums in the CPU's order), the squared norms summed left to right in double, and the
 // QJL dot products summed left to right in float. Each packed 32-bit word of codes or signs is
 // assembled and stored by one thread, so there are no races on shared words.
+#include "fwht.cuh"
 #include "internal.cuh"
 
 #include <cuda_bf16.h>
@@ -27,7 +28,7 @@ struct QuantizeParams {
   const float* cent_lo;
   const float* thr_hi;
   const float* thr_lo;
-  int hi_count, hi_bits, lo_bits, hi_bytes, code_bytes, sign_bytes;
+  KernelCodeLayout layout;
   GpuCacheSide side;
 };
 
@@ -74,16 +75,7 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   if (p.hadamard) {
     y[j] = __fmul_rn(xj, p.signs[j]);
     __syncthreads();
-    for (int half = 1; half < d; half <<= 1) {
-      float out = 0.0f;
-      const int partner = j ^ half;
-      const float a = y[j & ~half], bb = y[j | half];
-      out = (j & half) ? __fsub_rn(a, bb) : __fadd_rn(a, bb);
-      (void)partner;
-      __syncthreads();
-      y[j] = out;
-      __syncthreads();
-    }
+    detail::fwht_row(y, d);
     y[j] = __fmul_rn(y[j], p.hadamard_scale);
   } else {
     residual[j] = xj;  // staging for the matrix product
@@ -105,10 +97,10 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   const float yj = __fmul_rn(y[j], s_inv);
   y[j] = yj;
 
-  const bool hi = j < p.hi_count;
+  const bool hi = j < p.layout.hi_count;
   float rj = 0.0f;
-  if (p.code_bytes > 0) {
-    const int bits = hi ? p.hi_bits : p.lo_bits;
+  if (p.layout.code_bytes > 0) {
+    const int bits = hi ? p.layout.hi_bits : p.layout.lo_bits;
     const float* thr = hi ? p.thr_hi : p.thr_lo;
     const int levels = (1 << bits) - 1;
     int lo = 0, up = levels;  // number of thresholds < y (binary search as on the CPU)
@@ -126,7 +118,7 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   __syncthreads();
   if (j == 0) {
     float stored = s_norm;
-    if (p.code_bytes > 0 && p.norm_correction) {
+    if (p.layout.code_bytes > 0 && p.norm_correction) {
       double c = 0.0;
       for (int i = 0; i < d; ++i) c = __dadd_rn(c, __dmul_rn(recon[i], recon[i]));
       if (c > 0.0)
@@ -140,13 +132,14 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   }
   const long long slot = (static_cast<long long>(b) * p.kv_heads + h) * p.capacity + pos;
   // Pack: one thread per output word.
-  if (p.code_bytes > 0) {
-    unsigned* out = reinterpret_cast<unsigned*>(p.side.codes + slot * p.code_bytes);
-    const int hi_words = p.hi_bytes / 4;
-    const int words = p.code_bytes / 4;
+  if (p.layout.code_bytes > 0) {
+    unsigned* out = reinterpret_cast<unsigned*>(p.side.codes + slot * p.layout.code_bytes);
+    const int hi_words = p.layout.hi_bytes / 4;
+    const int words = p.layout.code_bytes / 4;
     for (int w = j; w < words; w += blockDim.x) {
-      out[w] = w < hi_words ? pack_word(idx, p.hi_count, p.hi_bits, w)
-                            : pack_word(idx + p.hi_count, d - p.hi_count, p.lo_bits, w - hi_words);
+      out[w] = w < hi_words ? pack_word(idx, p.layout.hi_count, p.layout.hi_bits, w)
+                            : pack_word(idx + p.layout.hi_count, d - p.layout.hi_count,
+                                        p.layout.lo_bits, w - hi_words);
     }
   }
   if (!p.prod) return;
@@ -165,7 +158,7 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   // Signs: bit j of the token's sign stream; gather 32 of them per word with a ballot.
   const unsigned ballot = __ballot_sync(0xffffffffu, acc >= 0.0f);
   if ((j & 31) == 0) {
-    unsigned* out = reinterpret_cast<unsigned*>(p.side.signs + slot * p.sign_bytes);
+    unsigned* out = reinterpret_cast<unsigned*>(p.side.signs + slot * p.layout.sign_bytes);
     out[j >> 5] = ballot;
   }
 }
@@ -209,12 +202,7 @@ void quantize_append(const DeviceCodec& codec, const void* x, InputType type, in
   p.cent_lo = d.cent_lo;
   p.thr_hi = d.thr_hi;
   p.thr_lo = d.thr_lo;
-  p.hi_count = L.hi_count;
-  p.hi_bits = L.hi_bits;
-  p.lo_bits = L.lo_bits;
-  p.hi_bytes = static_cast<int>(L.hi_bytes);
-  p.code_bytes = static_cast<int>(L.code_bytes);
-  p.sign_bytes = static_cast<int>(L.sign_bytes);
+  p.layout = kernel_layout(L);
   p.side = side;
   const dim3 grid(count, kv_heads, batch);
   if (count > 2147483647 || batch > 65535 || kv_heads > 65535) {

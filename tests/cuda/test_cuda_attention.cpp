@@ -168,6 +168,35 @@ struct ACase {
   bool fp16 = false;  // run the fp16 baseline kernel instead (k/v specs give only d)
 };
 
+// Sequences, KV heads, query heads per KV head and queries per sequence of a case.
+struct Shape {
+  int batch, kv_heads, group, n_queries;
+};
+
+// A case with mse keys and values of head dim d and one rotation: key codec seed `seed`, value
+// codec seed `seed + 1`.
+ACase mse_case(int d, double k_bits, double v_bits, std::uint64_t seed, Shape shape,
+               std::vector<int> lengths, std::vector<int> windows, tc::AttentionPath path,
+               tq::RotationKind rot = tq::RotationKind::Hadamard) {
+  return {spec(d, k_bits, CodecKind::Mse, seed, rot),
+          spec(d, v_bits, CodecKind::Mse, seed + 1, rot),
+          shape.batch,
+          shape.kv_heads,
+          shape.group,
+          shape.n_queries,
+          std::move(lengths),
+          std::move(windows),
+          path};
+}
+ACase with_prod_keys(ACase c) {
+  c.k.kind = CodecKind::Prod;
+  return c;
+}
+ACase with_prod_values(ACase c) {
+  c.v.kind = CodecKind::Prod;
+  return c;
+}
+
 // out[b][i][qh][d] = softmax(q·k/√d) v in double over the decoded cache.
 void check_attention(const ACase& c, std::uint64_t seed) {
   const int d = c.k.dim, batch = c.batch, H = c.kv_heads, G = c.group, nq = c.n_queries;
@@ -337,48 +366,29 @@ void check_attention(const ACase& c, std::uint64_t seed) {
               c.fp16 ? "fp16" : (c.path == tc::AttentionPath::Generic ? "generic" : "auto"), rel);
 }
 
+constexpr tc::AttentionPath kTensorCore = tc::AttentionPath::TensorCore;
+constexpr tc::AttentionPath kGeneric = tc::AttentionPath::Generic;
+constexpr tc::AttentionPath kAuto = tc::AttentionPath::Auto;
+
 TEST(CudaAttention, TensorCoreFourBitAcrossLengthsAndGroups) {
   REQUIRE_GPU();
   std::uint64_t seed = 1000;
   for (int G : {1, 4, 8}) {
     for (int len : {1, 7, 1000, 65537}) {
       const int kv_heads = len > 60000 ? 1 : 2;
-      ACase c{spec(128, 4, CodecKind::Mse, seed),
-              spec(128, 4, CodecKind::Mse, seed + 1),
-              2,
-              kv_heads,
-              G,
-              1,
-              {len, std::max(1, len / 3)},
-              {},
-              tc::AttentionPath::TensorCore};
-      check_attention(c, seed);
+      check_attention(mse_case(128, 4, 4, seed, {2, kv_heads, G, 1}, {len, std::max(1, len / 3)},
+                               {}, kTensorCore),
+                      seed);
       seed += 10;
     }
   }
   // Dense (haar) rotations: query preparation and inverse rotation by matrix inside the kernel.
-  check_attention({spec(128, 4, CodecKind::Mse, seed, tq::RotationKind::Haar),
-                   spec(128, 4, CodecKind::Mse, seed + 1, tq::RotationKind::Haar),
-                   1,
-                   2,
-                   4,
-                   1,
-                   {5000},
-                   {},
-                   tc::AttentionPath::TensorCore},
-                  seed);
+  check_attention(
+      mse_case(128, 4, 4, seed, {1, 2, 4, 1}, {5000}, {}, kTensorCore, tq::RotationKind::Haar),
+      seed);
   seed += 10;
   for (int d : {64, 256}) {
-    ACase c{spec(d, 4, CodecKind::Mse, seed),
-            spec(d, 4, CodecKind::Mse, seed + 1),
-            1,
-            2,
-            4,
-            1,
-            {3001},
-            {},
-            tc::AttentionPath::TensorCore};
-    check_attention(c, seed);
+    check_attention(mse_case(d, 4, 4, seed, {1, 2, 4, 1}, {3001}, {}, kTensorCore), seed);
     seed += 10;
   }
 }
@@ -395,65 +405,24 @@ TEST(CudaAttention, TensorCoreFractionalAndLowBits) {
     for (int G : {1, 4, 8}) {
       for (int len : {1, 7, 1000, 65537}) {
         const int kv_heads = len > 60000 ? 1 : 2;
-        check_attention({spec(128, kb, CodecKind::Mse, seed),
-                         spec(128, vb, CodecKind::Mse, seed + 1),
-                         2,
-                         kv_heads,
-                         G,
-                         1,
-                         {len, std::max(1, len / 3)},
-                         {},
-                         tc::AttentionPath::TensorCore},
+        check_attention(mse_case(128, kb, vb, seed, {2, kv_heads, G, 1},
+                                 {len, std::max(1, len / 3)}, {}, kTensorCore),
                         seed);
         seed += 10;
       }
     }
     for (int d : {64, 256}) {
-      check_attention({spec(d, kb, CodecKind::Mse, seed),
-                       spec(d, vb, CodecKind::Mse, seed + 1),
-                       1,
-                       2,
-                       4,
-                       1,
-                       {3001},
-                       {},
-                       tc::AttentionPath::TensorCore},
-                      seed);
+      check_attention(mse_case(d, kb, vb, seed, {1, 2, 4, 1}, {3001}, {}, kTensorCore), seed);
       seed += 10;
     }
   }
   // Haar rotations, the exact window (separate merge kernel: checks the value-dim mapping of
   // the partials) and multi-query on the split widths.
-  check_attention({spec(128, 3.5, CodecKind::Mse, 91, tq::RotationKind::Haar),
-                   spec(128, 3.5, CodecKind::Mse, 92, tq::RotationKind::Haar),
-                   1,
-                   2,
-                   4,
-                   1,
-                   {5000},
-                   {},
-                   tc::AttentionPath::TensorCore},
-                  93);
-  check_attention({spec(128, 4, CodecKind::Mse, 94),
-                   spec(128, 3, CodecKind::Mse, 95),
-                   2,
-                   2,
-                   4,
-                   1,
-                   {1000, 37},
-                   {64, 5},
-                   tc::AttentionPath::TensorCore},
-                  96);
-  check_attention({spec(64, 2.5, CodecKind::Mse, 97),
-                   spec(64, 2.5, CodecKind::Mse, 98),
-                   2,
-                   3,
-                   3,
-                   5,
-                   {2000, 9},
-                   {},
-                   tc::AttentionPath::TensorCore},
-                  99);
+  check_attention(
+      mse_case(128, 3.5, 3.5, 91, {1, 2, 4, 1}, {5000}, {}, kTensorCore, tq::RotationKind::Haar),
+      93);
+  check_attention(mse_case(128, 4, 3, 94, {2, 2, 4, 1}, {1000, 37}, {64, 5}, kTensorCore), 96);
+  check_attention(mse_case(64, 2.5, 2.5, 97, {2, 3, 3, 5}, {2000, 9}, {}, kTensorCore), 99);
 }
 
 TEST(CudaAttention, GenericPathAllBitWidths) {
@@ -461,94 +430,23 @@ TEST(CudaAttention, GenericPathAllBitWidths) {
   std::uint64_t seed = 2000;
   for (double bits : {2.0, 3.0, 4.0, 3.5, 2.5, 8.0}) {
     for (int len : {7, 1000}) {
-      ACase c{spec(128, bits, CodecKind::Mse, seed),
-              spec(128, bits, CodecKind::Mse, seed + 1),
-              2,
-              2,
-              4,
-              1,
-              {len, len / 2 + 1},
-              {},
-              tc::AttentionPath::Generic};
-      check_attention(c, seed);
+      check_attention(
+          mse_case(128, bits, bits, seed, {2, 2, 4, 1}, {len, len / 2 + 1}, {}, kGeneric), seed);
       seed += 10;
     }
   }
   // Mixed bits, prod keys / values, other head dims, long sequence and GQA 8.
-  check_attention({spec(128, 4, CodecKind::Prod, 1),
-                   spec(128, 3, CodecKind::Mse, 2),
-                   1,
-                   2,
-                   4,
-                   1,
-                   {1000},
-                   {},
-                   tc::AttentionPath::Generic},
-                  11);
-  check_attention({spec(128, 3, CodecKind::Mse, 3),
-                   spec(128, 4, CodecKind::Prod, 4),
-                   1,
-                   2,
-                   8,
-                   1,
-                   {777},
-                   {},
-                   tc::AttentionPath::Generic},
-                  12);
-  check_attention({spec(64, 3.5, CodecKind::Mse, 5),
-                   spec(64, 2.5, CodecKind::Mse, 6),
-                   2,
-                   3,
-                   3,
-                   1,
-                   {1, 500},
-                   {},
-                   tc::AttentionPath::Generic},
-                  13);
-  check_attention({spec(256, 2, CodecKind::Mse, 7),
-                   spec(256, 3, CodecKind::Mse, 8),
-                   1,
-                   1,
-                   1,
-                   1,
-                   {65537},
-                   {},
-                   tc::AttentionPath::Generic},
-                  14);
-  check_attention({spec(128, 3, CodecKind::Mse, 9),
-                   spec(128, 3, CodecKind::Mse, 10),
-                   1,
-                   1,
-                   8,
-                   1,
-                   {65537},
-                   {},
-                   tc::AttentionPath::Auto},
-                  15);
+  check_attention(with_prod_keys(mse_case(128, 4, 3, 1, {1, 2, 4, 1}, {1000}, {}, kGeneric)), 11);
+  check_attention(with_prod_values(mse_case(128, 3, 4, 3, {1, 2, 8, 1}, {777}, {}, kGeneric)), 12);
+  check_attention(mse_case(64, 3.5, 2.5, 5, {2, 3, 3, 1}, {1, 500}, {}, kGeneric), 13);
+  check_attention(mse_case(256, 2, 3, 7, {1, 1, 1, 1}, {65537}, {}, kGeneric), 14);
+  check_attention(mse_case(128, 3, 3, 9, {1, 1, 8, 1}, {65537}, {}, kAuto), 15);
 }
 
 TEST(CudaAttention, ExactWindowAndMultiQuery) {
   REQUIRE_GPU();
-  check_attention({spec(128, 4, CodecKind::Mse, 21),
-                   spec(128, 4, CodecKind::Mse, 22),
-                   2,
-                   2,
-                   4,
-                   1,
-                   {1000, 37},
-                   {64, 5},
-                   tc::AttentionPath::Auto},
-                  31);
-  check_attention({spec(128, 3, CodecKind::Mse, 23),
-                   spec(128, 3, CodecKind::Mse, 24),
-                   2,
-                   2,
-                   4,
-                   1,
-                   {0, 300},
-                   {17, 0},
-                   tc::AttentionPath::Auto},
-                  32);
+  check_attention(mse_case(128, 4, 4, 21, {2, 2, 4, 1}, {1000, 37}, {64, 5}, kAuto), 31);
+  check_attention(mse_case(128, 3, 3, 23, {2, 2, 4, 1}, {0, 300}, {17, 0}, kAuto), 32);
   // The tensor-core kernel folds windows of up to 1024 tokens into its fused merge (d = 64 /
   // 128 / 256, GQA 1 and 8, a dense Π, the 1024 limit itself); 1500 tokens take the merge
   // kernel.
@@ -568,51 +466,24 @@ TEST(CudaAttention, ExactWindowAndMultiQuery) {
   };
   std::uint64_t wseed = 300;
   for (const WindowCase& w : window_cases) {
+    const Shape shape{static_cast<int>(w.lengths.size()), 2, w.group, 1};
     check_attention(
-        {spec(w.d, w.bits, CodecKind::Mse, wseed, w.rot),
-         spec(w.d, w.bits, CodecKind::Mse, wseed + 1, w.rot), static_cast<int>(w.lengths.size()), 2,
-         w.group, 1, w.lengths, w.windows, tc::AttentionPath::TensorCore},
+        mse_case(w.d, w.bits, w.bits, wseed, shape, w.lengths, w.windows, kTensorCore, w.rot),
         wseed + 2);
     wseed += 10;
   }
   // Multi-query (prefill chunk / speculative verification): 5 queries, causal over the last 5.
-  check_attention({spec(128, 4, CodecKind::Mse, 25),
-                   spec(128, 4, CodecKind::Mse, 26),
-                   2,
-                   2,
-                   4,
-                   5,
-                   {2000, 9},
-                   {},
-                   tc::AttentionPath::TensorCore},
-                  33);
-  check_attention({spec(64, 3, CodecKind::Mse, 27),
-                   spec(64, 2, CodecKind::Mse, 28),
-                   1,
-                   3,
-                   3,
-                   3,
-                   {700},
-                   {},
-                   tc::AttentionPath::Generic},
-                  34);
+  check_attention(mse_case(128, 4, 4, 25, {2, 2, 4, 5}, {2000, 9}, {}, kTensorCore), 33);
+  check_attention(mse_case(64, 3, 2, 27, {1, 3, 3, 3}, {700}, {}, kGeneric), 34);
 }
 
 TEST(CudaAttention, Fp16BaselineKernel) {
   REQUIRE_GPU();
   for (int d : {64, 128, 256}) {
     for (int G : {1, 4, 8}) {
-      check_attention({spec(d, 4, CodecKind::Mse, 1),
-                       spec(d, 4, CodecKind::Mse, 2),
-                       2,
-                       2,
-                       G,
-                       1,
-                       {G == 8 ? 65537 : 1000, 7},
-                       {},
-                       tc::AttentionPath::Auto,
-                       true},
-                      40 + G + d);
+      ACase c = mse_case(d, 4, 4, 1, {2, 2, G, 1}, {G == 8 ? 65537 : 1000, 7}, {}, kAuto);
+      c.fp16 = true;
+      check_attention(c, 40 + G + d);
     }
   }
 }
