@@ -1,6 +1,6 @@
-// GPU benchmark of the TurboQuant attention kernels (DESIGN.md §4 reporting): median µs with a
-// cold L2 (a 256 MiB buffer is rewritten before every timed launch), GB/s over the bytes the
-// kernel must read, % of the device-to-device copy bandwidth measured in the same run, for the
+// GPU benchmark of the TurboQuant attention kernels (reported as docs/DESIGN.md §5.1 says): median
+// µs with a cold L2 (a 256 MiB buffer is rewritten before every timed launch), GB/s over the bytes
+// the kernel must read, % of the device-to-device copy bandwidth measured in the same run, for the
 // tensor-core path (tq4, tq3.5, k4v3, tq3, tq2.5), the generic path (3 bits) and our fp16
 // kernel; plus quantize-append.
 // Usage: tq_bench_cuda OUT.json [--quick|--one [--ctx=N] [--kernel=NAME]] [--read-flush]

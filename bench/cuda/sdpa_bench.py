@@ -1,5 +1,5 @@
 """PyTorch scaled_dot_product_attention (fp16 K/V, GQA) decode timing for the same cases as
-bench_attention.cpp: median µs with cold L2 (a 256 MiB buffer is rewritten before each rep).
+bench_attention.cu: median µs with cold L2 (a 256 MiB buffer is rewritten before each rep).
 Usage: python3 sdpa_bench.py OUT.json [--quick] [--read-flush]  (--read-flush: L2 emptied by
 reading 256 MiB instead of writing it, as in bench_attention.cu)"""
 import json
