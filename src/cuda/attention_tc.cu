@@ -276,6 +276,7 @@ struct TcShape {
   using KCodes = Codes<D, kTq ? KC : 44>;
   using VCodes = Codes<D, kTq ? VC : 44>;
   using Tab = Tables<KC, VC>;
+  static_assert(Tab::stride() * 4 == 1 << Tab::shift, "table entries are 2^shift bytes");
   static constexpr int kWarps = warps_of<D>();
   static constexpr int kThreads = kWarps * 32;
   static constexpr int KSTEPS = D / 16;
