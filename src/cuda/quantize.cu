@@ -1,10 +1,11 @@
 // Quantize-append kernel: one CTA of d threads per (token, KV head) rotates, normalises, buckets,
 // packs and (prod) sketches the residual, writing the cache record of docs/LAYOUT.md.
 // Bit-exactness with tq::Codec::encode: every rounding step of the CPU code is repeated in the
-// same order with explicitly rounded intrinsics (no FMA contraction): the Hadamard butterflies
-// (a+b, a−b, stage by stage), the Haar product in double (products of floats are exact in
-// double, sums in the CPU's order), the squared norms summed left to right in double, and the
-// QJL dot products summed left to right in float. Each packed 32-bit word of codes or signs is
+// same order, with explicitly rounded intrinsics wherever a product could be contracted into an
+// FMA: the Hadamard butterflies (fwht.cuh: a+b, a−b, stage by stage, sums only), the Haar
+// product in double (products of floats are exact in double, sums in the CPU's order), the
+// squared norms summed left to right in double, and the QJL dot products summed left to right in
+// float. Each packed 32-bit word of codes or signs is
 // assembled and stored by one thread, so there are no races on shared words.
 #include "fwht.cuh"
 #include "internal.cuh"
