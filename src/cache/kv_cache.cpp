@@ -28,6 +28,7 @@ LayerKvCache::LayerKvCache(const KvScheme& scheme, const LayerKvShape& shape)
     throw std::invalid_argument("kv cache: " + what);
   };
   if (shape.n_layers <= 0) bad("n_layers must be positive, got " + std::to_string(shape.n_layers));
+  check_scheme_fits_layers(scheme, shape.n_layers);
   if (shape.layer < 0 || shape.layer >= shape.n_layers) {
     bad("layer " + std::to_string(shape.layer) + " is out of range [0, " +
         std::to_string(shape.n_layers) + ")");

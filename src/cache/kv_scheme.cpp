@@ -1,12 +1,15 @@
 // Scheme parsing, model-shape presets and exact KV byte accounting (see kv_scheme.hpp).
 #include "turboquant/cache/kv_scheme.hpp"
 
+#include "turboquant/base/parse.hpp"
 #include "turboquant/base/random.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 
@@ -30,14 +33,16 @@ double parse_number(std::string_view text, std::string_view context) {
   return value;
 }
 
-long long parse_integer(std::string_view text, std::string_view context, long long min_value) {
-  long long value = 0;
-  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || ptr != text.data() + text.size() || text.empty() || value < min_value) {
-    throw std::invalid_argument("kv scheme '" + std::string(context) + "': '" + std::string(text) +
-                                "' is not an integer >= " + std::to_string(min_value));
+// A whole integer option of a scheme string in [min, max]; the message names the scheme, the
+// option, the value and the range.
+template <typename T>
+T scheme_integer(std::string_view text, std::string_view option, std::string_view scheme, T min,
+                 T max) {
+  try {
+    return parse_integer<T>(text, option, min, max);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("kv scheme '" + std::string(scheme) + "': " + e.what());
   }
-  return value;
 }
 
 KvSideSpec turboquant_side(double bits, std::string_view context) {
@@ -167,14 +172,18 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
                                       "': protect expects F/L (first/last layers), got '" + value +
                                       "'");
         }
-        scheme.protect_first = static_cast<int>(parse_integer(value.substr(0, slash), text_in, 0));
-        scheme.protect_last = static_cast<int>(parse_integer(value.substr(slash + 1), text_in, 0));
+        const std::string_view first = std::string_view(value).substr(0, slash);
+        const std::string_view last = std::string_view(value).substr(slash + 1);
+        scheme.protect_first =
+            scheme_integer<int>(first, "protect first", text_in, 0, kMaxProtectedLayers);
+        scheme.protect_last =
+            scheme_integer<int>(last, "protect last", text_in, 0, kMaxProtectedLayers);
       } else if (key == "window") {
-        scheme.window = static_cast<int>(parse_integer(value, text_in, 0));
+        scheme.window = scheme_integer<int>(value, "window", text_in, 0, INT_MAX);
       } else if (key == "normcorr") {
-        scheme.norm_correction = parse_integer(value, text_in, 0) != 0;
+        scheme.norm_correction = scheme_integer<int>(value, "normcorr", text_in, 0, 1) != 0;
       } else if (key == "seed") {
-        scheme.seed = static_cast<std::uint64_t>(parse_integer(value, text_in, 0));
+        scheme.seed = scheme_integer<std::uint64_t>(value, "seed", text_in, 0, UINT64_MAX);
       } else {
         throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': unknown option '" +
                                     key +
@@ -259,6 +268,17 @@ const ModelShape& find_model_shape(std::string_view name) {
                               " (or pass --layers, --kv-heads and --head-dim)");
 }
 
+void check_scheme_fits_layers(const KvScheme& scheme, int n_layers) {
+  const long long named = static_cast<long long>(scheme.protect_first) + scheme.protect_last;
+  if (named > n_layers) {
+    throw std::invalid_argument(
+        "kv scheme '" + scheme.name + "': protect=" + std::to_string(scheme.protect_first) + "/" +
+        std::to_string(scheme.protect_last) + " names " + std::to_string(named) +
+        " layers, the model has " + std::to_string(n_layers) +
+        "; expected first + last <= " + std::to_string(n_layers));
+  }
+}
+
 KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
                               std::size_t context) {
   if (shape.layers <= 0 || shape.kv_heads <= 0 || shape.head_dim <= 0) {
@@ -267,22 +287,45 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
                                 std::to_string(shape.kv_heads) + ", " +
                                 std::to_string(shape.head_dim) + ")");
   }
-  KvSizeBreakdown out;
-  const std::size_t fp16_token = 2 * static_cast<std::size_t>(shape.head_dim);
+  check_scheme_fits_layers(scheme, shape.layers);
+  // Every layer of one kind (protected: all fp16; else window fp16 + compressed rest) stores the
+  // same bytes, and with F + L <= layers exactly F + L layers are protected.
+  const std::size_t layers = static_cast<std::size_t>(shape.layers);
+  const std::size_t protected_layers = static_cast<std::size_t>(scheme.protect_first) +
+                                       static_cast<std::size_t>(scheme.protect_last);
+  const std::size_t heads = static_cast<std::size_t>(shape.kv_heads);
+  // Each product is checked: a shape whose bytes do not fit std::size_t is an error.
+  bool overflow = false;
+  const auto mul = [&overflow](std::size_t a, std::size_t b) {
+    std::size_t product = 0;
+    overflow |= __builtin_mul_overflow(a, b, &product);
+    return product;
+  };
+  const auto add = [&overflow](std::size_t a, std::size_t b) {
+    std::size_t sum = 0;
+    overflow |= __builtin_add_overflow(a, b, &sum);
+    return sum;
+  };
+  const std::size_t kv_fp16_token = mul(4, static_cast<std::size_t>(shape.head_dim));  // K+V
   const std::size_t exact = std::min<std::size_t>(context, static_cast<std::size_t>(scheme.window));
   const std::size_t compressed = context - exact;
-  for (int layer = 0; layer < shape.layers; ++layer) {
-    std::size_t per_head = 0;
-    if (scheme.layer_is_protected(layer, shape.layers)) {
-      per_head = 2 * fp16_token * context;
-    } else {
-      per_head =
-          2 * fp16_token * exact +
-          compressed * (kv_side_bytes_per_token(scheme.key, shape.head_dim, scheme.rotation) +
-                        kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation));
-    }
-    out.bytes += per_head * static_cast<std::size_t>(shape.kv_heads);
-    out.fp16_bytes += 2 * fp16_token * context * static_cast<std::size_t>(shape.kv_heads);
+  // A scheme whose every layer is protected never compresses (nor needs a codec for the dim).
+  const std::size_t compressed_token =
+      layers == protected_layers
+          ? 0
+          : kv_side_bytes_per_token(scheme.key, shape.head_dim, scheme.rotation) +
+                kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation);
+  const std::size_t fp16_head = mul(kv_fp16_token, context);
+  const std::size_t mixed_head = add(mul(kv_fp16_token, exact), mul(compressed, compressed_token));
+  KvSizeBreakdown out;
+  out.bytes =
+      mul(add(mul(protected_layers, fp16_head), mul(layers - protected_layers, mixed_head)), heads);
+  out.fp16_bytes = mul(mul(layers, fp16_head), heads);
+  if (overflow) {
+    throw std::overflow_error("kv size: " + std::to_string(shape.layers) + " layers x " +
+                              std::to_string(shape.kv_heads) + " KV heads x head dim " +
+                              std::to_string(shape.head_dim) + " x " + std::to_string(context) +
+                              " tokens is more bytes than 64 bits count");
   }
   const double values =
       2.0 * shape.layers * shape.kv_heads * shape.head_dim * static_cast<double>(context);

@@ -239,6 +239,7 @@ TEST(KvCache, BadInputThrowsNamingTheValue) {
       {tq4, {0, 1, 3, 3, 96}, "rot=haar"},               // hadamard needs 2^k: suggest haar
       {parse_kv_scheme("q4r"), {0, 1, 3, 3, 96}, "96"},  // rotated int blocks likewise
       {tq4, {0, 1, 3, 0, 64}, "0"},                      // no kv heads
+      {parse_kv_scheme("tq4:protect=99/99"), {0, 30, 3, 3, 64}, "the model has 30"},
   };
   for (const BadShape& c : cases) {
     EXPECT_NE(thrown_message([&] { LayerKvCache(c.scheme, c.shape); }).find(c.named),

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <stdexcept>
+#include <string>
 
 namespace tq {
 namespace {
@@ -47,6 +48,72 @@ TEST(KvScheme, RejectsBadStrings) {
         "q4:kcodec=prod", "tq1.5:kcodec=prod", "tq4:kcodec=lattice"}) {
     EXPECT_THROW(parse_kv_scheme(bad), std::invalid_argument) << bad;
   }
+}
+
+std::string scheme_error(const std::string& text) {
+  try {
+    parse_kv_scheme(text);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(KvScheme, IntegerOptionsAreRangeCheckedNotWrapped) {
+  // 4294967301 = 2^32 + 5 once wrapped to window 5.
+  EXPECT_EQ(scheme_error("tq3:window=4294967301"),
+            "kv scheme 'tq3:window=4294967301': window: 4294967301 is out of range; expected "
+            "0..2147483647");
+  // 4294967295 once became protect_first = -1; 2147483648 became -2^31.
+  EXPECT_EQ(scheme_error("tq3:protect=4294967295/0"),
+            "kv scheme 'tq3:protect=4294967295/0': protect first: 4294967295 is out of range; "
+            "expected 0..65536");
+  EXPECT_EQ(scheme_error("tq3:protect=2147483648/1"),
+            "kv scheme 'tq3:protect=2147483648/1': protect first: 2147483648 is out of range; "
+            "expected 0..65536");
+  EXPECT_EQ(scheme_error("tq3:protect=1/-2"),
+            "kv scheme 'tq3:protect=1/-2': protect last: -2 is out of range; expected 0..65536");
+  EXPECT_EQ(scheme_error("tq3:seed=-1"),
+            "kv scheme 'tq3:seed=-1': seed: -1 is out of range; expected "
+            "0..18446744073709551615");
+  EXPECT_EQ(scheme_error("tq3:window=x"),
+            "kv scheme 'tq3:window=x': window: x is not an integer; expected 0..2147483647");
+  // The whole ranges stay accepted.
+  EXPECT_EQ(parse_kv_scheme("tq3:window=2147483647").window, 2147483647);
+  EXPECT_EQ(parse_kv_scheme("tq3:seed=18446744073709551615").seed, UINT64_MAX);
+  EXPECT_EQ(parse_kv_scheme("tq3:protect=65536/0").protect_first, 65536);
+}
+
+TEST(KvScheme, ProtectMoreLayersThanTheModelHasIsAnError) {
+  const KvScheme s = parse_kv_scheme("tq3:protect=99/99");
+  std::string message;
+  try {
+    check_scheme_fits_layers(s, 30);
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+  }
+  EXPECT_EQ(message,
+            "kv scheme 'tq3:protect=99/99': protect=99/99 names 198 layers, the model has 30; "
+            "expected first + last <= 30");
+  EXPECT_NO_THROW(check_scheme_fits_layers(parse_kv_scheme("tq3:protect=15/15"), 30));
+  EXPECT_NO_THROW(check_scheme_fits_layers(parse_kv_scheme("tq3:protect=30/0"), 30));
+  EXPECT_THROW(check_scheme_fits_layers(parse_kv_scheme("tq3:protect=0/31"), 30),
+               std::invalid_argument);
+  ModelShape shape = find_model_shape("smollm2-135m");
+  EXPECT_THROW(kv_cache_size(shape, s, 4096), std::invalid_argument);
+}
+
+TEST(KvSize, HugeShapesAreComputedWithoutPerLayerWorkOrOverflow) {
+  // Two billion layers once took minutes (one codec layout per layer).
+  ModelShape shape{"custom", 2000000000, 1, 1, 64, 0};
+  const KvSizeBreakdown s = kv_cache_size(shape, parse_kv_scheme("tq4:protect=1/1,window=0"), 1);
+  const std::size_t tq_token =
+      kv_side_bytes_per_token(parse_kv_scheme("tq4").key, 64, RotationKind::Hadamard);
+  EXPECT_EQ(s.bytes, 2ull * 2 * 64 * 2 + 1999999998ull * 2 * tq_token);
+  EXPECT_EQ(s.fp16_bytes, 2000000000ull * 2 * 64 * 2);
+  // Bytes past what std::size_t holds are an error, not a wrapped number.
+  ModelShape huge{"custom", 2000000000, 1, 2000000000, 2000000000, 0};
+  EXPECT_THROW(kv_cache_size(huge, parse_kv_scheme("fp16"), SIZE_MAX / 2), std::overflow_error);
 }
 
 TEST(KvSize, MatchesHandComputedBytes) {

@@ -53,8 +53,15 @@ struct KvScheme {
   }
 };
 
+// The most layers protect=F/L accepts on either side; a model's own count bounds F + L further
+// (check_scheme_fits_layers).
+inline constexpr int kMaxProtectedLayers = 65536;
+
 // Parses a scheme string (grammar above); throws std::invalid_argument naming the bad part.
 KvScheme parse_kv_scheme(std::string_view text);
+// Throws std::invalid_argument when protect=F/L names more layers (F + L) than the model's
+// n_layers: such a scheme would silently keep every layer fp16.
+void check_scheme_fits_layers(const KvScheme& scheme, int n_layers);
 // The preset names accepted by parse_kv_scheme, in report order.
 const std::vector<std::string>& kv_scheme_presets();
 
@@ -83,6 +90,9 @@ struct KvSizeBreakdown {
   double ratio() const { return fp16_bytes ? static_cast<double>(bytes) / fp16_bytes : 0.0; }
 };
 
+// Exact bytes for `context` tokens of the shape (no per-layer work, so any layer count is quick);
+// throws std::invalid_argument for a non-positive shape or a protect=F/L beyond its layers and
+// std::overflow_error when the byte count does not fit std::size_t.
 KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme, std::size_t context);
 
 }  // namespace tq
