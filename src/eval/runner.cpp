@@ -55,6 +55,11 @@ std::vector<EvalWindow> plan_windows(std::size_t n_tokens, const PerplexityOptio
     throw std::invalid_argument("perplexity context must be >= 2 tokens, got " +
                                 std::to_string(ctx));
   }
+  if (options.stride == 0 && ctx < 3) {
+    throw std::invalid_argument("perplexity context of " + std::to_string(ctx) +
+                                " tokens scores no token when each window scores its second "
+                                "half; expected at least 3 (or a sliding stride)");
+  }
   if (options.stride > ctx - 1) {
     throw std::invalid_argument("perplexity stride " + std::to_string(options.stride) +
                                 " exceeds context − 1 = " + std::to_string(ctx - 1) +

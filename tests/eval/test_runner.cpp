@@ -114,6 +114,16 @@ TEST(EvalRunner, PlanRejectsBadOptions) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("63"), std::string::npos) << e.what();
   }
+  // Two tokens with the second half scored score none (the model once got an empty batch).
+  o.context = 2;
+  try {
+    plan_windows(100, o);
+    FAIL() << "expected a throw";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("expected at least 3"), std::string::npos) << e.what();
+  }
+  o.stride = 1;  // a sliding window of two scores one token each
+  EXPECT_EQ(plan_windows(100, o).size(), 99u);
 }
 
 TEST(EvalRunner, UniformLogitsGiveVocabularyPerplexity) {

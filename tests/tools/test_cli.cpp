@@ -21,9 +21,8 @@ struct RunResult {
   std::string output;  // stdout, then stderr when `merge`
 };
 
-RunResult run_tq(const std::string& args, bool merge = true) {
+RunResult run_command(const std::string& command) {
   RunResult r;
-  const std::string command = kTq.string() + " " + args + (merge ? " 2>&1" : " 2>/dev/null");
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return r;
   char buffer[4096];
@@ -31,6 +30,16 @@ RunResult run_tq(const std::string& args, bool merge = true) {
   while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) r.output.append(buffer, n);
   r.status = pclose(pipe);
   return r;
+}
+
+RunResult run_tq(const std::string& args, bool merge = true) {
+  return run_command(kTq.string() + " " + args + (merge ? " 2>&1" : " 2>/dev/null"));
+}
+
+// run_tq under `timeout`: a command that runs past `seconds` is killed (status 124 from timeout).
+RunResult run_tq_within(int seconds, const std::string& args) {
+  return run_command("timeout " + std::to_string(seconds) + " " + kTq.string() + " " + args +
+                     " 2>&1");
 }
 
 // The option names of a `tq CMD --help`, e.g. {"-m,--model", "--kv", ...}.
@@ -91,6 +100,70 @@ TEST(TqCli, CompareRefusesBadArguments) {
   EXPECT_NE(run_tq("compare -p hello -n 0").status, 0);
   EXPECT_NE(run_tq("compare -p hello --kv tq9").status, 0);
   EXPECT_NE(run_tq("compare -f /nonexistent/text.raw").status, 0);
+}
+
+// Every integer option and scheme number is range-checked before any work: the message names the
+// option, the value and the accepted range (a negative value once wrapped to 2^64 - 1, an
+// oversized one to its low bits), and an absurd size fails at once instead of running for minutes.
+TEST(TqCli, BadIntegersNameTheOptionTheValueAndTheRange) {
+  SKIP_WITHOUT_TQ();
+  const std::string m = " -m " + kModel.string() + " ";
+  const std::string text = " -f " TQ_SOURCE_DIR "/docs/DESIGN.md ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"kv-size -m smollm2-135m -c -1", "--context: -1 is out of range; expected 1..1073741824"},
+      {"kv-size --layers 2000000000 --kv-heads 8 --head-dim 128 -c 4096",
+       "--layers: 2000000000 is out of range; expected 1..65536"},
+      {"kv-size --layers 30 --kv-heads 3 --head-dim 0",
+       "--head-dim: 0 is out of range; expected 1..65536"},
+      {"kv-size -m smollm2-135m -c 4096 --kv tq3:window=4294967301",
+       "window: 4294967301 is out of range; expected 0..2147483647"},
+      {"kv-size -m smollm2-135m -c 4096 --kv tq3:protect=4294967295/0",
+       "protect first: 4294967295 is out of range; expected 0..65536"},
+      {"kv-size -m smollm2-135m -c 4096 --kv tq3:protect=2147483648/1",
+       "protect first: 2147483648 is out of range; expected 0..65536"},
+      {"kv-size -m smollm2-135m -c 4096 --kv tq3:protect=99/99",
+       "protect=99/99 names 198 layers, the model has 30; expected first + last <= 30"},
+      {"codec -n -1", "--vectors: -1 is out of range; expected 2..1000000000"},
+      {"perplexity" + m + text + "-c -5", "--ctx: -5 is out of range; expected 2..1073741824"},
+      {"perplexity" + m + text + "--chunks -1",
+       "--chunks: -1 is out of range; expected 0..1073741824"},
+      {"sensitivity" + m + text + "--chunks 0",
+       "--chunks: 0 is out of range; expected 1..1073741824"},
+      {"sensitivity" + m + text + "--chunks -1",
+       "--chunks: -1 is out of range; expected 1..1073741824"},
+      {"generate" + m + "-p hi -t -1", "--threads: -1 is out of range; expected 0..4096"},
+      {"generate" + m + "-p hi --seed -1",
+       "--seed: -1 is out of range; expected 0..18446744073709551615"},
+      {"niah" + m + "--lengths 1024,-2048", "--lengths: -2048 is out of range; expected 1.."},
+      {"bench" + m + "--contexts 0", "--contexts: 0 is out of range; expected 2.."},
+  };
+  for (const auto& [args, message] : cases) {
+    const RunResult r = run_tq_within(30, args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_NE(r.output.find(message), std::string::npos)
+        << "tq " << args << "\n  printed: " << r.output << "\n  expected: " << message;
+  }
+  // The largest accepted values still work, and shapes given in full are not "missing".
+  const RunResult ok = run_tq_within(30,
+                                     "kv-size --layers 65536 --kv-heads 3 --head-dim 64 "
+                                     "-c 1073741824 --kv tq3:protect=65536/0 --json");
+  EXPECT_EQ(ok.status, 0) << ok.output;
+}
+
+// What a too small perplexity window and a protect=F/L beyond the model's layers say once a model
+// is loaded: the smallest accepted context, and the model's layer count.
+TEST(TqCli, ModelChecksNameWhatIsAccepted) {
+  SKIP_WITHOUT_TQ();
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "model missing: " << kModel;
+  const std::string m = " -m " + kModel.string() + " -t 2 ";
+  const RunResult small =
+      run_tq("perplexity" + m + "-f " TQ_SOURCE_DIR "/docs/DESIGN.md -c 2 --chunks 1");
+  EXPECT_NE(small.status, 0);
+  EXPECT_NE(small.output.find("-c 2 scores no token"), std::string::npos) << small.output;
+  EXPECT_NE(small.output.find("expected at least 3"), std::string::npos) << small.output;
+  const RunResult protect = run_tq("generate" + m + "-p hi -n 1 --kv tq3:protect=99/99");
+  EXPECT_NE(protect.status, 0);
+  EXPECT_NE(protect.output.find("the model has 30"), std::string::npos) << protect.output;
 }
 
 TEST(TqCli, GenerateSaysWhenTheWindowHoldsEveryToken) {

@@ -136,9 +136,11 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   add_model_options(*cmd, o->model);
   add_kv_option(*cmd, o->kv, "KV-cache scheme (repeatable)");
   cmd->add_option("--contexts", o->contexts, "Context lengths (default 1k, 2k, ... max)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(in_range<std::size_t>(2, kMaxTokens));
   cmd->add_option("--steps", o->steps, "Timed decode steps / attention repetitions")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<int>(1, kMaxTokens));
   cmd->add_flag("--full", o->full, "Prefill the real model to each context (slow)");
   cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json)");
   cmd->add_flag("--plot", o->plot,

@@ -1,6 +1,7 @@
 // `tq codec`: measures a codec's distortion on random unit vectors and prints it next to the
 // theoretical values and the bits per value actually stored.
 #include "command_registry.hpp"
+#include "common_options.hpp"
 
 #include "turboquant/codec/distortion.hpp"
 
@@ -72,14 +73,19 @@ const CommandRegistrar registrar([](CLI::App& root) {
   auto options = std::make_shared<CodecOptions>();
   CLI::App* cmd =
       root.add_subcommand("codec", "Measure a codec's distortion on random unit vectors");
-  cmd->add_option("--dim,-d", options->dim, "Vector dimension (head dim)")->capture_default_str();
+  cmd->add_option("--dim,-d", options->dim, "Vector dimension (head dim)")
+      ->capture_default_str()
+      ->check(in_range<int>(1, kMaxShapeSize));
   cmd->add_option("--bits,-b", options->bits, "Bits per coordinate (fractional: 2.5, 3.5, ...)")
       ->capture_default_str();
   cmd->add_option("--codec", options->codec, "mse | prod")->capture_default_str();
   cmd->add_option("--rotation", options->rotation, "hadamard | haar")->capture_default_str();
   cmd->add_option("--vectors,-n", options->vectors, "Number of random vectors")
-      ->capture_default_str();
-  cmd->add_option("--seed", options->seed, "Random seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(2, kMaxVectors));
+  cmd->add_option("--seed", options->seed, "Random seed")
+      ->capture_default_str()
+      ->check(any_uint64());
   cmd->add_flag("--norm-correction", options->norm_correction, "Store n/|c[idx]| instead of n");
   cmd->add_flag("--json", options->json, "Print one JSON object");
   cmd->callback([options] { run_codec(*options); });

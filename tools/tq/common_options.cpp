@@ -8,9 +8,20 @@
 
 namespace tq::cli {
 
+CLI::Validator any_uint64() {
+  return CLI::Validator(
+      [](std::string& text) {
+        std::uint64_t value = 0;
+        return integer_problem<std::uint64_t>(text, 0, UINT64_MAX, &value);
+      },
+      "");
+}
+
 void add_model_options(CLI::App& cmd, ModelOptions& options) {
   cmd.add_option("-m,--model", options.path, "GGUF model file")->capture_default_str();
-  cmd.add_option("-t,--threads", options.threads, "Threads (0: all cores)")->capture_default_str();
+  cmd.add_option("-t,--threads", options.threads, "Threads (0: all cores)")
+      ->capture_default_str()
+      ->check(in_range<int>(0, kMaxThreads));
 }
 
 LoadedModel::LoadedModel(const ModelOptions& options)
@@ -34,7 +45,8 @@ void add_prompt_options(CLI::App& cmd, PromptOptions& options) {
   cmd.add_option("-p,--prompt", options.text, "Prompt text");
   cmd.add_option("-f,--file", options.file, "Read the prompt from a file");
   cmd.add_option("--prompt-tokens", options.max_tokens,
-                 "Keep only the first N prompt tokens (0: all)");
+                 "Keep only the first N prompt tokens (0: all)")
+      ->check(in_range<int>(0, kMaxTokens));
 }
 
 std::string prompt_text(const PromptOptions& options) {

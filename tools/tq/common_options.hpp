@@ -1,15 +1,17 @@
 // The options several `tq` subcommands share, declared once so that their names, defaults and
 // help texts stay the same everywhere: the model file and thread count of every command that
-// runs a model, the KV-cache scheme(s), --json and --quiet; plus the model loading and the small
-// file I/O those commands all do.
+// runs a model, the KV-cache scheme(s), --json and --quiet; the range checks of every integer
+// option; plus the model loading and the small file I/O those commands all do.
 #pragma once
 
+#include "turboquant/base/parse.hpp"
 #include "turboquant/model/gguf.hpp"
 #include "turboquant/model/model.hpp"
 #include "turboquant/model/tokenizer.hpp"
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -19,6 +21,30 @@ namespace tq::cli {
 // The model every command runs when -m is not given (scripts/fetch_model.sh downloads it),
 // relative to the working directory.
 inline constexpr const char* kDefaultModelPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// Sane maxima of the integer options: token counts (contexts, windows, chunks, lengths), model
+// shape sizes (kv-size), threads and codec vectors. They bound the work and the byte counts an
+// option can ask for; real models are far inside them.
+inline constexpr std::int64_t kMaxTokens = std::int64_t{1} << 30;
+inline constexpr std::int64_t kMaxShapeSize = 65536;
+inline constexpr std::int64_t kMaxThreads = 4096;
+inline constexpr std::int64_t kMaxVectors = 1000000000;
+
+// A check that an integer option's text (each element of a list) is a whole number in
+// [min, max], run before CLI11 converts it to the option's type: "--ctx: -1 is out of range;
+// expected 2..1073741824" instead of a negative value wrapped to 2^64 - 1 (tq::integer_problem).
+// T is the option's type; the help text stays as it is (no description).
+template <typename T>
+CLI::Validator in_range(std::int64_t min, std::int64_t max) {
+  return CLI::Validator(
+      [min, max](std::string& text) {
+        T value{};
+        return integer_problem<T>(text, static_cast<T>(min), static_cast<T>(max), &value);
+      },
+      "");
+}
+// The whole range of an unsigned 64-bit option (seeds).
+CLI::Validator any_uint64();
 
 // What a command that runs a model needs to load and run it. The device a command runs on (the
 // GPU runner's option) belongs here as well, so that add_model_options gives it to every model

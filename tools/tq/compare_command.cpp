@@ -183,9 +183,12 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   add_prompt_options(*cmd, o->prompt);
   cmd->get_option("--prompt-tokens")->capture_default_str();
   cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate and compare")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<int>(1, kMaxTokens));
   add_kv_option(*cmd, o->kv, "KV-cache scheme (repeatable; fp16 is the reference, always run)");
-  cmd->add_option("--chunk", o->chunk, "Prefill chunk size in tokens")->capture_default_str();
+  cmd->add_option("--chunk", o->chunk, "Prefill chunk size in tokens")
+      ->capture_default_str()
+      ->check(in_range<int>(1, kMaxTokens));
   add_report_options(*cmd, o->report, "Print the rows as JSON instead of the table");
   cmd->callback([o] { run(*o); });
 });

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -150,16 +151,21 @@ const CommandRegistrar kRegisterGenerate([](CLI::App& root) {
       root.add_subcommand("generate", "Generate text with a GGUF model and a KV scheme");
   add_model_options(*cmd, opt->model);
   add_prompt_options(*cmd, opt->prompt);
-  cmd->add_option("-n,--n-predict", opt->n_predict, "Tokens to generate")->capture_default_str();
+  cmd->add_option("-n,--n-predict", opt->n_predict, "Tokens to generate")
+      ->capture_default_str()
+      ->check(in_range<int>(0, kMaxTokens));
   add_kv_option(*cmd, opt->kv, "KV-cache scheme (fp16, q8, q4, q4r, tq4, tq3.5, k4v3, ...)");
   cmd->add_flag("--chat", opt->chat, "Wrap the prompt in the model's chat template");
   cmd->add_option("--temp", opt->temperature, "Sampling temperature (0: greedy)")
       ->capture_default_str();
   cmd->add_option("--top-p", opt->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--top-k", opt->top_k, "Keep the k most likely tokens (0: all)")
-      ->capture_default_str();
-  cmd->add_option("--seed", opt->seed, "Sampling seed")->capture_default_str();
-  cmd->add_option("--chunk", opt->chunk, "Prefill chunk size in tokens")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<int>(0, INT_MAX));
+  cmd->add_option("--seed", opt->seed, "Sampling seed")->capture_default_str()->check(any_uint64());
+  cmd->add_option("--chunk", opt->chunk, "Prefill chunk size in tokens")
+      ->capture_default_str()
+      ->check(in_range<int>(1, kMaxTokens));
   cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep generating after the end-of-text token");
   cmd->add_flag("--json", opt->json, "Print a JSON summary instead of streaming text");
   cmd->callback([opt] { run_generate(*opt); });

@@ -1,6 +1,7 @@
 // `tq kv-size`: KV-cache bytes for a model shape × context lengths × schemes, with the ratio to
 // fp16 and the bits per stored value (codes plus norms/scales, windows and protected layers).
 #include "command_registry.hpp"
+#include "common_options.hpp"
 
 #include "turboquant/cache/kv_scheme.hpp"
 
@@ -100,10 +101,15 @@ const CommandRegistrar registrar([](CLI::App& root) {
   std::string presets;
   for (const auto& s : model_shape_presets()) presets += (presets.empty() ? "" : ", ") + s.name;
   cmd->add_option("--model,-m", o->model, "Model shape preset: " + presets);
-  cmd->add_option("--layers", o->layers, "Number of layers (overrides the preset)");
-  cmd->add_option("--kv-heads", o->kv_heads, "KV heads per layer (overrides the preset)");
-  cmd->add_option("--head-dim", o->head_dim, "Head dimension (overrides the preset)");
-  cmd->add_option("--context,-c", o->contexts, "Context length(s) in tokens")->delimiter(',');
+  cmd->add_option("--layers", o->layers, "Number of layers (overrides the preset)")
+      ->check(in_range<int>(1, kMaxShapeSize));
+  cmd->add_option("--kv-heads", o->kv_heads, "KV heads per layer (overrides the preset)")
+      ->check(in_range<int>(1, kMaxShapeSize));
+  cmd->add_option("--head-dim", o->head_dim, "Head dimension (overrides the preset)")
+      ->check(in_range<int>(1, kMaxShapeSize));
+  cmd->add_option("--context,-c", o->contexts, "Context length(s) in tokens")
+      ->delimiter(',')
+      ->check(in_range<std::size_t>(1, kMaxTokens));
   cmd->add_option("--kv", o->schemes,
                   "Scheme(s): fp16, q8, q4r, tq4, tq3.5, k4v3, ... (see README)")
       ->delimiter(',');

@@ -203,14 +203,20 @@ const CommandRegistrar kRegister([](CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--lengths", o->lengths,
                   "Context lengths in tokens (default: 1k, 2k, ... up to the trained context)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(in_range<std::size_t>(1, kMaxTokens));
   cmd->add_option("--depths", o->depths, "Needle depths in percent")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--seeds", o->seeds, "Cells per (length, depth)")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Base seed of the needles")->capture_default_str();
+  cmd->add_option("--seeds", o->seeds, "Cells per (length, depth)")
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(1, kMaxTokens));
+  cmd->add_option("--seed", o->seed, "Base seed of the needles")
+      ->capture_default_str()
+      ->check(any_uint64());
   cmd->add_option("--needles", o->needles, "Needles in multi mode (all must be retrieved)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(1, kMaxTokens));
   cmd->add_option("--haystack", o->haystack, "Haystack text file (default: built-in filler)");
   cmd->add_flag("--plot", o->plot,
                 "Draw one heatmap PNG per scheme and mode with scripts/plot.py (python3 + "
@@ -218,7 +224,8 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("--out", o->out_dir,
                   "Directory for the --plot heatmaps, niah_<scheme>_<mode>.png (default: .)");
   cmd->add_option("--json-out", o->json_file, "Write the JSON record to this file");
-  cmd->add_option("--max-new", o->max_new, "Answer tokens (0: 12 + 12 per needle)");
+  cmd->add_option("--max-new", o->max_new, "Answer tokens (0: 12 + 12 per needle)")
+      ->check(in_range<int>(0, kMaxTokens));
   add_report_options(*cmd, o->report, "Print the JSON record on stdout");
   cmd->callback([o] { run(*o); });
 });

@@ -45,6 +45,11 @@ void run(const PerplexityCliOptions& o) {
   if (!o.save_logits.empty() && !o.kld.empty()) {
     throw std::invalid_argument("--save-logits and --kld are separate runs; give one of them");
   }
+  if (o.stride == 0 && o.context < 3) {
+    throw std::invalid_argument("-c " + std::to_string(o.context) +
+                                " scores no token (each window scores its second half); expected "
+                                "at least 3, or a --stride");
+  }
   const KvScheme scheme = parse_kv_scheme(o.kv);
   eval::PerplexityOptions po;
   po.context = o.context;
@@ -145,16 +150,22 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("-f,--file", o->text, "Text file (e.g. wikitext-2-raw/wiki.test.raw)")
       ->required();
   add_kv_option(*cmd, o->kv, "KV-cache scheme");
-  cmd->add_option("-c,--ctx", o->context, "Tokens per window")->capture_default_str();
+  cmd->add_option("-c,--ctx", o->context, "Tokens per window")
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(2, kMaxTokens));
   cmd->add_option("--stride", o->stride,
                   "Sliding window every S tokens (0: llama-perplexity chunks, second half scored)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(0, kMaxTokens));
   cmd->add_option("--chunks", o->chunks, "Evaluate at most N windows (0: all)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(0, kMaxTokens));
   cmd->add_option("--save-logits", o->save_logits, "Write the scored tokens' logits (reference)");
   cmd->add_option("--kld", o->kld, "Compare with logits saved by --save-logits");
   cmd->add_flag("--logits-f32", o->logits_f32, "Save logits as float32 (default float16)");
-  cmd->add_option("-b,--batch", o->batch, "Prefill chunk in tokens")->capture_default_str();
+  cmd->add_option("-b,--batch", o->batch, "Prefill chunk in tokens")
+      ->capture_default_str()
+      ->check(in_range<int>(1, kMaxTokens));
   add_report_options(*cmd, o->report, "Print a JSON summary");
   cmd->callback([o] { run(*o); });
 });

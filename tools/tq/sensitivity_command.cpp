@@ -97,8 +97,13 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   add_model_options(*cmd, o->model);
   cmd->add_option("-f,--file", o->text, "Text file")->required();
   add_kv_option(*cmd, o->kv, "Scheme applied to the one layer");
-  cmd->add_option("-c,--ctx", o->context, "Tokens per chunk")->capture_default_str();
-  cmd->add_option("--chunks", o->chunks, "Chunks per run")->capture_default_str();
+  // Chunks score their second half: 3 tokens are the least that score one.
+  cmd->add_option("-c,--ctx", o->context, "Tokens per chunk")
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(3, kMaxTokens));
+  cmd->add_option("--chunks", o->chunks, "Chunks per run")
+      ->capture_default_str()
+      ->check(in_range<std::size_t>(1, kMaxTokens));
   cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json and PREFIX.md)");
   cmd->add_flag("--plot", o->plot,
                 "Also draw PREFIX.png (KLD per layer) with scripts/plot.py (python3 + matplotlib)");
