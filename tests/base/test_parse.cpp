@@ -2,6 +2,8 @@
 // exactly, everything else is an error naming the thing, the text and the range.
 #include "turboquant/base/parse.hpp"
 
+#include "thrown_message.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -10,14 +12,7 @@
 
 namespace {
 
-std::string error_of(const auto& parse) {
-  try {
-    parse();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using tq::tests::thrown_message;
 
 TEST(ParseInteger, AcceptsEveryValueOfTheRangeExactly) {
   EXPECT_EQ(tq::parse_integer<int>("0", "x", 0, 10), 0);
@@ -29,26 +24,26 @@ TEST(ParseInteger, AcceptsEveryValueOfTheRangeExactly) {
 }
 
 TEST(ParseInteger, OutOfRangeNamesTheValueAndTheRange) {
-  EXPECT_EQ(error_of([] { tq::parse_integer<int>("11", "window", 0, 10); }),
+  EXPECT_EQ(thrown_message([] { tq::parse_integer<int>("11", "window", 0, 10); }),
             "window: 11 is out of range; expected 0..10");
-  EXPECT_EQ(error_of([] { tq::parse_integer<int>("4294967301", "window", 0, 10); }),
+  EXPECT_EQ(thrown_message([] { tq::parse_integer<int>("4294967301", "window", 0, 10); }),
             "window: 4294967301 is out of range; expected 0..10");
-  EXPECT_EQ(error_of([] { tq::parse_integer<int>("2147483648", "n"); }),
+  EXPECT_EQ(thrown_message([] { tq::parse_integer<int>("2147483648", "n"); }),
             "n: 2147483648 is out of range; expected -2147483648..2147483647");
-  EXPECT_EQ(error_of([] { tq::parse_integer<int>("99999999999999999999999", "n", 0, 9); }),
+  EXPECT_EQ(thrown_message([] { tq::parse_integer<int>("99999999999999999999999", "n", 0, 9); }),
             "n: 99999999999999999999999 is out of range; expected 0..9");
 }
 
 TEST(ParseInteger, NegativeForUnsignedIsOutOfRangeNotAHugeNumber) {
-  EXPECT_EQ(error_of([] { tq::parse_integer<std::size_t>("-1", "-c", 1, 100); }),
+  EXPECT_EQ(thrown_message([] { tq::parse_integer<std::size_t>("-1", "-c", 1, 100); }),
             "-c: -1 is out of range; expected 1..100");
-  EXPECT_EQ(error_of([] { tq::parse_integer<std::uint64_t>("-5", "seed"); }),
+  EXPECT_EQ(thrown_message([] { tq::parse_integer<std::uint64_t>("-5", "seed"); }),
             "seed: -5 is out of range; expected 0..18446744073709551615");
 }
 
 TEST(ParseInteger, RejectsWhatIsNotAWholeInteger) {
   for (const char* text : {"", "abc", "1.5", "12x", " 3", "3 ", "-", "+", "0x10", "--1"}) {
-    const std::string message = error_of([&] { tq::parse_integer<int>(text, "n", 0, 99); });
+    const std::string message = thrown_message([&] { tq::parse_integer<int>(text, "n", 0, 99); });
     EXPECT_NE(message.find("is not an integer; expected 0..99"), std::string::npos)
         << "'" << text << "': " << message;
   }

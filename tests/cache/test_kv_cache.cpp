@@ -2,6 +2,8 @@
 // steps, window semantics, chunking independence, protected layers, seeds and bad input.
 #include "turboquant/cache/kv_cache.hpp"
 
+#include "thrown_message.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -216,15 +218,7 @@ TEST(KvCache, SeedsDifferPerLayerAndSide) {
   EXPECT_EQ(seeds.size(), 8u);
 }
 
-template <class F>
-std::string thrown_message(F f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "(nothing thrown)";
-}
+using tq::tests::thrown_message;
 
 TEST(KvCache, BadInputThrowsNamingTheValue) {
   const KvScheme tq4 = parse_kv_scheme("tq4:window=0");

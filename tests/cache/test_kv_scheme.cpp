@@ -1,6 +1,8 @@
 // KV scheme parsing and byte accounting.
 #include "turboquant/cache/kv_scheme.hpp"
 
+#include "thrown_message.hpp"
+
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -51,12 +53,7 @@ TEST(KvScheme, RejectsBadStrings) {
 }
 
 std::string scheme_error(const std::string& text) {
-  try {
-    parse_kv_scheme(text);
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "no error";
+  return tests::thrown_message([&] { parse_kv_scheme(text); });
 }
 
 TEST(KvScheme, IntegerOptionsAreRangeCheckedNotWrapped) {
@@ -86,13 +83,7 @@ TEST(KvScheme, IntegerOptionsAreRangeCheckedNotWrapped) {
 
 TEST(KvScheme, ProtectMoreLayersThanTheModelHasIsAnError) {
   const KvScheme s = parse_kv_scheme("tq3:protect=99/99");
-  std::string message;
-  try {
-    check_scheme_fits_layers(s, 30);
-  } catch (const std::invalid_argument& e) {
-    message = e.what();
-  }
-  EXPECT_EQ(message,
+  EXPECT_EQ(tests::thrown_message([&] { check_scheme_fits_layers(s, 30); }),
             "kv scheme 'tq3:protect=99/99': protect=99/99 names 198 layers, the model has 30; "
             "expected first + last <= 30");
   EXPECT_NO_THROW(check_scheme_fits_layers(parse_kv_scheme("tq3:protect=15/15"), 30));

@@ -9,6 +9,8 @@
 #include "turboquant/model/model.hpp"
 #include "turboquant/model/tokenizer.hpp"
 
+#include "thrown_message.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -116,12 +118,8 @@ TEST(EvalRunner, PlanRejectsBadOptions) {
   }
   // Two tokens with the second half scored score none (the model once got an empty batch).
   o.context = 2;
-  try {
-    plan_windows(100, o);
-    FAIL() << "expected a throw";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("expected at least 3"), std::string::npos) << e.what();
-  }
+  const std::string too_small = tests::thrown_message([&] { plan_windows(100, o); });
+  EXPECT_NE(too_small.find("expected at least 3"), std::string::npos) << too_small;
   o.stride = 1;  // a sliding window of two scores one token each
   EXPECT_EQ(plan_windows(100, o).size(), 99u);
 }
