@@ -129,6 +129,7 @@ TEST(TqCli, BadIntegersNameTheOptionTheValueAndTheRange) {
        "--chunks: -1 is out of range; expected 0..1073741824"},
       {"sensitivity" + m + text + "--chunks 0",
        "--chunks: 0 is out of range; expected 1..1073741824"},
+      {"sensitivity" + m + text + "-c 2", "--ctx: 2 is out of range; expected 3..1073741824"},
       {"sensitivity" + m + text + "--chunks -1",
        "--chunks: -1 is out of range; expected 1..1073741824"},
       {"generate" + m + "-p hi -t -1", "--threads: -1 is out of range; expected 0..4096"},
