@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows = []
-    for key in sorted(before, key=lambda k: (k[0], k[1], k[2], k[3])):
+    for key in sorted(before):
         if key not in after:
             continue
         b, a = before[key], after[key]
