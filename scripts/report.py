@@ -208,9 +208,9 @@ class Steps:
         return int(time.time() - self.start)
 
 
-def publish_niah(settings: Settings) -> list[tuple[Path, dict[str, Any]]]:
+def publish_niah(settings: Settings) -> list[dict[str, Any]]:
     """Copies each NIAH run's record to OUT/niah_<scheme>_<mode>.json and draws its heatmap;
-    returns the work files (name order) with their records."""
+    returns the records of the work files, in name order."""
     records = []
     for path in sorted(Path(p) for p in glob.glob(str(settings.work / "niah_*.json"))):
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -220,12 +220,11 @@ def publish_niah(settings: Settings) -> list[tuple[Path, dict[str, Any]]]:
             target = settings.out / (png.removesuffix(".png") + ".json")
             target.write_text(json.dumps(single, indent=2) + "\n", encoding="utf-8")
             plot.draw_file(target, settings.out)
-        records.append((path, record))
+        records.append(record)
     return records
 
 
-def assemble(settings: Settings, elapsed: int,
-             niah_records: list[tuple[Path, dict[str, Any]]]) -> None:
+def assemble(settings: Settings, elapsed: int, niah_records: list[dict[str, Any]]) -> None:
     """Writes quality.json and quality.md (keeping the analysis below the marker)."""
     s = settings
     work, out = s.work, s.out
@@ -241,7 +240,7 @@ def assemble(settings: Settings, elapsed: int,
         speed.setdefault(r["kv"], {})[r["context"]] = r
     niah: dict[str, dict[str, tuple[int, int, str]]] = {}
     niah_by_length: dict[tuple[str, str], dict[int, list[int]]] = {}
-    for _, record in niah_records:
+    for record in niah_records:
         for r in record["runs"]:
             n = len(r["cells"])
             ok = sum(1 for c in r["cells"] if c["correct"])
