@@ -1,4 +1,4 @@
-"""Joins bench_attention.cpp and sdpa_bench.py results into one JSON and a markdown table with
+"""Joins bench_attention.cu and sdpa_bench.py results into one JSON and a markdown table with
 ratios to SDPA and to our fp16 kernel (all measured in the same run on the same card).
 Usage: python3 report.py ours.json sdpa.json OUT_PREFIX"""
 import json
