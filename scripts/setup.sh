@@ -42,13 +42,15 @@ tq_install_python_deps() {
       matplotlib pytest >&2; then
     # Debian's own python3 refuses pip into the system (externally managed): its packages.
     if [[ $(id -u) -eq 0 ]] && [[ "$(command -v python3)" == /usr/bin/python3 ]]; then
+      apt-get update -qq >&2  # the lists may be gone when every build package was already there
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         python3-matplotlib python3-pytest >&2
     fi
   fi
   if ! python3 -c "import matplotlib, pytest" 2>/dev/null; then
     echo "error: python3 ($(command -v python3)) lacks matplotlib or pytest; install them with" \
-      "'python3 -m pip install matplotlib pytest'" >&2
+      "'python3 -m pip install matplotlib pytest' (Debian's own python3:" \
+      "'apt-get install python3-matplotlib python3-pytest')" >&2
     return 1
   fi
 }
