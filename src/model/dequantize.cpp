@@ -207,6 +207,13 @@ const TensorTypeInfo* supported_info(TensorType type) {
   return nullptr;
 }
 
+// The row of a supported type; throws FormatError naming the type otherwise.
+const TensorTypeInfo& supported_info_or_throw(TensorType type) {
+  const TensorTypeInfo* info = supported_info(type);
+  if (!info) throw FormatError("GGUF: tensor type " + tensor_type_name(type) + " is not supported");
+  return *info;
+}
+
 }  // namespace
 
 std::string tensor_type_name(TensorType type) {
@@ -226,9 +233,7 @@ std::size_t block_elements(TensorType type) {
 }
 
 std::size_t block_bytes(TensorType type) {
-  const TensorTypeInfo* info = supported_info(type);
-  if (!info) throw FormatError("GGUF: tensor type " + tensor_type_name(type) + " is not supported");
-  return info->block_bytes;
+  return supported_info_or_throw(type).block_bytes;
 }
 
 std::size_t row_bytes(TensorType type, std::uint64_t n) {
@@ -241,8 +246,9 @@ std::size_t row_bytes(TensorType type, std::uint64_t n) {
 }
 
 void dequantize(TensorType type, const void* src, float* dst, std::size_t n) {
-  const std::size_t be = block_elements(type);
-  const std::size_t bb = block_bytes(type);
+  const TensorTypeInfo& info = supported_info_or_throw(type);
+  const std::size_t be = info.block_elements;
+  const std::size_t bb = info.block_bytes;
   if (n % be != 0) {
     throw std::invalid_argument("dequantize: " + std::to_string(n) +
                                 " elements is not a multiple of the " + tensor_type_name(type) +
@@ -268,8 +274,9 @@ void dequantize(TensorType type, const void* src, float* dst, std::size_t n) {
     default:
       break;
   }
-  const auto dequantize_block = supported_info(type)->dequantize_block;
-  for (std::size_t blk = 0; blk < blocks; ++blk) dequantize_block(in + blk * bb, dst + blk * be);
+  for (std::size_t blk = 0; blk < blocks; ++blk) {
+    info.dequantize_block(in + blk * bb, dst + blk * be);
+  }
 }
 
 }  // namespace tq::gguf
