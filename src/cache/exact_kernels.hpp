@@ -2,7 +2,7 @@
 // format and the exact recent window), and the softmax numerator. Each has a scalar reference
 // (exact_kernels.cpp) and an AVX2 + FMA + F16C version (exact_kernels_avx2.cpp) with the same
 // semantics; the AVX2 fp16 kernels fall back to scalar for dims that are not a multiple of 8.
-// tests/cache/test_exact_kernels.cpp checks one against the other.
+// tests/cache/test_cache_kernels.cpp checks one against the other.
 #pragma once
 
 #include "turboquant/base/half.hpp"
