@@ -37,8 +37,6 @@ struct BenchOptions {
 };
 
 void run(const BenchOptions& o) {
-  if (o.steps < 1)
-    throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o.steps));
   require_out_for_plot(o.plot, o.out);
   if (o.plot) check_plot_script();
   std::vector<KvScheme> schemes;

@@ -44,7 +44,6 @@ void run_codec(const CodecOptions& o) {
   spec.seed = o.seed;
   spec.norm_correction = o.norm_correction;
   const Codec codec(spec);
-  if (o.vectors < 2) throw std::invalid_argument("--vectors must be at least 2");
   const DistortionReport r = measure_distortion(codec, o.vectors, o.seed);
   if (o.json) {
     nlohmann::json j = o;

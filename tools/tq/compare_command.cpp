@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -81,9 +80,6 @@ void print_table(const std::vector<SchemeRow>& rows, std::size_t n) {
 
 void run(const CompareOptions& o) {
   const std::string text = prompt_text(o.prompt);
-  if (o.n_predict < 1) {
-    throw std::invalid_argument("-n must be >= 1, got " + std::to_string(o.n_predict));
-  }
   const KvScheme reference_scheme = parse_kv_scheme("fp16");
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) {

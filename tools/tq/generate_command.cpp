@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <stdexcept>
 #include <string>
 
 namespace tq::cli {
@@ -44,9 +43,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 void run_generate(const GenerateOptions& opt) {
   const std::string prompt = prompt_text(opt.prompt);
-  if (opt.n_predict < 0) {
-    throw std::invalid_argument("-n must be >= 0, got " + std::to_string(opt.n_predict));
-  }
   const KvScheme scheme = parse_kv_scheme(opt.kv);
 
   const auto t_load = std::chrono::steady_clock::now();

@@ -114,7 +114,6 @@ void draw_heatmaps(const nlohmann::json& record, const NiahCliOptions& o) {
 void run(const NiahCliOptions& o) {
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
-  if (o.seeds == 0) throw std::invalid_argument("--seeds must be >= 1");
   if (!o.out_dir.empty() && !o.plot) {
     throw std::invalid_argument("--out " + o.out_dir +
                                 " names the directory of the heatmaps; add --plot to draw them");
