@@ -80,8 +80,9 @@ struct PerplexityOptions {
 };
 
 // The windows for a stream of n_tokens tokens. Throws std::invalid_argument when context < 2,
-// stride > context − 1 (tokens would be skipped), or the text holds no full window (it names
-// the token count and the context).
+// context < 3 with stride 0 (the second half of 2 tokens scores none), stride > context − 1
+// (tokens would be skipped), or the text holds no full window (it names the token count and the
+// context).
 std::vector<EvalWindow> plan_windows(std::size_t n_tokens, const PerplexityOptions& options);
 
 struct PerplexityProgress {
