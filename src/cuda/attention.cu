@@ -398,8 +398,7 @@ void run_merge(const CallPlan& c, int dim, const DeviceCodec::Impl& vd, const At
   mp.q = a.q;
   mp.scale_log2 = c.scale_log2;
   mp.out = a.out;
-  if (a.window_lengths) {
-    check_window(cache, a);
+  if (a.window_lengths) {  // check_window passed at the start of the call
     mp.k_win = reinterpret_cast<const __half*>(cache.key_window);
     mp.v_win = reinterpret_cast<const __half*>(cache.value_window);
     mp.window_lengths = a.window_lengths;
@@ -457,6 +456,7 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
                                 std::to_string(cache.batch) + ", " +
                                 std::to_string(cache.capacity) + ")");
   }
+  if (a.window_lengths) check_window(cache, a);
   const bool tc_ok = tensor_core_path_supports(key_codec.spec(), value_codec.spec());
   if (a.path == AttentionPath::TensorCore && !tc_ok) {
     throw std::invalid_argument(
@@ -522,7 +522,6 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
     // kernel cannot read in 16-byte loads, go through the merge kernel.
     bool fuse_window = false;
     if (a.window_lengths) {
-      check_window(cache, a);
       const int per_split = (a.max_window + plan.splits - 1) / plan.splits;
       fuse_window = a.max_window <= detail::kFusedWindowMax && per_split <= D &&
                     reinterpret_cast<std::uintptr_t>(cache.key_window) % 16 == 0;
