@@ -55,14 +55,8 @@ struct SoftmaxState {
     return f;
   }
 
-  // Adds the state (m_k, l_k, o_k) with m_k ≤ m: m is already the common maximum of every state
-  // merged here.
-  __device__ __forceinline__ void absorb(float m_k, float l_k, const float (&o_k)[N]) {
-    const float f = weight(m_k, m);
-    l += f * l_k;
-#pragma unroll
-    for (int i = 0; i < N; ++i) o[i] += f * o_k[i];
-  }
+  // Adds the one-coordinate state (m_k, l_k, o_k) with m_k ≤ m: m is already the common maximum
+  // of every state merged here.
   __device__ __forceinline__ void absorb(float m_k, float l_k, float o_k) {
     static_assert(N == 1, "scalar absorb of a one-coordinate state");
     const float f = weight(m_k, m);
