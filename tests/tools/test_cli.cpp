@@ -1,7 +1,8 @@
 // Tests of the `tq` binary itself (skipped when it is not built): every model command declares
 // the shared options (model with the one default path, threads, --kv) and exactly its own
-// option list; `tq generate` says when the fp16 window holds every token (nothing compressed);
-// `tq compare` gives the fp16 reference first and compresses the rest on a longer prompt.
+// option list; bad arguments fail before any work; `tq generate` says when the fp16 window
+// holds every token (nothing compressed); `tq compare` gives the fp16 reference first and
+// compresses the rest on a longer prompt.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -100,6 +101,21 @@ TEST(TqCli, CompareRefusesBadArguments) {
   EXPECT_NE(run_tq("compare -p hello -n 0").status, 0);
   EXPECT_NE(run_tq("compare -p hello --kv tq9").status, 0);
   EXPECT_NE(run_tq("compare -f /nonexistent/text.raw").status, 0);
+}
+
+// The evaluation commands refuse bad arguments with a non-zero exit before loading anything.
+TEST(TqCli, EvalCommandsRefuseBadArguments) {
+  SKIP_WITHOUT_TQ();
+  const auto run = [](const std::string& args) { return run_tq(args).status; };
+  EXPECT_EQ(run("perplexity --help"), 0);  // the harness itself works
+  EXPECT_NE(run("perplexity"), 0);         // -f is required
+  EXPECT_NE(run("perplexity -f /nonexistent/text.raw"), 0);
+  EXPECT_NE(run("perplexity -f x --kv tq9"), 0);
+  EXPECT_NE(run("perplexity -f x --save-logits a --kld b"), 0);
+  EXPECT_NE(run("niah --mode sideways"), 0);
+  EXPECT_NE(run("niah --depths 150 -m /nonexistent.gguf"), 0);
+  EXPECT_NE(run("bench --steps 0"), 0);
+  EXPECT_NE(run("sensitivity -f x --kv fp16"), 0);
 }
 
 // Every integer option and scheme number is range-checked before any work: the message names the
