@@ -42,7 +42,8 @@ TEST(ParseInteger, NegativeForUnsignedIsOutOfRangeNotAHugeNumber) {
 }
 
 TEST(ParseInteger, RejectsWhatIsNotAWholeInteger) {
-  for (const char* text : {"", "abc", "1.5", "12x", " 3", "3 ", "-", "+", "0x10", "--1"}) {
+  for (const char* text :
+       {"", "abc", "1.5", "12x", " 3", "3 ", "-", "+", "0x10", "--1", "+-5", "++1"}) {
     const std::string message = thrown_message([&] { tq::parse_integer<int>(text, "n", 0, 99); });
     EXPECT_NE(message.find("is not an integer; expected 0..99"), std::string::npos)
         << "'" << text << "': " << message;

@@ -23,7 +23,9 @@ template <typename T>
 std::string integer_problem(std::string_view text, T min, T max, T* value) {
   static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>);
   std::string_view digits = text;
-  if (digits.size() > 1 && digits.front() == '+') digits.remove_prefix(1);
+  if (digits.size() > 1 && digits[0] == '+' && digits[1] >= '0' && digits[1] <= '9') {
+    digits.remove_prefix(1);  // a '+' only before a digit: "+-5" is not a number
+  }
   // Read as the widest type of the same signedness, so that a too large value and "-1" for an
   // unsigned T are reported as out of range rather than as not a number.
   using Wide = std::conditional_t<std::is_signed_v<T>, std::int64_t, std::uint64_t>;
@@ -44,8 +46,8 @@ std::string integer_problem(std::string_view text, T min, T max, T* value) {
 
 // The text as a T in [min, max]; throws std::invalid_argument "<what>: <problem>" otherwise.
 template <typename T>
-T parse_integer(std::string_view text, std::string_view what,
-                T min = std::numeric_limits<T>::min(), T max = std::numeric_limits<T>::max()) {
+T parse_integer(std::string_view text, std::string_view what, T min = std::numeric_limits<T>::min(),
+                T max = std::numeric_limits<T>::max()) {
   T value{};
   const std::string problem = integer_problem<T>(text, min, max, &value);
   if (!problem.empty()) throw std::invalid_argument(std::string(what) + ": " + problem);
