@@ -42,6 +42,7 @@ void run(const BenchOptions& o) {
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
   const gguf::File file = gguf::File::open(o.model.path);
+  note_random_weights(file, o.model.path);
   const Model model = Model::from_gguf(file, o.model.threads);
   const ModelConfig& c = model.config();
   std::vector<std::size_t> contexts = o.contexts;

@@ -2,6 +2,9 @@
 // (common_options.hpp).
 #include "common_options.hpp"
 
+#include "turboquant/model/random_model.hpp"
+
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -24,8 +27,25 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
       ->check(in_range<int>(0, kMaxThreads));
 }
 
+void note_random_weights(const gguf::File& file, const std::string& path) {
+  if (has_random_weights(file)) {
+    std::fprintf(stderr,
+                 "note: %s has random weights (tq make-model): speed and agreement tests only, "
+                 "not quality\n",
+                 path.c_str());
+  }
+}
+
+namespace {
+gguf::File open_model_file(const std::string& path) {
+  gguf::File file = gguf::File::open(path);
+  note_random_weights(file, path);
+  return file;
+}
+}  // namespace
+
 LoadedModel::LoadedModel(const ModelOptions& options)
-    : file(gguf::File::open(options.path)),
+    : file(open_model_file(options.path)),
       model(Model::from_gguf(file, options.threads)),
       tokenizer(Tokenizer::from_gguf(file)) {}
 

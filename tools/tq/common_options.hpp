@@ -57,6 +57,10 @@ struct ModelOptions {
 // Adds -m,--model and -t,--threads.
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 
+// Prints "note: FILE has random weights (tq make-model): ..." on stderr when `file` is marked as
+// written by `tq make-model`, so that no number measured on it is mistaken for a model's quality.
+void note_random_weights(const gguf::File& file, const std::string& path);
+
 // A model opened for running: the GGUF file (kept open for the model's lifetime), the weights
 // and the tokenizer.
 struct LoadedModel {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "command_registry.hpp"
+#include "common_options.hpp"
 #include "turboquant/cache/kv_scheme.hpp"
 #include "turboquant/model/gguf.hpp"
 
@@ -27,6 +28,7 @@ std::int64_t arch_int(const tq::gguf::File& f, const std::string& arch, const ch
 
 void run_info(const InfoOptions& opt) {
   const auto file = tq::gguf::File::open(opt.model);
+  tq::cli::note_random_weights(file, opt.model);
   const std::string arch = file.find_string("general.architecture").value_or("unknown");
   const std::int64_t n_layers = arch_int(file, arch, "block_count", 0);
   const std::int64_t n_embd = arch_int(file, arch, "embedding_length", 0);
