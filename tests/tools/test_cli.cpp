@@ -2,12 +2,15 @@
 // the shared options (model with the one default path, threads, --kv) and exactly its own
 // option list; bad arguments fail before any work; `tq generate` says when the fp16 window
 // holds every token (nothing compressed); `tq compare` gives the fp16 reference first and
-// compresses the rest on a longer prompt.
+// compresses the rest on a longer prompt; `tq make-model` writes random models the tools run and
+// mark as random.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <set>
 #include <string>
@@ -237,6 +240,76 @@ TEST(TqCli, CompareRowsOnARealModel) {
   EXPECT_LT(rows[1]["kv_ratio"].get<double>(), 1.0);
   EXPECT_LT(rows[2]["kv_ratio"].get<double>(), 0.3);
   EXPECT_GT(rows[2]["kld_mean"].get<double>(), 0.0);
+}
+
+// `tq make-model`: a 2-layer smollm2-shaped file that `tq info` and `tq generate` accept and call
+// random; the same seed gives the same bytes (whatever the threads), another seed other bytes.
+TEST(TqCli, MakeModelWritesARandomModelTheToolsRun) {
+  SKIP_WITHOUT_TQ();
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tq_cli_make_model_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto make = [&](const std::string& name, const std::string& args) {
+    const std::string path = (dir / name).string();
+    const RunResult r =
+        run_tq("make-model --shape smollm2-135m --layers 2 -o " + path + " " + args);
+    EXPECT_EQ(r.status, 0) << r.output;
+    return path;
+  };
+  const std::string a = make("a.gguf", "--seed 3 -t 1");
+  const std::string b = make("b.gguf", "--seed 3 -t 2 -q");
+  const std::string c = make("c.gguf", "--seed 4 -q");
+  const auto bytes = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(a), bytes(b));
+  EXPECT_NE(bytes(a), bytes(c));
+  EXPECT_EQ(bytes(a).size(), bytes(c).size());
+
+  const std::string note = "note: " + a +
+                           " has random weights (tq make-model): speed and agreement tests only, "
+                           "not quality";
+  const RunResult info = run_tq("info " + a);
+  ASSERT_EQ(info.status, 0) << info.output;
+  EXPECT_NE(info.output.find("random smollm2-135m seed 3"), std::string::npos) << info.output;
+  EXPECT_NE(info.output.find("layers:         2"), std::string::npos) << info.output;
+  EXPECT_NE(info.output.find(note), std::string::npos) << info.output;
+  const RunResult gen = run_tq("generate -m " + a + " -p 'The sky is' -n 4 -t 2 --json");
+  ASSERT_EQ(gen.status, 0) << gen.output;
+  EXPECT_NE(gen.output.find(note), std::string::npos) << gen.output;
+  EXPECT_NE(gen.output.find("\"generated_tokens\": 4"), std::string::npos) << gen.output;
+  // The real model carries no such note.
+  if (std::filesystem::exists(kModel)) {
+    EXPECT_EQ(run_tq("info " + kModel.string()).output.find("random weights"), std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TqCli, MakeModelRefusesBadArguments) {
+  SKIP_WITHOUT_TQ();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"make-model --shape llama-2 -o /tmp/x.gguf",
+       "unknown model shape 'llama-2' (expected one of llama-3.1-8b, qwen2.5-7b, mistral-7b, "
+       "smollm2-135m)"},
+      {"make-model --shape smollm2-135m --weights q5_k -o /tmp/x.gguf",
+       "unknown weights type 'q5_k' (expected q4_0, q8_0, f16, bf16 or f32)"},
+      {"make-model --shape smollm2-135m --layers 1 -o /nonexistent/dir/x.gguf",
+       "cannot write GGUF file '/nonexistent/dir/x.gguf'"},
+      {"make-model --shape smollm2-135m --layers -1 -o /tmp/x.gguf",
+       "--layers: -1 is out of range; expected 0..65536"},
+      {"make-model --shape smollm2-135m --seed -1 -o /tmp/x.gguf",
+       "--seed: -1 is out of range; expected 0..18446744073709551615"},
+      {"make-model --shape smollm2-135m", "--out is required"},
+      {"make-model -o /tmp/x.gguf", "--shape is required"},
+  };
+  for (const auto& [args, message] : cases) {
+    const RunResult r = run_tq_within(30, args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_NE(r.output.find(message), std::string::npos)
+        << "tq " << args << "\n  printed: " << r.output << "\n  expected: " << message;
+  }
+  EXPECT_FALSE(std::filesystem::exists("/tmp/x.gguf.tmp"));
 }
 
 }  // namespace
