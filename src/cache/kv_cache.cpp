@@ -242,6 +242,32 @@ std::size_t LayerKvCache::capacity_bytes() const {
   return total;
 }
 
+ConstEncodedView LayerKvCache::encoded(KvSide which, int kv_head) const {
+  if (kv_head < 0 || kv_head >= shape_.n_kv_heads) {
+    throw std::invalid_argument("kv cache encoded: kv head " + std::to_string(kv_head) +
+                                " out of range [0, " + std::to_string(shape_.n_kv_heads) + ")");
+  }
+  const Side& side = sides_[index(which)];
+  return encoded_view(side, side.heads[static_cast<std::size_t>(kv_head)]);
+}
+
+std::vector<half_bits> LayerKvCache::window_tokens(KvSide which, int kv_head) const {
+  if (kv_head < 0 || kv_head >= shape_.n_kv_heads) {
+    throw std::invalid_argument("kv cache window_tokens: kv head " + std::to_string(kv_head) +
+                                " out of range [0, " + std::to_string(shape_.n_kv_heads) + ")");
+  }
+  const HeadStore& head = sides_[index(which)].heads[static_cast<std::size_t>(kv_head)];
+  const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+  const std::size_t W = static_cast<std::size_t>(window_);
+  std::vector<half_bits> out;
+  out.reserve(window_size() * d);
+  for (std::size_t t = compressed_; t < total_; ++t) {
+    const half_bits* slot = head.window.data() + (t % W) * d;
+    out.insert(out.end(), slot, slot + d);
+  }
+  return out;
+}
+
 void LayerKvCache::decode(KvSide which, int kv_head, std::size_t first, std::size_t count,
                           float* out) const {
   if (kv_head < 0 || kv_head >= shape_.n_kv_heads) {

@@ -400,6 +400,12 @@ DecodeTiming time_decode(Session& session, std::span<const TokenId> prompt, int 
   t.ms_per_token = median(step_ms);
   t.tokens_per_second = t.ms_per_token > 0 ? 1e3 / t.ms_per_token : 0.0;
 
+  const KvSizeBreakdown kv = session.kv_bytes();
+  t.kv_bytes = static_cast<double>(kv.bytes);
+  t.kv_bits_per_value = kv.bits_per_value;
+  // The GPU caches live on the device; their attention is timed by the GPU benchmark.
+  if (session.device() != Device::Cpu) return t;
+
   // Attention of one query per layer over the cache as it now stands: the call a decode step
   // makes, timed on its own (a random query; the cost does not depend on its values).
   const ModelConfig& c = session.model().config();
@@ -419,9 +425,6 @@ DecodeTiming time_decode(Session& session, std::span<const TokenId> prompt, int 
   }
   t.attention_ms = median(attn_ms);
   t.attention_share = t.ms_per_token > 0 ? t.attention_ms / t.ms_per_token : 0.0;
-  const KvSizeBreakdown kv = session.kv_bytes();
-  t.kv_bytes = static_cast<double>(kv.bytes);
-  t.kv_bits_per_value = kv.bits_per_value;
   return t;
 }
 

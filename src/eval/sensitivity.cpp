@@ -121,10 +121,10 @@ std::vector<LayerSensitivity> run_sensitivity(const SchemeModelFactory& make_mod
 
 std::vector<LayerSensitivity> run_sensitivity(const Model& model, const KvScheme& base,
                                               std::span<const TokenId> tokens,
-                                              const PerplexityOptions& options, int threads,
+                                              const PerplexityOptions& options,
+                                              const SessionOptions& session,
                                               const SensitivityProgressFn& progress) {
-  SessionOptions so;
-  so.threads = threads;
+  SessionOptions so = session;
   so.max_context = options.context;
   so.reserve = options.context;
   const SchemeModelFactory make_model = [&](const KvScheme& scheme) {

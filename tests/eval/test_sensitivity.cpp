@@ -22,6 +22,12 @@
 namespace tq::eval {
 namespace {
 
+tq::SessionOptions one_thread() {
+  tq::SessionOptions so;
+  so.threads = 1;
+  return so;
+}
+
 // Logits that depend on the previous token and the position, plus an error of size
 // `noise` (zero: the exact model).
 class NoisyModel : public LogitsModel {
@@ -247,7 +253,8 @@ TEST(EvalSensitivity, SyntheticModelEveryCompressedLayerCountsAndFp16WindowIsExa
   const Model model = synthetic_llama();
   const std::vector<TokenId> tokens = token_stream(96);
   const PerplexityOptions po = two_windows();
-  const auto compressed = run_sensitivity(model, parse_kv_scheme("tq2:window=0"), tokens, po, 1);
+  const auto compressed =
+      run_sensitivity(model, parse_kv_scheme("tq2:window=0"), tokens, po, one_thread());
   ASSERT_EQ(compressed.size(), 3u);
   for (const LayerSensitivity& r : compressed) {
     EXPECT_GT(r.kld_keys, 1e3 * kNoError) << "layer " << r.layer;
@@ -256,7 +263,7 @@ TEST(EvalSensitivity, SyntheticModelEveryCompressedLayerCountsAndFp16WindowIsExa
   }
   // The default 128-token window holds every token of a 16-token window: nothing is compressed,
   // so every layer's run is the fp16 run.
-  const auto windowed = run_sensitivity(model, parse_kv_scheme("tq2"), tokens, po, 1);
+  const auto windowed = run_sensitivity(model, parse_kv_scheme("tq2"), tokens, po, one_thread());
   for (const LayerSensitivity& r : windowed) {
     EXPECT_LT(r.kld_keys, kNoError) << "layer " << r.layer;
     EXPECT_LT(r.kld_values, kNoError) << "layer " << r.layer;

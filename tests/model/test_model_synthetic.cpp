@@ -1,6 +1,7 @@
 // The loader and forward pass on tiny synthetic GGUF models built in memory: clear errors that
 // name a missing tensor, a wrongly shaped tensor or an unsupported architecture; qwen2 picks
-// NeoX RoPE and Q/K/V biases; prefill in chunks gives the same logits as one token at a time.
+// NeoX RoPE and Q/K/V biases; prefill in chunks gives the same logits as one token at a time;
+// --device cuda where it cannot run is a clear error.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -151,6 +152,30 @@ TEST(ModelSynthetic, ContextLimitIsEnforced) {
   tq::Session s(m, "fp16", so);
   const std::vector<tq::TokenId> ids = {1, 2, 3, 4, 5};
   EXPECT_THROW(s.eval(ids), std::invalid_argument);
+}
+
+// Asking for the GPU says why it cannot be had: no CUDA in this build, no visible device, or (with
+// a device) a head dim of 8 that the GPU kernels do not cover.
+TEST(ModelSynthetic, CudaDeviceRefusalIsExplained) {
+  const tq::Model m = load({});
+  tq::SessionOptions so;
+  so.device = tq::Device::Cuda;
+  std::string message;
+  try {
+    tq::Session s(m, "fp16", so);
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+#ifndef TQ_HAVE_CUDA
+  EXPECT_NE(message.find("no CUDA support"), std::string::npos) << message;
+#else
+  const bool no_device = message.find("no CUDA device is visible") != std::string::npos;
+  const bool head_dim = message.find("head dim 8") != std::string::npos;
+  EXPECT_TRUE(no_device || head_dim) << message;
+#endif
+  EXPECT_EQ(tq::parse_device("cuda"), tq::Device::Cuda);
+  EXPECT_EQ(tq::parse_device("cpu"), tq::Device::Cpu);
+  EXPECT_THROW(tq::parse_device("gpu"), std::invalid_argument);
 }
 
 }  // namespace

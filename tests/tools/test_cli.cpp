@@ -68,7 +68,7 @@ std::set<std::string> option_names(const std::string& help) {
 TEST(TqCli, ModelCommandsShareTheirOptionsAndKeepTheirOwn) {
   SKIP_WITHOUT_TQ();
   using Names = std::set<std::string>;
-  const Names shared = {"-h,--help", "-m,--model", "-t,--threads", "--kv"};
+  const Names shared = {"-h,--help", "-m,--model", "-t,--threads", "--device", "--kv"};
   const std::vector<std::pair<std::string, Names>> commands = {
       {"generate",
        {"-p,--prompt", "-f,--file", "--prompt-tokens", "-n,--n-predict", "--chat", "--temp",
@@ -95,6 +95,22 @@ TEST(TqCli, ModelCommandsShareTheirOptionsAndKeepTheirOwn) {
               std::string::npos)
         << name;
     EXPECT_NE(r.output.find("-t,--threads INT=0"), std::string::npos) << name;
+  }
+}
+
+// --device takes cpu or cuda; cuda where it cannot run says why (no CUDA in the build, no
+// visible device) instead of failing somewhere later.
+TEST(TqCli, DeviceOptionIsCheckedAndCudaRefusalExplained) {
+  SKIP_WITHOUT_TQ();
+  const RunResult bad = run_tq("generate -p hi -n 1 --device gpu");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("gpu"), std::string::npos) << bad.output;
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "model missing: " << kModel;
+  const RunResult cuda = run_tq("generate -m " + kModel.string() + " -p hi -n 1 --device cuda");
+  if (cuda.status != 0) {
+    const bool explained = cuda.output.find("no CUDA device is visible") != std::string::npos ||
+                           cuda.output.find("no CUDA support") != std::string::npos;
+    EXPECT_TRUE(explained) << cuda.output;
   }
 }
 

@@ -68,8 +68,7 @@ void run(const BenchOptions& o) {
     prompt[i] = static_cast<TokenId>((i * 7919 + 13) % static_cast<std::size_t>(c.n_vocab));
   }
 
-  SessionOptions so;
-  so.threads = o.model.threads;
+  SessionOptions so = session_options(o.model);
   nlohmann::json rows = nlohmann::json::array();
   for (const KvScheme& scheme : schemes) {
     double base_ms = 0;

@@ -25,6 +25,18 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
   cmd.add_option("-t,--threads", options.threads, "Threads (0: all cores)")
       ->capture_default_str()
       ->check(in_range<int>(0, kMaxThreads));
+  cmd.add_option_function<std::string>(
+         "--device", [&options](const std::string& text) { options.device = parse_device(text); },
+         "Where the model runs: cpu, or cuda (weights and KV cache on GPU 0)")
+      ->default_str("cpu")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+SessionOptions session_options(const ModelOptions& options) {
+  SessionOptions so;
+  so.threads = options.threads;
+  so.device = options.device;
+  return so;
 }
 
 void note_random_weights(const gguf::File& file, const std::string& path) {

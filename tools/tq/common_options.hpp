@@ -4,6 +4,7 @@
 // option; plus the model loading and the small file I/O those commands all do.
 #pragma once
 
+#include "turboquant/base/device.hpp"
 #include "turboquant/base/parse.hpp"
 #include "turboquant/model/gguf.hpp"
 #include "turboquant/model/model.hpp"
@@ -46,16 +47,19 @@ CLI::Validator in_range(std::int64_t min, std::int64_t max) {
 // The whole range of an unsigned 64-bit option (seeds).
 CLI::Validator any_uint64();
 
-// What a command that runs a model needs to load and run it. The device a command runs on (the
-// GPU runner's option) belongs here as well, so that add_model_options gives it to every model
-// command at once.
+// What a command that runs a model needs to load and run it, including the device it runs on,
+// so that add_model_options gives --device to every model command at once.
 struct ModelOptions {
   std::string path = kDefaultModelPath;
   int threads = 0;  // CPU threads; 0: all cores
+  Device device = Device::Cpu;
 };
 
-// Adds -m,--model and -t,--threads.
+// Adds -m,--model, -t,--threads and --device cpu|cuda.
 void add_model_options(CLI::App& cmd, ModelOptions& options);
+
+// The session options every model command starts from: its threads and device.
+SessionOptions session_options(const ModelOptions& options);
 
 // Prints "note: FILE has random weights (tq make-model): ..." on stderr when `file` is marked as
 // written by `tq make-model`, so that no number measured on it is mistaken for a model's quality.

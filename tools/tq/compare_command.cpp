@@ -92,10 +92,10 @@ void run(const CompareOptions& o) {
   check_prompt_fits(prompt.size(), o.n_predict,
                     static_cast<std::size_t>(loaded.model.config().context_length));
 
-  SessionOptions so;
-  so.threads = o.model.threads;
+  SessionOptions so = session_options(o.model);
   so.prefill_chunk = o.chunk;
   so.reserve = prompt.size() + static_cast<std::size_t>(o.n_predict);
+  if (so.device == Device::Cuda) so.max_context = so.reserve;  // GPU caches: allocated up front
   const auto progress = [&](const SchemeRow& r, std::size_t done, std::size_t total) {
     if (o.report.quiet) return;
     std::fprintf(stderr, "[%zu/%zu] %-14s prefill %.1f s, %d decode steps %.1f s\n", done, total,

@@ -61,12 +61,14 @@ void run_generate(const GenerateOptions& opt) {
   }
   truncate_prompt(ids, opt.prompt);
 
-  SessionOptions so;
-  so.threads = opt.model.threads;
+  SessionOptions so = session_options(opt.model);
   so.prefill_chunk = opt.chunk;
   so.reserve = ids.size() + static_cast<std::size_t>(opt.n_predict);
+  const auto trained = static_cast<std::size_t>(loaded.model.config().context_length);
+  check_prompt_fits(ids.size(), opt.n_predict, trained);
+  // The GPU caches are allocated up front: for this run's tokens, not the trained context.
+  if (so.device == Device::Cuda) so.max_context = so.reserve;
   Session session(loaded.model, scheme, so);
-  check_prompt_fits(ids.size(), opt.n_predict, session.max_context());
   SamplerOptions sampler_options;
   sampler_options.temperature = opt.temperature;
   sampler_options.top_p = opt.top_p;

@@ -145,8 +145,7 @@ void run(const NiahCliOptions& o) {
 
   nlohmann::json runs = nlohmann::json::array();
   for (const KvScheme& scheme : schemes) {
-    SessionOptions so;
-    so.threads = o.model.threads;
+    SessionOptions so = session_options(o.model);
     Session session(model, scheme, so);
     eval::SessionModel lm(session);
     for (std::size_t g = 0; g < grids.size(); ++g) {

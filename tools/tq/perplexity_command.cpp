@@ -69,8 +69,7 @@ void run(const PerplexityCliOptions& o) {
   }
   const std::vector<eval::EvalWindow> windows = eval::plan_windows(tokens.size(), po);
 
-  SessionOptions so;
-  so.threads = o.model.threads;
+  SessionOptions so = session_options(o.model);
   so.prefill_chunk = o.batch;
   so.max_context = po.context;
   so.reserve = po.context;

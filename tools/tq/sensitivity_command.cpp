@@ -57,7 +57,7 @@ void run(const SensitivityOptions& o) {
                  r.kld_keys, r.kld_values, s, s / done * (n - done));
   };
   const std::vector<eval::LayerSensitivity> rows =
-      eval::run_sensitivity(loaded.model, base, tokens, po, o.model.threads, progress);
+      eval::run_sensitivity(loaded.model, base, tokens, po, session_options(o.model), progress);
 
   nlohmann::json j;
   j["model"] = o.model.path;

@@ -1,10 +1,6 @@
 // The KV-cache and speed summaries of `tq generate` and `tq compare` (session_report.hpp).
 #include "session_report.hpp"
 
-#include "turboquant/cache/kv_cache.hpp"
-
-#include <algorithm>
-
 namespace tq::cli {
 
 KvCacheReport kv_cache_report(const Session& session) {
@@ -16,14 +12,8 @@ KvCacheReport kv_cache_report(const Session& session) {
   r.kv_ratio = bytes.ratio();
   r.kv_bits_per_value = bytes.bits_per_value;
   r.kv_window = session.scheme().window;
-  for (int l = 0; l < session.model().config().n_layers; ++l) {
-    const LayerKvCache& cache = session.cache(l);
-    const bool fp16 = cache.side_spec(KvSide::Key).format == KvFormat::Fp16 &&
-                      cache.side_spec(KvSide::Value).format == KvFormat::Fp16;
-    if (fp16) continue;
-    r.compresses = true;
-    r.kv_compressed_tokens = std::max(r.kv_compressed_tokens, cache.compressed_size());
-  }
+  r.compresses = session.compresses();
+  r.kv_compressed_tokens = session.compressed_tokens();
   return r;
 }
 

@@ -83,6 +83,13 @@ class LayerKvCache {
 
   // Tokens [first, first + count) of one KV head as attention sees them (decoded), count × d.
   void decode(KvSide side, int kv_head, std::size_t first, std::size_t count, float* out) const;
+  // The stored arrays of one KV head's compressed segment (tokens [0, compressed_size())), in
+  // the side's format: TurboQuant codes/signs/norms, fp16 values in `norms` (head_dim per
+  // token), int8/int4 values in `codes` with their scales in `norms`. Valid until the next
+  // append. The GPU cache's tests compare their bytes with it.
+  ConstEncodedView encoded(KvSide side, int kv_head) const;
+  // The exact window tokens of one KV head in token order, fp16 bits (window_size() × d).
+  std::vector<half_bits> window_tokens(KvSide side, int kv_head) const;
 
   // Attention of n_q queries over the cache: q is [n_q][n_q_heads][head_dim], out likewise.
   // Query i sits at absolute position first_query_pos + i and sees cache tokens

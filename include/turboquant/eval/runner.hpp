@@ -208,7 +208,8 @@ struct DecodeTiming {
   int steps = 0;                 // decode steps timed
   double ms_per_token = 0;       // median over the steps
   double tokens_per_second = 0;  // 1000 / ms_per_token
-  double attention_ms = 0;       // median time of one token's attention over all layers
+  double attention_ms = 0;       // median time of one token's attention over all layers (CPU
+                                 // sessions; 0 on a GPU session: not measured here)
   double attention_share = 0;    // attention_ms / ms_per_token
   double kv_bytes = 0;           // cache bytes at `context`
   double kv_bits_per_value = 0;

@@ -11,15 +11,12 @@
 #include "turboquant/base/kv_side.hpp"
 #include "turboquant/cache/kv_scheme.hpp"
 #include "turboquant/eval/runner.hpp"
+#include "turboquant/model/model.hpp"
 
 #include <functional>
 #include <memory>
 #include <span>
 #include <vector>
-
-namespace tq {
-class Model;
-}  // namespace tq
 
 namespace tq::eval {
 
@@ -55,10 +52,11 @@ std::vector<LayerSensitivity> run_sensitivity(const SchemeModelFactory& make_mod
                                               const PerplexityOptions& options,
                                               const SensitivityProgressFn& progress = {});
 
-// The same on a model: Sessions with room for one window, on `threads` threads (0: all cores).
+// The same on a model: Sessions made from `session` (threads, device) with room for one window.
 std::vector<LayerSensitivity> run_sensitivity(const Model& model, const KvScheme& base,
                                               std::span<const TokenId> tokens,
-                                              const PerplexityOptions& options, int threads = 0,
+                                              const PerplexityOptions& options,
+                                              const SessionOptions& session = {},
                                               const SensitivityProgressFn& progress = {});
 
 }  // namespace tq::eval

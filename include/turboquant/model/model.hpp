@@ -1,12 +1,13 @@
-// Llama-family transformer runner on the CPU: weights read from a GGUF file (llama, smollm,
-// mistral, qwen2) and kept in their GGUF block format where an on-the-fly kernel exists (F32, F16,
-// Q4_0, Q4_1, Q8_0; other types are dequantized to fp32 once at load), and a Session that runs one
-// sequence through the model with a per-layer compressed KV cache (tq::LayerKvCache) in any
-// KvScheme. Attention always reads the cache as stored: each chunk's K/V are appended first, then
-// the chunk's queries attend over what the cache holds (docs/DESIGN.md §3). Matrix work goes
-// through BLAS.
+// Llama-family transformer runner (CPU, or GPU with SessionOptions::device): weights read from a
+// GGUF file (llama, smollm, mistral, qwen2) and kept in their GGUF block format where an on-the-fly
+// kernel exists (F32, F16, Q4_0, Q4_1, Q8_0; other types are dequantized to fp32 once at load), and
+// a Session that runs one sequence through the model with a per-layer compressed KV cache
+// (tq::LayerKvCache) in any KvScheme. Attention always reads the cache as stored: each chunk's K/V
+// are appended first, then the chunk's queries attend over what the cache holds (docs/DESIGN.md
+// §3). Matrix work goes through BLAS.
 #pragma once
 
+#include "turboquant/base/device.hpp"
 #include "turboquant/base/token.hpp"
 #include "turboquant/cache/kv_cache.hpp"
 #include "turboquant/cache/kv_scheme.hpp"
@@ -146,11 +147,15 @@ struct SessionOptions {
   std::size_t max_context = 0;  // 0: the model's context_length
   std::size_t reserve = 0;      // tokens to reserve in every layer's cache up front
   SimdLevel simd = SimdLevel::Auto;  // attention and quantized-matmul kernels (Scalar: references)
+  // Cpu: this process's runner (BLAS, LayerKvCache). Cuda: weights and caches on GPU 0, the
+  // same scheme meaning the same codes (src/model/cuda/); threads and simd then only affect
+  // host-side work. The GPU caches are allocated for max_context tokens up front.
+  Device device = Device::Cpu;
 };
 
 // One sequence being run through a model: its position, its per-layer KV caches and the
-// scratch buffers of the forward pass (allocated once, so decode steps do not allocate).
-// The Model must outlive the Session.
+// scratch buffers of the forward pass (allocated once, so decode steps do not allocate), on the
+// CPU or the GPU (SessionOptions::device). The Model must outlive the Session.
 class Session {
  public:
   Session(const Model& model, const KvScheme& scheme, const SessionOptions& options = {});
@@ -174,9 +179,16 @@ class Session {
 
   const Model& model() const;
   const KvScheme& scheme() const;
+  Device device() const;
+  // The CPU cache of a layer; throws std::logic_error on a GPU session (its caches live on the
+  // device: use kv_bytes() for the accounting).
   const LayerKvCache& cache(int layer) const;
   // Exact bytes stored in all layers' caches now, the same tokens in fp16, and bits per value.
   KvSizeBreakdown kv_bytes() const;
+  // Whether any layer stores something other than fp16, and how many of the tokens held are in
+  // those layers' compressed segments (the rest are in the exact window); either device.
+  bool compresses() const;
+  std::size_t compressed_tokens() const;
 
  private:
   struct Impl;

@@ -1,0 +1,182 @@
+// CpuBackend (cpu_backend.hpp): each operation of the forward step on the host, with the
+// quantized-weight matmuls of qmatmul.hpp, the kernels of ops.hpp and the per-layer
+// LayerKvCache. Every buffer is sized once in the constructor, so steps do not allocate.
+#include "cpu_backend.hpp"
+
+#include "ops.hpp"
+#include "qmatmul.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace tq::detail {
+
+CpuBackend::CpuBackend(const Model& model, const KvScheme& scheme, const SessionOptions& options,
+                       int chunk, std::size_t reserve)
+    : model_(model), simd_(options.simd) {
+#ifdef _OPENMP
+  threads_ = options.threads > 0 ? options.threads : omp_get_max_threads();
+#else
+  threads_ = 1;
+#endif
+  attention_options_.simd = options.simd;
+  attention_options_.threads = threads_;
+  const ModelConfig& c = model.config();
+  caches_.reserve(static_cast<std::size_t>(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    caches_.emplace_back(scheme, layer_kv_shape(c, l));
+    if (reserve) caches_.back().reserve(reserve);
+  }
+  const std::size_t ch = static_cast<std::size_t>(chunk);
+  x_.resize(ch * c.n_embd);
+  xn_.resize(ch * c.n_embd);
+  qkv_.resize(ch * (c.q_dim() + 2 * c.kv_dim()));
+  q_.resize(ch * c.q_dim());
+  k_.resize(ch * c.kv_dim());
+  v_.resize(ch * c.kv_dim());
+  att_.resize(ch * c.q_dim());
+  gate_up_.resize(ch * 2 * static_cast<std::size_t>(c.n_ff));
+  logits_.resize(ch * static_cast<std::size_t>(c.n_vocab));
+  rope_cos_.resize(ch * static_cast<std::size_t>(c.rope_dim / 2));
+  rope_sin_.resize(rope_cos_.size());
+}
+
+std::vector<float>& CpuBackend::buffer(Act a) {
+  switch (a) {
+    case Act::X:
+      return x_;
+    case Act::Xn:
+      return xn_;
+    case Act::Qkv:
+      return qkv_;
+    case Act::Att:
+      return att_;
+    case Act::GateUp:
+      return gate_up_;
+    case Act::Logits:
+      return logits_;
+  }
+  throw std::logic_error("CpuBackend: unknown activation buffer");
+}
+
+int CpuBackend::width(Act a) const {
+  const ModelConfig& c = model_.config();
+  switch (a) {
+    case Act::X:
+    case Act::Xn:
+      return c.n_embd;
+    case Act::Qkv:
+      return c.q_dim() + 2 * c.kv_dim();
+    case Act::Att:
+      return c.q_dim();
+    case Act::GateUp:
+      return 2 * c.n_ff;
+    case Act::Logits:
+      return c.n_vocab;
+  }
+  throw std::logic_error("CpuBackend: unknown activation buffer");
+}
+
+void CpuBackend::embed(const TokenId* tokens, const StepRows& rows) {
+  const std::size_t E = static_cast<std::size_t>(model_.config().n_embd);
+  for (int i = 0; i < rows.count; ++i) {
+    qmm::dequantize_rows(model_.token_embd(), tokens[i], 1, &x_[i * E], simd_);
+  }
+}
+
+void CpuBackend::rms_norm(Act in, NormWeight which, int layer, Act out, int first, int n) {
+  const ModelConfig& c = model_.config();
+  const std::vector<float>& w = which == NormWeight::Output ? model_.output_norm()
+                                : which == NormWeight::Ffn  ? model_.layer(layer).ffn_norm
+                                                            : model_.layer(layer).attn_norm;
+  const std::size_t off = static_cast<std::size_t>(first) * c.n_embd;
+  ops::rms_norm(buffer(in).data() + off, w.data(), buffer(out).data() + off, n, c.n_embd,
+                c.rms_eps);
+}
+
+void CpuBackend::matmul(Act in, MatrixWeight which, int layer, Act out, int first, int n,
+                        bool accumulate) {
+  const WeightMatrix* w = nullptr;
+  const float* bias = nullptr;
+  switch (which) {
+    case MatrixWeight::Qkv:
+      w = &model_.layer(layer).wqkv;
+      if (!model_.layer(layer).bqkv.empty()) bias = model_.layer(layer).bqkv.data();
+      break;
+    case MatrixWeight::AttentionOut:
+      w = &model_.layer(layer).wo;
+      break;
+    case MatrixWeight::GateUp:
+      w = &model_.layer(layer).w_gate_up;
+      break;
+    case MatrixWeight::Down:
+      w = &model_.layer(layer).w_down;
+      break;
+    case MatrixWeight::Logits:
+      w = &model_.output_weight();
+      break;
+  }
+  const int ldx = width(in), ldy = width(out);
+  qmm::matmul(buffer(in).data() + static_cast<std::size_t>(first) * ldx, n, ldx, *w, bias,
+              buffer(out).data() + static_cast<std::size_t>(first) * ldy, ldy, threads_, accumulate,
+              simd_);
+}
+
+void CpuBackend::rope(const StepRows& rows) {
+  const ModelConfig& c = model_.config();
+  const int half = c.rope_dim / 2;
+  // One table of angles for the step, shared by the Q and K heads.
+  ops::rope_angles(rows.first_position, rows.count, model_.rope_inv_freq().data(), half,
+                   rope_cos_.data(), rope_sin_.data());
+  const int QKV = width(Act::Qkv);
+  for (int i = 0; i < rows.count; ++i) {
+    float* row = &qkv_[static_cast<std::size_t>(i) * QKV];
+    const float* cr = &rope_cos_[static_cast<std::size_t>(i) * half];
+    const float* sr = &rope_sin_[static_cast<std::size_t>(i) * half];
+    ops::rope(row, c.n_heads, c.head_dim, c.rope_dim, cr, sr, c.rope);
+    ops::rope(row + c.q_dim(), c.n_kv_heads, c.head_dim, c.rope_dim, cr, sr, c.rope);
+  }
+}
+
+void CpuBackend::attention(int layer, const StepRows& rows) {
+  const ModelConfig& c = model_.config();
+  const int Q = c.q_dim(), KV = c.kv_dim(), QKV = width(Act::Qkv);
+  for (int i = 0; i < rows.count; ++i) {
+    const float* row = &qkv_[static_cast<std::size_t>(i) * QKV];
+    std::memcpy(&q_[static_cast<std::size_t>(i) * Q], row, sizeof(float) * Q);
+    std::memcpy(&k_[static_cast<std::size_t>(i) * KV], row + Q, sizeof(float) * KV);
+    std::memcpy(&v_[static_cast<std::size_t>(i) * KV], row + Q + KV, sizeof(float) * KV);
+  }
+  LayerKvCache& cache = caches_[static_cast<std::size_t>(layer)];
+  cache.append(k_.data(), v_.data(), static_cast<std::size_t>(rows.count));
+  cache.attend(q_.data(), rows.count, rows.first_position, att_.data(), attention_options_);
+}
+
+void CpuBackend::swiglu(int n) {
+  const int F = model_.config().n_ff;
+  for (int i = 0; i < n; ++i) {
+    float* row = &gate_up_[static_cast<std::size_t>(i) * 2 * F];
+    ops::swiglu(row, row + F, row, F);
+  }
+}
+
+void CpuBackend::read_logits(int first, int n, float* host) {
+  const std::size_t V = static_cast<std::size_t>(model_.config().n_vocab);
+  std::memcpy(host, &logits_[static_cast<std::size_t>(first) * V], sizeof(float) * V * n);
+}
+
+void CpuBackend::reset() {
+  for (auto& cache : caches_) cache.clear();
+}
+
+std::size_t CpuBackend::cache_bytes() const {
+  std::size_t bytes = 0;
+  for (const auto& cache : caches_) bytes += cache.bytes();
+  return bytes;
+}
+
+}  // namespace tq::detail

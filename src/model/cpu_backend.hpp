@@ -1,0 +1,46 @@
+// The CPU backend of the forward pass: weights as the Model holds them (qmm kernels and BLAS),
+// one LayerKvCache per layer, activations in host vectors. Private to tq_model.
+#pragma once
+
+#include "forward_backend.hpp"
+#include "turboquant/cache/kv_cache.hpp"
+#include "turboquant/model/model.hpp"
+
+#include <memory>
+#include <vector>
+
+namespace tq::detail {
+
+class CpuBackend final : public ForwardBackend {
+ public:
+  // chunk: most rows of one step; the caches reserve `reserve` tokens up front.
+  CpuBackend(const Model& model, const KvScheme& scheme, const SessionOptions& options, int chunk,
+             std::size_t reserve);
+
+  void embed(const TokenId* tokens, const StepRows& rows) override;
+  void rms_norm(Act in, NormWeight which, int layer, Act out, int first, int n) override;
+  void matmul(Act in, MatrixWeight which, int layer, Act out, int first, int n,
+              bool accumulate) override;
+  void rope(const StepRows& rows) override;
+  void attention(int layer, const StepRows& rows) override;
+  void swiglu(int n) override;
+  void read_logits(int first, int n, float* host) override;
+  void reset() override;
+
+  const LayerKvCache& cache(int layer) const { return caches_[static_cast<std::size_t>(layer)]; }
+  std::size_t cache_bytes() const override;
+
+ private:
+  std::vector<float>& buffer(Act a);
+  int width(Act a) const;
+
+  const Model& model_;
+  SimdLevel simd_;
+  int threads_;
+  std::vector<LayerKvCache> caches_;
+  AttentionOptions attention_options_;
+  std::vector<float> x_, xn_, qkv_, q_, k_, v_, att_, gate_up_, logits_;
+  std::vector<float> rope_cos_, rope_sin_;  // [chunk][rope_dim/2] of the current step
+};
+
+}  // namespace tq::detail
