@@ -1,6 +1,7 @@
 // Quantized matmul driver (qmatmul.hpp): building WeightMatrix values at load, the scalar
 // reference kernels, and the threaded gemv (one token) / tiled dequantize-then-sgemm (a chunk of
-// tokens) that dispatch to the AVX2 kernels after a run-time CPU check.
+// tokens) that dispatch to the AVX2 kernels after a run-time CPU check (BF16, Q4_K and Q6_K have
+// none and always take the scalar reference: dequantize a row or tile, then dot / sgemm).
 #include "qmatmul.hpp"
 
 #include "ops.hpp"
@@ -26,6 +27,11 @@ namespace qmm {
 using gguf::TensorType;
 
 bool has_kernel(TensorType type) {
+  return has_avx2_kernel(type) || type == TensorType::kBF16 || type == TensorType::kQ4_K ||
+         type == TensorType::kQ6_K;
+}
+
+bool has_avx2_kernel(TensorType type) {
   return type == TensorType::kF32 || type == TensorType::kF16 || type == TensorType::kQ4_0 ||
          type == TensorType::kQ4_1 || type == TensorType::kQ8_0;
 }
@@ -34,7 +40,7 @@ WeightMatrix allocate_matrix(TensorType type, int rows, int cols) {
   if (!has_kernel(type)) {
     throw std::invalid_argument("qmatmul: cannot store a matrix as " +
                                 gguf::tensor_type_name(type) +
-                                " (expected F32, F16, Q4_0, Q4_1 or Q8_0)");
+                                " (expected F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K or Q6_K)");
   }
   if (rows < 0 || cols < 0) {
     throw std::invalid_argument("qmatmul: bad matrix shape " + std::to_string(rows) + "x" +
@@ -122,7 +128,8 @@ void gemm_part(const float* x, int rows, int ldx, const WeightMatrix& w, const f
 }  // namespace
 
 void gemv_rows(const WeightMatrix& w, const float* x, int r0, int r1, float* out, SimdLevel simd) {
-  if (use_avx2(simd)) {
+  // BF16, Q4_K and Q6_K have no AVX2 kernel: they take the reference at every SIMD level.
+  if (use_avx2(simd) && has_avx2_kernel(w.type)) {
     detail::gemv_rows_avx2(w.type, w.data.data(), w.row_bytes, w.cols, x, r0, r1, out);
     return;
   }
@@ -139,7 +146,7 @@ void gemv_rows(const WeightMatrix& w, const float* x, int r0, int r1, float* out
 
 void dequantize_rows(const WeightMatrix& w, int r0, int n, float* dst, SimdLevel simd) {
   const std::size_t k = static_cast<std::size_t>(w.cols);
-  if (use_avx2(simd)) {
+  if (use_avx2(simd) && has_avx2_kernel(w.type)) {
     for (int i = 0; i < n; ++i) {
       detail::dequantize_row_avx2(w.type, row_ptr(w, r0 + i), w.cols, dst + i * k);
     }

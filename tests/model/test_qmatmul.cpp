@@ -1,10 +1,12 @@
 // Quantized matmul (src/model/qmatmul.*) against dequantize-then-fp64 references on random GGUF
-// blocks of every kernel type (F32, F16, Q4_0, Q4_1, Q8_0): gemv (one token) and the tiled gemm
+// blocks of every kernel type (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; the last three only
+// have the scalar path, so their AVX2 level must route there): gemv (one token) and the tiled gemm
 // (several tokens, leading dimensions, bias, accumulation, two threads), scalar == AVX2, block
 // dequantization, the fp32 fallback for a type without a kernel (Q5_0), and a corrupted kernel
 // result that the comparison must catch.
 #include <gtest/gtest.h>
 
+#include "random_blocks.hpp"
 #include "random_inputs.hpp"
 
 #include <cmath>
@@ -13,63 +15,12 @@
 #include <vector>
 
 #include "model/qmatmul.hpp"
-#include "turboquant/base/half.hpp"
 
 namespace {
 
 using tq::gguf::TensorType;
 
-void put_half(std::vector<std::uint8_t>& out, float v) {
-  const std::uint16_t h = tq::float_to_half(v);
-  out.push_back(static_cast<std::uint8_t>(h & 0xff));
-  out.push_back(static_cast<std::uint8_t>(h >> 8));
-}
-
-// rows × cols of random, valid blocks of `type` (finite fp16 scales of realistic size).
-std::vector<std::uint8_t> random_blocks(TensorType type, int rows, int cols, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_real_distribution<float> scale(0.002f, 0.05f);
-  std::vector<std::uint8_t> out;
-  const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
-  auto bytes = [&](int k) {
-    for (int i = 0; i < k; ++i) out.push_back(static_cast<std::uint8_t>(byte(rng)));
-  };
-  switch (type) {
-    case TensorType::kF32:
-      for (std::size_t i = 0; i < n; ++i) {
-        const float v = normal(rng);
-        std::uint8_t b[4];
-        std::memcpy(b, &v, 4);
-        out.insert(out.end(), b, b + 4);
-      }
-      break;
-    case TensorType::kF16:
-      for (std::size_t i = 0; i < n; ++i) put_half(out, normal(rng));
-      break;
-    case TensorType::kQ4_0:
-      for (std::size_t b = 0; b < n / 32; ++b) put_half(out, scale(rng)), bytes(16);
-      break;
-    case TensorType::kQ4_1:
-      for (std::size_t b = 0; b < n / 32; ++b) {
-        put_half(out, scale(rng));
-        put_half(out, -8.0f * scale(rng));
-        bytes(16);
-      }
-      break;
-    case TensorType::kQ8_0:
-      for (std::size_t b = 0; b < n / 32; ++b) put_half(out, scale(rng) / 8), bytes(32);
-      break;
-    case TensorType::kQ5_0:
-      for (std::size_t b = 0; b < n / 32; ++b) put_half(out, scale(rng)), bytes(20);
-      break;
-    default:
-      ADD_FAILURE() << "no generator for " << tq::gguf::tensor_type_name(type);
-  }
-  return out;
-}
-
+using tq::testing::random_blocks;
 using tq::testing::random_normal_vector;
 
 struct Case {
@@ -77,9 +28,15 @@ struct Case {
   const char* name;
 };
 
-const Case kCases[] = {{TensorType::kF32, "F32"},   {TensorType::kF16, "F16"},
-                       {TensorType::kQ4_0, "Q4_0"}, {TensorType::kQ4_1, "Q4_1"},
-                       {TensorType::kQ8_0, "Q8_0"}, {TensorType::kQ5_0, "Q5_0 (fp32 fallback)"}};
+const Case kCases[] = {{TensorType::kF32, "F32"},
+                       {TensorType::kF16, "F16"},
+                       {TensorType::kBF16, "BF16"},
+                       {TensorType::kQ4_0, "Q4_0"},
+                       {TensorType::kQ4_1, "Q4_1"},
+                       {TensorType::kQ8_0, "Q8_0"},
+                       {TensorType::kQ4_K, "Q4_K"},
+                       {TensorType::kQ6_K, "Q6_K"},
+                       {TensorType::kQ5_0, "Q5_0 (fp32 fallback)"}};
 
 // Reference y = x·Wᵀ (+ bias) (+ y0) in double from the dequantized matrix; also Σ|w·x| per output
 // for a tolerance that scales with the magnitudes summed.
@@ -125,7 +82,7 @@ std::vector<tq::SimdLevel> levels() {
 }
 
 constexpr int kRows = 200;  // output rows: not a multiple of the 16-row thread slices
-constexpr int kCols = 512;  // inner dimension: 16 blocks of 32
+constexpr int kCols = 512;  // inner dimension: 16 blocks of 32, 2 K-quant super-blocks
 constexpr double kTol = 1e-5;
 
 TEST(QMatmul, MakeMatrixKeepsKernelTypesAndDequantizesOthers) {
@@ -147,7 +104,9 @@ TEST(QMatmul, MakeMatrixKeepsKernelTypesAndDequantizesOthers) {
       }
     }
   }
-  EXPECT_THROW(tq::qmm::allocate_matrix(TensorType::kQ6_K, 4, 256), std::invalid_argument);
+  EXPECT_THROW(tq::qmm::allocate_matrix(TensorType::kQ5_K, 4, 256), std::invalid_argument);
+  EXPECT_FALSE(tq::qmm::has_kernel(TensorType::kQ5_K));
+  EXPECT_FALSE(tq::qmm::has_avx2_kernel(TensorType::kQ4_K));
 }
 
 TEST(QMatmul, DequantizeRowsScalarEqualsAvx2) {
