@@ -457,13 +457,25 @@ def _family_order(item: tuple[str, list[Any]]) -> tuple[int, str]:
 
 # ---------------------------------------------------------------------------------------------
 # Decode speed: `tq bench` JSON, {"model", "threads", "steps", "rows": [{"kv", "context",
-# "tokens_per_second", "attention_ms", "method", ...}]}.
+# "tokens_per_second", "attention_ms", "method", ...}]}; `tq bench --device cuda` rows also carry
+# "batch" (one line per scheme and batch); its prefill rows ("kind": "prefill") and rows skipped
+# for memory ("skipped") are left out.
 
 BenchPoint = tuple[float, float, float | None]  # context, tokens/s, attention ms
 
 
+def is_bench_timing(row: Any) -> bool:
+    """A row that carries no decode speed by design: a GPU bench prefill timing or a row
+    skipped for memory."""
+    return isinstance(row, dict) and (row.get("kind") == "prefill" or "skipped" in row)
+
+
 def is_bench(record: dict[str, Any]) -> bool:
-    return has_items_with(record, "rows", "tokens_per_second")
+    rows = record.get("rows")
+    if not isinstance(rows, list):
+        return False
+    decode = [row for row in rows if not is_bench_timing(row)]
+    return has_items_with({"rows": decode}, "rows", "tokens_per_second")
 
 
 def draw_bench(record: dict[str, Any], source: Path, out: Path | None) -> list[Path]:
@@ -473,7 +485,11 @@ def draw_bench(record: dict[str, Any], source: Path, out: Path | None) -> list[P
     methods = set()
     for i, row in enumerate(rows):
         at = f"{where}: rows[{i}]"
+        if is_bench_timing(row):
+            continue
         kv = text_field(row, "kv", at)
+        if isinstance(row.get("batch"), int):
+            kv = f"{kv}, batch {row['batch']}"
         context = number(row, "context", at)
         tps = number(row, "tokens_per_second", at)
         attention = number(row, "attention_ms", at, optional=True)

@@ -2,6 +2,7 @@
 #include "internal.cuh"
 #include "turboquant/codec/codebook.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -64,6 +65,49 @@ int device_sm_count() {
   TQ_CUDA_CHECK(cudaGetDevice(&device));
   TQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return sms;
+}
+
+DeviceMemory device_memory() {
+  DeviceMemory m;
+  TQ_CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));
+  return m;
+}
+
+double copy_bandwidth(std::size_t bytes) {
+  void* src = nullptr;
+  void* dst = nullptr;
+  TQ_CUDA_CHECK(cudaMalloc(&src, bytes));
+  const cudaError_t second = cudaMalloc(&dst, bytes);
+  if (second != cudaSuccess) cudaFree(src);
+  TQ_CUDA_CHECK(second);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  std::vector<float> ms;
+  try {
+    TQ_CUDA_CHECK(cudaMemset(src, 1, bytes));
+    TQ_CUDA_CHECK(cudaEventCreate(&start));
+    TQ_CUDA_CHECK(cudaEventCreate(&stop));
+    for (int rep = 0; rep < 6; ++rep) {
+      TQ_CUDA_CHECK(cudaEventRecord(start));
+      TQ_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+      TQ_CUDA_CHECK(cudaEventRecord(stop));
+      TQ_CUDA_CHECK(cudaEventSynchronize(stop));
+      float t = 0.0f;
+      TQ_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+      if (rep > 0) ms.push_back(t);  // the first is the warm-up
+    }
+  } catch (...) {
+    cudaFree(src);
+    cudaFree(dst);
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    throw;
+  }
+  cudaFree(src);
+  cudaFree(dst);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3);
 }
 
 DeviceCodec::Impl::~Impl() {

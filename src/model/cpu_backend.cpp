@@ -5,7 +5,9 @@
 
 #include "ops.hpp"
 #include "qmatmul.hpp"
+#include "turboquant/base/random.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -26,10 +28,13 @@ CpuBackend::CpuBackend(const Model& model, const KvScheme& scheme, const Session
   attention_options_.simd = options.simd;
   attention_options_.threads = threads_;
   const ModelConfig& c = model.config();
-  caches_.reserve(static_cast<std::size_t>(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) {
-    caches_.emplace_back(scheme, layer_kv_shape(c, l));
-    if (reserve) caches_.back().reserve(reserve);
+  caches_.resize(static_cast<std::size_t>(options.batch));
+  for (auto& layers : caches_) {
+    layers.reserve(static_cast<std::size_t>(c.n_layers));
+    for (int l = 0; l < c.n_layers; ++l) {
+      layers.emplace_back(scheme, layer_kv_shape(c, l));
+      if (reserve) layers.back().reserve(reserve);
+    }
   }
   const std::size_t ch = static_cast<std::size_t>(chunk);
   x_.resize(ch * c.n_embd);
@@ -130,8 +135,16 @@ void CpuBackend::rope(const StepRows& rows) {
   const ModelConfig& c = model_.config();
   const int half = c.rope_dim / 2;
   // One table of angles for the step, shared by the Q and K heads.
-  ops::rope_angles(rows.first_position, rows.count, model_.rope_inv_freq().data(), half,
-                   rope_cos_.data(), rope_sin_.data());
+  if (!rows.batched())
+    ops::rope_angles(rows.first_position, rows.count, model_.rope_inv_freq().data(), half,
+                     rope_cos_.data(), rope_sin_.data());
+  if (rows.batched()) {  // one position per row (an inactive row's angles do not matter)
+    for (int i = 0; i < rows.count; ++i) {
+      const std::size_t pos = static_cast<std::size_t>(std::max(rows.positions[i], 0));
+      ops::rope_angles(pos, 1, model_.rope_inv_freq().data(), half, &rope_cos_[i * half],
+                       &rope_sin_[i * half]);
+    }
+  }
   const int QKV = width(Act::Qkv);
   for (int i = 0; i < rows.count; ++i) {
     float* row = &qkv_[static_cast<std::size_t>(i) * QKV];
@@ -151,9 +164,23 @@ void CpuBackend::attention(int layer, const StepRows& rows) {
     std::memcpy(&k_[static_cast<std::size_t>(i) * KV], row + Q, sizeof(float) * KV);
     std::memcpy(&v_[static_cast<std::size_t>(i) * KV], row + Q + KV, sizeof(float) * KV);
   }
-  LayerKvCache& cache = caches_[static_cast<std::size_t>(layer)];
-  cache.append(k_.data(), v_.data(), static_cast<std::size_t>(rows.count));
-  cache.attend(q_.data(), rows.count, rows.first_position, att_.data(), attention_options_);
+  if (!rows.batched()) {
+    LayerKvCache& cache = caches_[static_cast<std::size_t>(rows.sequence)][layer];
+    cache.append(k_.data(), v_.data(), static_cast<std::size_t>(rows.count));
+    cache.attend(q_.data(), rows.count, rows.first_position, att_.data(), attention_options_);
+    return;
+  }
+  for (int b = 0; b < rows.count; ++b) {  // row b: sequence b's next token
+    float* out = &att_[static_cast<std::size_t>(b) * Q];
+    if (rows.positions[b] < 0) {
+      std::fill(out, out + Q, 0.0f);
+      continue;
+    }
+    LayerKvCache& cache = caches_[static_cast<std::size_t>(b)][layer];
+    cache.append(&k_[static_cast<std::size_t>(b) * KV], &v_[static_cast<std::size_t>(b) * KV], 1);
+    cache.attend(&q_[static_cast<std::size_t>(b) * Q], 1,
+                 static_cast<std::size_t>(rows.positions[b]), out, attention_options_);
+  }
 }
 
 void CpuBackend::swiglu(int n) {
@@ -169,13 +196,43 @@ void CpuBackend::read_logits(int first, int n, float* host) {
   std::memcpy(host, &logits_[static_cast<std::size_t>(first) * V], sizeof(float) * V * n);
 }
 
+void CpuBackend::fill_synthetic(int sequence, std::size_t held, std::size_t tokens,
+                                std::uint64_t seed) {
+  (void)held;
+  const ModelConfig& c = model_.config();
+  const std::size_t KV = static_cast<std::size_t>(c.kv_dim());
+  constexpr std::size_t kBlock = 256;
+  std::vector<float> k(kBlock * KV), v(kBlock * KV);
+  for (int l = 0; l < c.n_layers; ++l) {
+    Xoshiro256 rng(seed + static_cast<std::uint64_t>(l));
+    LayerKvCache& cache = caches_.at(static_cast<std::size_t>(sequence))[l];
+    for (std::size_t done = 0; done < tokens;) {
+      const std::size_t n = std::min(kBlock, tokens - done);
+      for (std::size_t i = 0; i < n * KV; ++i) {
+        k[i] = static_cast<float>(rng.gaussian());
+        v[i] = static_cast<float>(rng.gaussian());
+      }
+      cache.append(k.data(), v.data(), n);
+      done += n;
+    }
+  }
+}
+
 void CpuBackend::reset() {
-  for (auto& cache : caches_) cache.clear();
+  for (auto& layers : caches_) {
+    for (auto& cache : layers) cache.clear();
+  }
+}
+
+void CpuBackend::reset(int sequence) {
+  for (auto& cache : caches_.at(static_cast<std::size_t>(sequence))) cache.clear();
 }
 
 std::size_t CpuBackend::cache_bytes() const {
   std::size_t bytes = 0;
-  for (const auto& cache : caches_) bytes += cache.bytes();
+  for (const auto& layers : caches_) {
+    for (const auto& cache : layers) bytes += cache.bytes();
+  }
   return bytes;
 }
 

@@ -1,5 +1,5 @@
 // The CPU backend of the forward pass: weights as the Model holds them (qmm kernels and BLAS),
-// one LayerKvCache per layer, activations in host vectors. Private to tq_model.
+// one LayerKvCache per layer and sequence, activations in host vectors. Private to tq_model.
 #pragma once
 
 #include "forward_backend.hpp"
@@ -13,7 +13,8 @@ namespace tq::detail {
 
 class CpuBackend final : public ForwardBackend {
  public:
-  // chunk: most rows of one step; the caches reserve `reserve` tokens up front.
+  // chunk: most rows of one step (at least options.batch); the caches reserve `reserve` tokens
+  // per sequence up front.
   CpuBackend(const Model& model, const KvScheme& scheme, const SessionOptions& options, int chunk,
              std::size_t reserve);
 
@@ -25,9 +26,14 @@ class CpuBackend final : public ForwardBackend {
   void attention(int layer, const StepRows& rows) override;
   void swiglu(int n) override;
   void read_logits(int first, int n, float* host) override;
+  void fill_synthetic(int sequence, std::size_t held, std::size_t tokens,
+                      std::uint64_t seed) override;
   void reset() override;
+  void reset(int sequence) override;
 
-  const LayerKvCache& cache(int layer) const { return caches_[static_cast<std::size_t>(layer)]; }
+  const LayerKvCache& cache(int sequence, int layer) const {
+    return caches_[static_cast<std::size_t>(sequence)][static_cast<std::size_t>(layer)];
+  }
   std::size_t cache_bytes() const override;
 
  private:
@@ -37,7 +43,7 @@ class CpuBackend final : public ForwardBackend {
   const Model& model_;
   SimdLevel simd_;
   int threads_;
-  std::vector<LayerKvCache> caches_;
+  std::vector<std::vector<LayerKvCache>> caches_;  // [sequence][layer]
   AttentionOptions attention_options_;
   std::vector<float> x_, xn_, qkv_, q_, k_, v_, att_, gate_up_, logits_;
   std::vector<float> rope_cos_, rope_sin_;  // [chunk][rope_dim/2] of the current step

@@ -8,6 +8,8 @@
 #include "turboquant/cache/kv_scheme.hpp"
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 
 namespace tq::detail {
 
@@ -25,11 +27,17 @@ enum class Act {
 enum class NormWeight { Attention, Ffn, Output };
 enum class MatrixWeight { Qkv, AttentionOut, GateUp, Down, Logits };
 
-// The rows of one forward step: `count` consecutive tokens of one sequence starting at absolute
-// position `first_position`. The step's activations use buffer rows [0, count).
+// The rows of one forward step; its activations use buffer rows [0, count).
+// Prefill: `count` consecutive tokens of sequence `sequence` from position `first_position` on.
+// Batched decode (positions != null): row b is the next token of sequence b, which holds
+// positions[b] tokens before the step (host array of `count` = batch entries; −1: the sequence
+// sits this step out, its row is computed but neither cached nor attended).
 struct StepRows {
   int count = 0;
+  int sequence = 0;
   std::size_t first_position = 0;
+  const int* positions = nullptr;
+  bool batched() const { return positions != nullptr; }
 };
 
 class ForwardBackend {
@@ -54,10 +62,31 @@ class ForwardBackend {
   // Copies Act::Logits rows [first, first + n) to host memory.
   virtual void read_logits(int first, int n, float* host) = 0;
 
-  // Forgets every sequence's tokens (keeps allocations).
+  // Runs one batched decode step (rows.batched()): `step` issues its operations on this backend
+  // (the forward pass, reading back every row's logits into host `logits`). The CPU backend just
+  // calls it; the GPU backend records it once per shape as a CUDA graph and replays it, staging
+  // `tokens` and the positions itself.
+  virtual void decode_step(const TokenId* tokens, const StepRows& rows, float* logits,
+                           const std::function<void()>& step) {
+    (void)tokens;
+    (void)rows;
+    (void)logits;
+    step();
+  }
+
+  // Benchmarks: appends `tokens` random unit-Gaussian K/V (from `seed`) to every layer's cache of
+  // `sequence`, which holds `held` tokens, without running the model.
+  virtual void fill_synthetic(int sequence, std::size_t held, std::size_t tokens,
+                              std::uint64_t seed) = 0;
+
+  // Forgets every sequence's tokens, or one sequence's (keeps allocations).
   virtual void reset() = 0;
+  virtual void reset(int sequence) = 0;
   // Bytes the caches store for the tokens they hold (tq::kv_cache_size's accounting).
   virtual std::size_t cache_bytes() const = 0;
+  // Bytes of weights this backend holds in its own memory (the GPU's copy; 0 on the CPU, where
+  // the Model's weights are used as they are).
+  virtual std::size_t weight_bytes() const { return 0; }
 };
 
 }  // namespace tq::detail

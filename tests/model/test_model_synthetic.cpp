@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "batched_decode.hpp"
 #include "test_gguf_writer.hpp"
 #include "turboquant/model/gguf.hpp"
 #include "turboquant/model/model.hpp"
@@ -143,6 +144,32 @@ TEST(ModelSynthetic, ChunkedPrefillEqualsTokenByToken) {
   check_chunking({}, "fp16");
   check_chunking({.arch = "qwen2", .biases = true}, "fp16");
   check_chunking({}, "tq4:window=0");
+}
+
+// decode_batch on the CPU: every active row equals its own single-sequence session (up to the
+// summation order of a several-row matmul vs a one-row one), positions advance only for active
+// sequences, and a bad batch call is refused.
+TEST(ModelSynthetic, BatchedDecodeEqualsSingleSequences) {
+  const tq::Model m = load({});
+  const std::vector<std::vector<tq::TokenId>> prompts = {
+      {3, 17, 5, 39, 0}, {9, 9, 1, 2, 3, 4, 5, 6, 7}, {21, 4}};
+  for (const char* scheme : {"fp16", "tq4:window=4", "tq4:window=0", "tq3:kcodec=prod"}) {
+    const auto r = tq::testing::check_batched_decode(m, scheme, {}, {}, prompts, 12);
+    EXPECT_TRUE(r.positions_ok) << scheme;
+    EXPECT_GT(r.rows, 20u) << scheme;
+    EXPECT_LE(r.max_abs, 2e-4) << scheme;
+  }
+  tq::SessionOptions so;
+  so.batch = 2;
+  tq::Session s(m, "fp16", so);
+  EXPECT_THROW(s.decode_batch(std::vector<tq::TokenId>{1}), std::invalid_argument);
+  EXPECT_THROW(s.decode_batch(std::vector<tq::TokenId>{1, kVocab}), std::invalid_argument);
+  EXPECT_THROW(s.eval(2, std::vector<tq::TokenId>{1}), std::invalid_argument);
+  const std::vector<tq::TokenId> none = {tq::Session::kNoToken, tq::Session::kNoToken};
+  s.decode_batch(none);
+  EXPECT_EQ(s.position(0), 0u);
+  so.batch = 0;
+  EXPECT_THROW(tq::Session(m, "fp16", so), std::invalid_argument);
 }
 
 TEST(ModelSynthetic, ContextLimitIsEnforced) {

@@ -136,6 +136,21 @@ def test_bench_draws_decode_speed(tmp_path: Path, schemes: int) -> None:
     assert_png(written[0])
 
 
+def test_gpu_bench_rows_per_batch_skip_prefill_and_skipped(tmp_path: Path) -> None:
+    record = bench_record(2)
+    for row in record["rows"]:
+        row["batch"] = 8
+    record["rows"].append({"kind": "prefill", "kv": "scheme0", "context": 8192,
+                           "prefill_tokens_per_second": 5000.0})
+    record["rows"].append({"kind": "decode", "kv": "scheme1", "batch": 32, "context": 131072,
+                           "skipped": "needs 200 GiB"})
+    written = plot.draw_file(write(tmp_path / "gpu.json", record))
+    assert_png(written[0])
+    del record["rows"][0]["tokens_per_second"]  # a decode row without its number is still refused
+    with pytest.raises(plot.RecordError):
+        plot.draw_file(write(tmp_path / "bad.json", record))
+
+
 def test_sensitivity_draws_per_layer_kld(tmp_path: Path) -> None:
     out = tmp_path / "chosen name.png"
     assert plot.draw_file(write(tmp_path / "s.json", sensitivity_record()), out) == [out]

@@ -72,11 +72,13 @@ TEST(TqCli, ModelCommandsShareTheirOptionsAndKeepTheirOwn) {
   const std::vector<std::pair<std::string, Names>> commands = {
       {"generate",
        {"-p,--prompt", "-f,--file", "--prompt-tokens", "-n,--n-predict", "--chat", "--temp",
-        "--top-p", "--top-k", "--seed", "--chunk", "--ignore-eos", "--json"}},
+        "--top-p", "--top-k", "--seed", "--chunk", "--ignore-eos", "--json", "--prompts"}},
       {"perplexity",
        {"-f,--file", "-c,--ctx", "--stride", "--chunks", "--save-logits", "--kld", "--logits-f32",
         "-b,--batch", "--json", "-q,--quiet"}},
-      {"bench", {"--contexts", "--steps", "--full", "--out", "--plot", "--json", "-q,--quiet"}},
+      {"bench",
+       {"--contexts", "--steps", "--full", "--batch", "--prefill", "--memory-budget", "--out",
+        "--plot", "--json", "-q,--quiet"}},
       {"niah",
        {"--mode", "--lengths", "--depths", "--seeds", "--seed", "--needles", "--haystack", "--plot",
         "--out", "--json-out", "--max-new", "--json", "-q,--quiet"}},
@@ -112,6 +114,35 @@ TEST(TqCli, DeviceOptionIsCheckedAndCudaRefusalExplained) {
                            cuda.output.find("no CUDA support") != std::string::npos;
     EXPECT_TRUE(explained) << cuda.output;
   }
+}
+
+// generate --prompts decodes the lines together (Session::decode_batch); greedy, each line's
+// tokens equal what a run on that line alone produces.
+TEST(TqCli, GeneratePromptsFileDecodesTheLinesTogether) {
+  SKIP_WITHOUT_TQ();
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "model missing: " << kModel;
+  const std::vector<std::string> lines = {"The capital of France is", "Once upon a time",
+                                          "1, 2, 3, 4,"};
+  const auto file = std::filesystem::temp_directory_path() / "tq_cli_prompts.txt";
+  {
+    std::ofstream out(file);
+    out << lines[0] << "\n\n" << lines[1] << "\r\n" << lines[2] << "\n";
+  }
+  const std::string m = " -m " + kModel.string() + " -t 2 -n 6 --ignore-eos --json";
+  const RunResult batch = run_tq("generate --prompts " + file.string() + m, false);
+  ASSERT_EQ(batch.status, 0) << batch.output;
+  const nlohmann::json j = nlohmann::json::parse(batch.output);
+  EXPECT_EQ(j["batch"], 3);
+  ASSERT_EQ(j["sequences"].size(), 3u);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const RunResult one = run_tq("generate -p '" + lines[i] + "'" + m, false);
+    ASSERT_EQ(one.status, 0) << one.output;
+    const nlohmann::json k = nlohmann::json::parse(one.output);
+    EXPECT_EQ(j["sequences"][i]["prompt"], lines[i]);
+    EXPECT_EQ(j["sequences"][i]["generated_ids"], k["generated_ids"]) << lines[i];
+  }
+  EXPECT_NE(run_tq("generate --prompts " + file.string() + " -p hi" + m).status, 0);
+  std::filesystem::remove(file);
 }
 
 TEST(TqCli, CompareRefusesBadArguments) {

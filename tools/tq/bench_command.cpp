@@ -7,8 +7,12 @@
 // to the trained maximum affordable on a small CPU; --full instead prefills the real model to each
 // context and times real decode steps (slow: the prefill is quadratic). --out writes PREFIX.json;
 // --plot then draws PREFIX.png (tokens/s vs context) from it with scripts/plot.py.
+// --device cuda measures the GPU runner end to end instead (gpu_bench.hpp): real decode steps at
+// each context and --batch size, prefill tokens/s at the --prefill lengths, memory per token and
+// the tokens that fit in --memory-budget GiB.
 #include "command_registry.hpp"
 #include "common_options.hpp"
+#include "gpu_bench.hpp"
 #include "plot_script.hpp"
 
 #include "turboquant/eval/runner.hpp"
@@ -31,6 +35,9 @@ struct BenchOptions {
   std::vector<std::size_t> contexts;  // empty: 1k, 2k, ... up to the trained context
   int steps = 8;
   bool full = false;
+  std::vector<int> batches;                   // --device cuda only (default 1)
+  std::vector<std::size_t> prefill_contexts;  // --device cuda only
+  double memory_budget_gib = 80.0;
   std::string out;
   bool plot = false;
   ReportOptions report;
@@ -54,12 +61,39 @@ void run(const BenchOptions& o) {
   const std::size_t max_ctx = static_cast<std::size_t>(c.context_length);
   for (const std::size_t n : contexts) {
     // Synthetic caches may hold the full trained context; a real run needs room for the steps.
-    const std::size_t limit = o.full ? max_ctx - static_cast<std::size_t>(o.steps) : max_ctx;
+    // The GPU bench may go past the trained context (RoPE does not stop there; quality is not
+    // measured here).
+    const std::size_t limit = o.model.device == Device::Cuda ? static_cast<std::size_t>(kMaxTokens)
+                              : o.full ? max_ctx - static_cast<std::size_t>(o.steps)
+                                       : max_ctx;
     if (n < 2 || n > limit) {
       throw std::invalid_argument("context " + std::to_string(n) + " outside [2, " +
                                   std::to_string(limit) + "]" +
                                   (o.full ? " (the timed steps need room)" : ""));
     }
+  }
+  if (o.model.device == Device::Cuda) {
+    if (o.full)
+      throw std::invalid_argument(
+          "--full is for --device cpu (the GPU bench fills caches synthetically and times real "
+          "steps)");
+    GpuBenchOptions g;
+    g.schemes = schemes;
+    g.contexts = contexts;
+    if (!o.batches.empty()) g.batches = o.batches;
+    g.prefill_contexts = o.prefill_contexts;
+    g.steps = o.steps;
+    g.memory_budget_gib = o.memory_budget_gib;
+    g.quiet = o.report.quiet;
+    nlohmann::json out = run_gpu_bench(model, g);
+    out["model"] = o.model.path;
+    if (!o.out.empty()) write_text_file(o.out + ".json", out.dump(2) + "\n");
+    if (o.report.json) std::cout << out.dump(2) << "\n";
+    if (o.plot) run_plot_script(o.out + ".json");
+    return;
+  }
+  if (!o.batches.empty() || !o.prefill_contexts.empty()) {
+    throw std::invalid_argument("--batch and --prefill need --device cuda");
   }
   // A fixed token stream: the values do not change the cost.
   std::vector<TokenId> prompt(
@@ -139,7 +173,18 @@ const CommandRegistrar kRegister([](CLI::App& root) {
   cmd->add_option("--steps", o->steps, "Timed decode steps / attention repetitions")
       ->capture_default_str()
       ->check(in_range<int>(1, kMaxTokens));
-  cmd->add_flag("--full", o->full, "Prefill the real model to each context (slow)");
+  cmd->add_flag("--full", o->full, "Prefill the real model to each context (slow; CPU only)");
+  cmd->add_option("--batch", o->batches, "Sequences decoded together (--device cuda; default 1)")
+      ->delimiter(',')
+      ->check(in_range<int>(1, 4096));
+  cmd->add_option("--prefill", o->prefill_contexts,
+                  "Also time real prefills of these lengths (--device cuda)")
+      ->delimiter(',')
+      ->check(in_range<std::size_t>(1, kMaxTokens));
+  cmd->add_option("--memory-budget", o->memory_budget_gib,
+                  "GiB for the tokens-that-fit column (--device cuda)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e6));
   cmd->add_option("--out", o->out, "Output prefix (writes PREFIX.json)");
   cmd->add_flag("--plot", o->plot,
                 "Also draw PREFIX.png (tokens/s vs context) with scripts/plot.py (python3 + "

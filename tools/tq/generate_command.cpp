@@ -1,4 +1,5 @@
-// `tq generate -m MODEL -p PROMPT -n N --kv SCHEME [--chat] [--temp T --top-p P --top-k K
+// `tq generate -m MODEL -p PROMPT|--prompts FILE -n N --kv SCHEME [--chat] [--temp T --top-p P
+// --top-k K
 // --seed S] [--threads N] [--json]`: runs a GGUF model with the chosen KV-cache scheme, streams
 // the generated text, then reports prefill and decode speed and the KV-cache bytes against fp16
 // (and, for a scheme with an fp16 window, how many tokens are compressed: none while the window
@@ -35,13 +36,155 @@ struct GenerateOptions {
   int chunk = 256;
   bool json = false;
   bool ignore_eos = false;
+  std::string prompts_file;  // --prompts: one prompt per line, decoded together
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// --prompts FILE: every non-empty line is one sequence; all are prefilled one after another and
+// then decoded together (Session::decode_batch: one batched step per token, a CUDA graph on the
+// GPU), each with its own sampler (seed + line index). A sequence that reaches EOS (or n tokens)
+// sits the remaining steps out. Prints each completion, then the aggregate decode speed.
+void run_generate_batch(const GenerateOptions& opt) {
+  const std::string file = read_text_file(opt.prompts_file, "prompts file");
+  std::vector<std::string> prompts;
+  std::size_t start = 0;
+  while (start <= file.size()) {
+    const std::size_t end = std::min(file.find('\n', start), file.size());
+    std::string line = file.substr(start, end - start);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) prompts.push_back(line);
+    start = end + 1;
+  }
+  if (prompts.empty()) {
+    throw std::invalid_argument("prompts file " + opt.prompts_file + " has no non-empty line");
+  }
+  const KvScheme scheme = parse_kv_scheme(opt.kv);
+  const LoadedModel loaded(opt.model);
+  const Tokenizer& tokenizer = loaded.tokenizer;
+  std::vector<std::vector<TokenId>> ids;
+  std::size_t longest = 0;
+  for (const std::string& p : prompts) {
+    std::vector<TokenId> t;
+    if (opt.chat) {
+      const ChatTemplate tmpl = detect_chat_template(loaded.file);
+      const std::vector<ChatMessage> messages = {{"user", p}};
+      t = tokenizer.encode(apply_chat_template(tmpl, messages, true),
+                           tokenizer.add_bos_by_default(), /*parse_special=*/true);
+    } else {
+      t = tokenizer.encode(p, tokenizer.add_bos_by_default(), /*parse_special=*/false);
+    }
+    truncate_prompt(t, opt.prompt);
+    longest = std::max(longest, t.size());
+    ids.push_back(std::move(t));
+  }
+  const auto trained = static_cast<std::size_t>(loaded.model.config().context_length);
+  check_prompt_fits(longest, opt.n_predict, trained);
+  const int B = static_cast<int>(prompts.size());
+  SessionOptions so = session_options(opt.model);
+  so.prefill_chunk = opt.chunk;
+  so.batch = B;
+  so.reserve = longest + static_cast<std::size_t>(opt.n_predict);
+  if (so.device == Device::Cuda) so.max_context = so.reserve;
+  Session session(loaded.model, scheme, so);
+  const std::size_t V = static_cast<std::size_t>(loaded.model.config().n_vocab);
+
+  std::vector<Sampler> samplers;
+  std::vector<std::vector<TokenId>> generated(static_cast<std::size_t>(B));
+  std::vector<TokenId> next(static_cast<std::size_t>(B));
+  const auto t_prefill = std::chrono::steady_clock::now();
+  std::size_t prefill_tokens = 0;
+  for (int b = 0; b < B; ++b) {
+    SamplerOptions so_b;
+    so_b.temperature = opt.temperature;
+    so_b.top_p = opt.top_p;
+    so_b.top_k = opt.top_k;
+    so_b.seed = opt.seed + static_cast<std::uint64_t>(b);
+    samplers.emplace_back(so_b);
+    const auto logits = session.eval(b, ids[static_cast<std::size_t>(b)]);
+    next[static_cast<std::size_t>(b)] = samplers.back().sample(logits);
+    prefill_tokens += ids[static_cast<std::size_t>(b)].size();
+  }
+  const double prefill_s = seconds_since(t_prefill);
+  std::vector<bool> done(static_cast<std::size_t>(B), false);
+  double decode_s = 0.0;
+  int steps = 0;
+  std::size_t decoded_tokens = 0;
+  for (int i = 0; i < opt.n_predict; ++i) {
+    std::vector<TokenId> step(static_cast<std::size_t>(B), Session::kNoToken);
+    bool any = false;
+    for (int b = 0; b < B; ++b) {
+      const std::size_t u = static_cast<std::size_t>(b);
+      if (done[u]) continue;
+      generated[u].push_back(next[u]);
+      if ((!opt.ignore_eos && next[u] == tokenizer.eos_id()) || i + 1 == opt.n_predict) {
+        done[u] = true;  // the last token needs no forward pass
+        continue;
+      }
+      step[u] = next[u];
+      any = true;
+    }
+    if (!any) break;
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto logits = session.decode_batch(step);
+    decode_s += seconds_since(t0);
+    ++steps;
+    for (int b = 0; b < B; ++b) {
+      const std::size_t u = static_cast<std::size_t>(b);
+      if (step[u] == Session::kNoToken) continue;
+      ++decoded_tokens;
+      next[u] = samplers[u].sample(logits.subspan(u * V, V));
+    }
+  }
+  nlohmann::json j;
+  j["model"] = opt.model.path;
+  j["kv"] = scheme.name;
+  j["device"] = device_name(so.device);
+  j["batch"] = B;
+  j["prefill_tokens"] = prefill_tokens;
+  j["prefill_seconds"] = prefill_s;
+  j["decode_steps"] = steps;
+  j["decoded_tokens"] = decoded_tokens;
+  j["decode_seconds"] = decode_s;
+  j["decode_tokens_per_second"] = decode_s > 0 ? decoded_tokens / decode_s : 0.0;
+  nlohmann::json seqs = nlohmann::json::array();
+  for (int b = 0; b < B; ++b) {
+    const std::size_t u = static_cast<std::size_t>(b);
+    StreamDecoder decoder(tokenizer);
+    std::string text;
+    for (const TokenId t : generated[u]) {
+      if (!opt.ignore_eos && t == tokenizer.eos_id()) break;
+      text += decoder.push(t);
+    }
+    text += decoder.flush();
+    seqs.push_back({{"prompt", prompts[u]},
+                    {"prompt_tokens", ids[u].size()},
+                    {"generated_ids", generated[u]},
+                    {"text", text}});
+    if (!opt.json) std::printf("[%d] %s%s\n", b, prompts[u].c_str(), text.c_str());
+  }
+  j["sequences"] = seqs;
+  if (opt.json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::fprintf(stderr,
+               "\n--- %s | %s | batch %d\nprefill: %zu tokens in %.3f s\n"
+               "decode:  %zu tokens in %d batched steps, %.3f s = %.2f tokens/s\n",
+               scheme.name.c_str(), device_name(so.device), B, prefill_tokens, prefill_s,
+               decoded_tokens, steps, decode_s, decode_s > 0 ? decoded_tokens / decode_s : 0.0);
+}
+
 void run_generate(const GenerateOptions& opt) {
+  if (!opt.prompts_file.empty()) {
+    if (!opt.prompt.text.empty() || !opt.prompt.file.empty()) {
+      throw std::invalid_argument("--prompts replaces -p/-f: give one of them");
+    }
+    run_generate_batch(opt);
+    return;
+  }
   const std::string prompt = prompt_text(opt.prompt);
   const KvScheme scheme = parse_kv_scheme(opt.kv);
 
@@ -166,6 +309,8 @@ const CommandRegistrar kRegisterGenerate([](CLI::App& root) {
       ->check(in_range<int>(1, kMaxTokens));
   cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep generating after the end-of-text token");
   cmd->add_flag("--json", opt->json, "Print a JSON summary instead of streaming text");
+  cmd->add_option("--prompts", opt->prompts_file,
+                  "File of prompts, one per line, generated together as one batch");
   cmd->callback([opt] { run_generate(*opt); });
 });
 

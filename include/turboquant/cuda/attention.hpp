@@ -30,6 +30,14 @@ bool device_available();
 // Name of device 0 and its multiprocessor count (for benchmark reports).
 std::string device_name();
 int device_sm_count();
+// Free and total memory of the current device, in bytes (cudaMemGetInfo).
+struct DeviceMemory {
+  std::size_t free = 0, total = 0;
+};
+DeviceMemory device_memory();
+// Device-to-device copy bandwidth in bytes per second (bytes read + written over the time of a
+// cudaMemcpy of `bytes`, median of 5 after a warm-up): the ceiling byte floors are stated against.
+double copy_bandwidth(std::size_t bytes = std::size_t{1} << 30);
 
 // Device-resident constants of one codec: Π and Πᵀ (dense), the Hadamard signs, the QJL matrix S
 // and Sᵀ (prod), centroids and thresholds of both segments. Built from the same tq::Codec the CPU

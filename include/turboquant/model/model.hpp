@@ -1,10 +1,11 @@
 // Llama-family transformer runner (CPU, or GPU with SessionOptions::device): weights read from a
-// GGUF file (llama, smollm, mistral, qwen2) and kept in their GGUF block format where an on-the-fly
-// kernel exists (F32, F16, Q4_0, Q4_1, Q8_0; other types are dequantized to fp32 once at load), and
-// a Session that runs one sequence through the model with a per-layer compressed KV cache
-// (tq::LayerKvCache) in any KvScheme. Attention always reads the cache as stored: each chunk's K/V
-// are appended first, then the chunk's queries attend over what the cache holds (docs/DESIGN.md
-// §3). Matrix work goes through BLAS.
+// GGUF file (llama, smollm, mistral, qwen2) and kept in their GGUF block format where an
+// on-the-fly kernel exists (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; other types are
+// dequantized to fp32 once at load), and a Session that runs a batch of sequences through the
+// model with per-layer compressed KV caches (tq::LayerKvCache, or the GPU's GpuLayerKvCache) in
+// any KvScheme. Attention always reads the cache as stored: each chunk's K/V are appended first,
+// then the chunk's queries attend over what the cache holds (docs/DESIGN.md §3). Matrix work goes
+// through BLAS on the CPU, the GPU backend's MatmulEngine on the GPU.
 #pragma once
 
 #include "turboquant/base/device.hpp"
@@ -65,8 +66,10 @@ inline LayerKvShape layer_kv_shape(const ModelConfig& config, int layer) {
 }
 
 // A weight matrix [rows][cols] (row-major, rows = outputs) as the matrix kernels read it: the raw
-// GGUF rows of a type with an on-the-fly kernel (F16, Q4_0, Q4_1, Q8_0), or fp32 for any other
-// type or when fp32 weights were asked for. Products go through src/model/qmatmul.hpp.
+// GGUF rows of a type with an on-the-fly kernel (F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; the
+// GPU backend uploads these bytes as they are), or fp32 for any other type, for a fused matrix
+// whose parts differ in type, or when fp32 weights were asked for. Products go through
+// src/model/qmatmul.hpp.
 struct WeightMatrix {
   gguf::TensorType type{};  // storage type (kF32 for the fp32 representation)
   int rows = 0;
@@ -151,6 +154,8 @@ struct SessionOptions {
   // same scheme meaning the same codes (src/model/cuda/); threads and simd then only affect
   // host-side work. The GPU caches are allocated for max_context tokens up front.
   Device device = Device::Cpu;
+  // Sequences held at once (eval(sequence, ...) and decode_batch); each has its own caches.
+  int batch = 1;
 };
 
 // One sequence being run through a model: its position, its per-layer KV caches and the
@@ -172,23 +177,44 @@ class Session {
   // Same, and also writes the logits after every token into all_logits ([n][n_vocab]).
   std::span<const float> eval(std::span<const TokenId> tokens, float* all_logits);
   std::span<const float> decode(TokenId token) { return eval(std::span<const TokenId>(&token, 1)); }
+  // The same for sequence `sequence` of the batch (the calls above are sequence 0).
+  std::span<const float> eval(int sequence, std::span<const TokenId> tokens,
+                              float* all_logits = nullptr);
 
-  std::size_t position() const;  // tokens held (the next token's position)
+  // One decode step for the whole batch: tokens[b] is sequence b's next token, or kNoToken for a
+  // sequence that sits the step out (finished, or not started: its cache and position stay).
+  // Returns the logits [batch][n_vocab], valid until the next call (inactive rows unspecified).
+  // On the GPU the step runs as a CUDA graph recorded once per batch shape and length bucket.
+  static constexpr TokenId kNoToken = -1;
+  std::span<const float> decode_batch(std::span<const TokenId> tokens);
+
+  std::size_t position() const { return position(0); }  // tokens held by sequence 0
+  std::size_t position(int sequence) const;
+  int batch() const;
   std::size_t max_context() const;
-  void reset();  // forget the sequence, keep the allocations
+  // Benchmarks: appends `tokens` random K/V to every layer's cache of `sequence` without running
+  // the model (the cost of attention does not depend on the values), so that decode speed at a
+  // long context can be measured without its prefill. Throws past max_context.
+  void fill_synthetic(int sequence, std::size_t tokens, std::uint64_t seed = 1);
+  void reset();  // forget every sequence, keep the allocations
+  void reset(int sequence);
 
   const Model& model() const;
   const KvScheme& scheme() const;
   Device device() const;
-  // The CPU cache of a layer; throws std::logic_error on a GPU session (its caches live on the
-  // device: use kv_bytes() for the accounting).
+  // The CPU cache of a layer (of sequence 0); throws std::logic_error on a GPU session (its
+  // caches live on the device: use kv_bytes() for the accounting).
   const LayerKvCache& cache(int layer) const;
-  // Exact bytes stored in all layers' caches now, the same tokens in fp16, and bits per value.
+  // Exact bytes stored in all layers' caches (all sequences) now, the same tokens in fp16, and
+  // bits per value.
   KvSizeBreakdown kv_bytes() const;
   // Whether any layer stores something other than fp16, and how many of the tokens held are in
   // those layers' compressed segments (the rest are in the exact window); either device.
   bool compresses() const;
-  std::size_t compressed_tokens() const;
+  // Bytes of weights held on the session's device (GPU sessions: the uploaded GGUF blocks and
+  // norms; CPU sessions: the Model's weights).
+  std::size_t device_weight_bytes() const;
+  std::size_t compressed_tokens(int sequence = 0) const;
 
  private:
   struct Impl;

@@ -28,11 +28,13 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
 }
 
+// Row r at position pos0 + r, or positions[r] when positions is given.
 __global__ void rope_kernel(float* __restrict__ x, int ld, int n_heads, int n_kv_heads,
                             int head_dim, int half, const double* __restrict__ inv_freq,
-                            long long pos0, bool neox) {
+                            long long pos0, const int* __restrict__ positions, bool neox) {
   const int r = blockIdx.x;
-  const double pos = static_cast<double>(pos0 + r);
+  const double pos =
+      positions ? static_cast<double>(max(positions[r], 0)) : static_cast<double>(pos0 + r);
   const int heads = n_heads + n_kv_heads;
   for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
     const int h = k / half, i = k % half;
@@ -62,6 +64,23 @@ __global__ void split_kernel(const float* __restrict__ qkv, int ld, int q_dim, i
   }
 }
 
+__device__ std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+__global__ void gaussian_kernel(float* __restrict__ out, std::size_t n, std::uint64_t seed,
+                                std::uint64_t first) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const std::uint64_t h = splitmix64(seed ^ splitmix64(first + i));
+  const float u1 = (static_cast<float>(h >> 40) + 1.0f) * (1.0f / 16777217.0f);  // (0, 1]
+  const float u2 = static_cast<float>((h >> 16) & 0xffffffu) * (1.0f / 16777216.0f);
+  out[i] = sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
 __global__ void swiglu_kernel(float* __restrict__ gu, int n) {
   float* row = gu + static_cast<long long>(blockIdx.x) * 2 * n;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -83,7 +102,17 @@ void rope_qk(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_d
              const double* inv_freq, std::size_t pos0, RopeOrdering ordering, cudaStream_t stream) {
   if (rows <= 0 || rope_dim <= 0) return;
   rope_kernel<<<rows, kThreads, 0, stream>>>(x, ld, n_heads, n_kv_heads, head_dim, rope_dim / 2,
-                                             inv_freq, static_cast<long long>(pos0),
+                                             inv_freq, static_cast<long long>(pos0), nullptr,
+                                             ordering == RopeOrdering::kNeox);
+  TQ_GPU_CHECK(cudaGetLastError());
+}
+
+void rope_qk_at(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_dim, int rope_dim,
+                const double* inv_freq, const int* positions, RopeOrdering ordering,
+                cudaStream_t stream) {
+  if (rows <= 0 || rope_dim <= 0) return;
+  rope_kernel<<<rows, kThreads, 0, stream>>>(x, ld, n_heads, n_kv_heads, head_dim, rope_dim / 2,
+                                             inv_freq, 0, positions,
                                              ordering == RopeOrdering::kNeox);
   TQ_GPU_CHECK(cudaGetLastError());
 }
@@ -92,6 +121,14 @@ void split_qkv(const float* qkv, int rows, int ld, int q_dim, int kv_dim, float*
                float* v, cudaStream_t stream) {
   if (rows <= 0) return;
   split_kernel<<<rows, kThreads, 0, stream>>>(qkv, ld, q_dim, kv_dim, q, k, v);
+  TQ_GPU_CHECK(cudaGetLastError());
+}
+
+void random_gaussian(float* out, std::size_t n, std::uint64_t seed, std::uint64_t first,
+                     cudaStream_t stream) {
+  if (n == 0) return;
+  gaussian_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      out, n, seed, first);
   TQ_GPU_CHECK(cudaGetLastError());
 }
 

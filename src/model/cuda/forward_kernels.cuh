@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tq::gpu {
 
@@ -22,10 +23,21 @@ void rms_norm(const float* x, const float* w, float* y, int rows, int n, float e
 void rope_qk(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_dim, int rope_dim,
              const double* inv_freq, std::size_t pos0, RopeOrdering ordering, cudaStream_t stream);
 
+// The same with row r at position positions[r] (device ints; a negative entry is treated as 0:
+// such a row's result is dropped by its caller).
+void rope_qk_at(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_dim, int rope_dim,
+                const double* inv_freq, const int* positions, RopeOrdering ordering,
+                cudaStream_t stream);
+
 // Splits rows of the fused projection [q | k | v] (row stride ld) into contiguous q [rows][q_dim],
 // k and v [rows][kv_dim].
 void split_qkv(const float* qkv, int rows, int ld, int q_dim, int kv_dim, float* q, float* k,
                float* v, cudaStream_t stream);
+
+// Benchmarks: out[i] for i < n = a unit-Gaussian number that depends only on (seed, first + i)
+// (a counter-based hash and Box-Muller; not the CPU's Xoshiro stream).
+void random_gaussian(float* out, std::size_t n, std::uint64_t seed, std::uint64_t first,
+                     cudaStream_t stream);
 
 // Rows of [gate | up] (2·n each): the first n values become silu(gate)·up.
 void swiglu(float* gate_up, int rows, int n, cudaStream_t stream);

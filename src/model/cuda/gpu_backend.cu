@@ -1,7 +1,10 @@
 // GpuBackend: the forward step's operations on GPU 0, in one stream. Embedding rows are
-// dequantized on the host (exactly as the CPU runner does) and copied up; matrix products go
-// through MatmulEngine (quantized-weight GEMV for few rows, cuBLAS otherwise); attention through
-// the layer's GpuLayerKvCache. The stream is synchronised only when logits are read back.
+// dequantized on the host (exactly as the CPU runner does) into pinned memory and copied up;
+// matrix products go through MatmulEngine (quantized-weight GEMV for few rows, cuBLAS otherwise);
+// attention through the layer's GpuLayerKvCache. The stream is synchronised only when logits are
+// read back. A batched decode step is recorded as a CUDA graph per length bucket (the split plan
+// of the attention kernels) and replayed: the host then only stages the step's embeddings and
+// positions and reads the logits. TQ_CUDA_GRAPHS=0 runs every step eagerly (for comparisons).
 #include "../qmatmul.hpp"
 #include "cuda_check.cuh"
 #include "forward_kernels.cuh"
@@ -11,6 +14,8 @@
 #include "turboquant/cuda/layer_cache.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -54,9 +59,15 @@ struct GpuLayerWeights {
   DeviceMatrix wqkv, wo, gate_up, down;
 };
 
+bool graphs_enabled() {
+  const char* v = std::getenv("TQ_CUDA_GRAPHS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
 class GpuBackend final : public fwd::ForwardBackend {
  public:
-  GpuBackend(const Model& model, const KvScheme& scheme, int chunk, std::size_t capacity);
+  GpuBackend(const Model& model, const KvScheme& scheme, int batch, int chunk,
+             std::size_t capacity);
   ~GpuBackend() override;
 
   void embed(const TokenId* tokens, const fwd::StepRows& rows) override;
@@ -68,10 +79,21 @@ class GpuBackend final : public fwd::ForwardBackend {
   void attention(int layer, const fwd::StepRows& rows) override;
   void swiglu(int n) override;
   void read_logits(int first, int n, float* host) override;
+  void decode_step(const TokenId* tokens, const fwd::StepRows& rows, float* logits,
+                   const std::function<void()>& step) override;
+  void fill_synthetic(int sequence, std::size_t held, std::size_t tokens,
+                      std::uint64_t seed) override;
   void reset() override;
+  void reset(int sequence) override;
   std::size_t cache_bytes() const override;
+  std::size_t weight_bytes() const override { return weight_bytes_; }
 
  private:
+  // Host side of embed(): the rows' embeddings (and, batched, the positions) into pinned memory.
+  void stage_inputs(const TokenId* tokens, const fwd::StepRows& rows);
+  void drop_graph();
+  void advance_caches(const fwd::StepRows& rows);
+
   float* buffer(fwd::Act a) const;
   int width(fwd::Act a) const;
 
@@ -82,15 +104,30 @@ class GpuBackend final : public fwd::ForwardBackend {
   DeviceMatrix token_embd_, output_;  // output_ empty when the embeddings are tied
   DeviceArray<double> inv_freq_;
   DeviceArray<float> x_, xn_, qkv_, q_, k_, v_, att_, gate_up_, logits_;
-  float* embed_host_ = nullptr;  // pinned [chunk][n_embd]
+  DeviceArray<int> positions_;     // [batch], the batched step's
+  float* embed_host_ = nullptr;    // pinned [chunk][n_embd]
+  int* positions_host_ = nullptr;  // pinned [batch]
+  float* logits_host_ = nullptr;   // pinned [batch][n_vocab], the recorded step's
   std::unique_ptr<MatmulEngine> engine_;
   std::vector<cuda::GpuLayerKvCache> caches_;
-  std::unique_ptr<cuda::AttentionWorkspace> workspace_;
-  std::unique_ptr<cuda::LayerCacheScratch> scratch_;
+  // Prefill and the recorded decode step use separate scratch, so that a prefill that grows its
+  // buffers never frees memory a recorded graph points at.
+  std::unique_ptr<cuda::AttentionWorkspace> workspace_, step_workspace_;
+  std::unique_ptr<cuda::LayerCacheScratch> scratch_, step_scratch_;
+  std::size_t weight_bytes_ = 0;
+  int batch_ = 1;
+  int capacity_ = 0;
+  int step_bound_ = 0;  // most tokens per sequence the current decode step plans for
+  bool capturing_ = false;
+  bool use_graphs_ = true;
+  int warm_bound_ = -1;  // bound of the last eager step (its workspace sizes are in place)
+  int graph_bound_ = -1;
+  cudaGraphExec_t graph_exec_ = nullptr;
 };
 
-GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int chunk, std::size_t capacity)
-    : model_(model) {
+GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, int chunk,
+                       std::size_t capacity)
+    : model_(model), batch_(batch), capacity_(static_cast<int>(capacity)) {
   const ModelConfig& c = model.config();
   if (capacity > static_cast<std::size_t>(1) << 30) {
     throw std::invalid_argument("--device cuda: a context of " + std::to_string(capacity) +
@@ -99,7 +136,7 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int chunk, st
   // Caches first: a scheme the GPU cannot store is refused before any weight is uploaded.
   caches_.reserve(static_cast<std::size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
-    caches_.emplace_back(scheme, layer_kv_shape(c, l), 1, static_cast<int>(capacity));
+    caches_.emplace_back(scheme, layer_kv_shape(c, l), batch, static_cast<int>(capacity));
   }
   TQ_GPU_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   layers_.reserve(static_cast<std::size_t>(c.n_layers));
@@ -122,6 +159,11 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int chunk, st
   token_embd_ = DeviceMatrix(model.token_embd());
   if (&model.output_weight() != &model.token_embd()) output_ = DeviceMatrix(model.output_weight());
   inv_freq_ = DeviceArray<double>(model.rope_inv_freq());
+  weight_bytes_ = output_norm_.bytes() + token_embd_.bytes() + output_.bytes();
+  for (const GpuLayerWeights& g : layers_) {
+    weight_bytes_ += g.attn_norm.bytes() + g.ffn_norm.bytes() + g.bqkv.bytes() + g.wqkv.bytes() +
+                     g.wo.bytes() + g.gate_up.bytes() + g.down.bytes();
+  }
   const std::size_t ch = static_cast<std::size_t>(chunk);
   x_ = DeviceArray<float>(ch * c.n_embd);
   xn_ = DeviceArray<float>(ch * c.n_embd);
@@ -132,15 +174,25 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int chunk, st
   att_ = DeviceArray<float>(ch * c.q_dim());
   gate_up_ = DeviceArray<float>(ch * 2 * static_cast<std::size_t>(c.n_ff));
   logits_ = DeviceArray<float>(ch * static_cast<std::size_t>(c.n_vocab));
+  positions_ = DeviceArray<int>(static_cast<std::size_t>(batch));
   TQ_GPU_CHECK(cudaMallocHost(&embed_host_, ch * c.n_embd * sizeof(float)));
+  TQ_GPU_CHECK(cudaMallocHost(&positions_host_, static_cast<std::size_t>(batch) * sizeof(int)));
+  TQ_GPU_CHECK(
+      cudaMallocHost(&logits_host_, static_cast<std::size_t>(batch) * c.n_vocab * sizeof(float)));
+  use_graphs_ = graphs_enabled();
   engine_ = std::make_unique<MatmulEngine>(stream_);
   engine_->reserve(chunk, std::max({c.n_embd, c.n_ff, c.q_dim()}), largest);
   workspace_ = std::make_unique<cuda::AttentionWorkspace>();
+  step_workspace_ = std::make_unique<cuda::AttentionWorkspace>();
   scratch_ = std::make_unique<cuda::LayerCacheScratch>();
+  step_scratch_ = std::make_unique<cuda::LayerCacheScratch>();
 }
 
 GpuBackend::~GpuBackend() {
+  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (embed_host_) cudaFreeHost(embed_host_);
+  if (positions_host_) cudaFreeHost(positions_host_);
+  if (logits_host_) cudaFreeHost(logits_host_);
   caches_.clear();
   engine_.reset();
   if (stream_) cudaStreamDestroy(stream_);
@@ -182,14 +234,24 @@ int GpuBackend::width(fwd::Act a) const {
   throw std::logic_error("GpuBackend: unknown activation buffer");
 }
 
-void GpuBackend::embed(const TokenId* tokens, const fwd::StepRows& rows) {
+void GpuBackend::stage_inputs(const TokenId* tokens, const fwd::StepRows& rows) {
   const std::size_t E = static_cast<std::size_t>(model_.config().n_embd);
-  // The previous step ended with a synchronising logits read, so the pinned buffer is free.
   for (int i = 0; i < rows.count; ++i) {
     qmm::dequantize_rows(model_.token_embd(), tokens[i], 1, embed_host_ + i * E, SimdLevel::Auto);
   }
+  if (rows.batched()) std::memcpy(positions_host_, rows.positions, rows.count * sizeof(int));
+}
+
+void GpuBackend::embed(const TokenId* tokens, const fwd::StepRows& rows) {
+  // The previous step ended with a synchronising logits read, so the pinned buffers are free.
+  stage_inputs(tokens, rows);
+  const std::size_t E = static_cast<std::size_t>(model_.config().n_embd);
   TQ_GPU_CHECK(cudaMemcpyAsync(x_.get(), embed_host_, rows.count * E * sizeof(float),
                                cudaMemcpyHostToDevice, stream_));
+  if (rows.batched()) {
+    TQ_GPU_CHECK(cudaMemcpyAsync(positions_.get(), positions_host_, rows.count * sizeof(int),
+                                 cudaMemcpyHostToDevice, stream_));
+  }
 }
 
 void GpuBackend::rms_norm(fwd::Act in, fwd::NormWeight which, int layer, fwd::Act out, int first,
@@ -233,6 +295,11 @@ void GpuBackend::matmul(fwd::Act in, fwd::MatrixWeight which, int layer, fwd::Ac
 
 void GpuBackend::rope(const fwd::StepRows& rows) {
   const ModelConfig& c = model_.config();
+  if (rows.batched()) {
+    rope_qk_at(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.n_heads, c.n_kv_heads, c.head_dim,
+               c.rope_dim, inv_freq_.get(), positions_.get(), c.rope, stream_);
+    return;
+  }
   rope_qk(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.n_heads, c.n_kv_heads, c.head_dim,
           c.rope_dim, inv_freq_.get(), rows.first_position, c.rope, stream_);
 }
@@ -242,8 +309,14 @@ void GpuBackend::attention(int layer, const fwd::StepRows& rows) {
   split_qkv(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.q_dim(), c.kv_dim(), q_.get(), k_.get(),
             v_.get(), stream_);
   cuda::GpuLayerKvCache& cache = caches_[static_cast<std::size_t>(layer)];
-  cache.append(0, k_.get(), v_.get(), rows.count, *scratch_, stream_);
-  cache.attend(0, q_.get(), rows.count, att_.get(), *workspace_, *scratch_, stream_);
+  if (rows.batched()) {
+    cache.append_step(k_.get(), v_.get(), positions_.get(), *step_scratch_, stream_);
+    cache.attend_step(q_.get(), positions_.get(), step_bound_, att_.get(), *step_workspace_,
+                      *step_scratch_, stream_);
+    return;
+  }
+  cache.append(rows.sequence, k_.get(), v_.get(), rows.count, *scratch_, stream_);
+  cache.attend(rows.sequence, q_.get(), rows.count, att_.get(), *workspace_, *scratch_, stream_);
 }
 
 void GpuBackend::swiglu(int n) {
@@ -252,14 +325,110 @@ void GpuBackend::swiglu(int n) {
 
 void GpuBackend::read_logits(int first, int n, float* host) {
   const std::size_t V = static_cast<std::size_t>(model_.config().n_vocab);
-  TQ_GPU_CHECK(cudaMemcpyAsync(host, logits_.get() + static_cast<std::size_t>(first) * V,
-                               static_cast<std::size_t>(n) * V * sizeof(float),
-                               cudaMemcpyDeviceToHost, stream_));
+  const std::size_t bytes = static_cast<std::size_t>(n) * V * sizeof(float);
+  const float* src = logits_.get() + static_cast<std::size_t>(first) * V;
+  if (capturing_) {  // into pinned memory: decode_step copies them out after each replay
+    TQ_GPU_CHECK(cudaMemcpyAsync(logits_host_, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    return;
+  }
+  TQ_GPU_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void GpuBackend::drop_graph() {
+  if (graph_exec_) TQ_GPU_CHECK(cudaGraphExecDestroy(graph_exec_));
+  graph_exec_ = nullptr;
+  graph_bound_ = -1;
+}
+
+void GpuBackend::advance_caches(const fwd::StepRows& rows) {
+  std::vector<bool> active(static_cast<std::size_t>(batch_), false);
+  for (int b = 0; b < rows.count; ++b) active[static_cast<std::size_t>(b)] = rows.positions[b] >= 0;
+  for (auto& cache : caches_) cache.advance(active);
+}
+
+void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, float* logits,
+                             const std::function<void()>& step) {
+  if (rows.count != batch_) {
+    throw std::logic_error("GpuBackend::decode_step: " + std::to_string(rows.count) +
+                           " rows for a batch of " + std::to_string(batch_));
+  }
+  // The split plan is sized for a power-of-two bound on the tokens any sequence holds after the
+  // step: one recorded graph serves every step up to it.
+  int longest = 1;
+  for (int b = 0; b < rows.count; ++b) longest = std::max(longest, rows.positions[b] + 1);
+  int bound = 256;
+  while (bound < longest) bound *= 2;
+  bound = std::min(bound, capacity_);
+  step_bound_ = bound;
+  const std::size_t V = static_cast<std::size_t>(model_.config().n_vocab);
+  const std::size_t bytes = static_cast<std::size_t>(rows.count) * V * sizeof(float);
+  if (use_graphs_ && graph_exec_ && graph_bound_ == bound) {
+    stage_inputs(tokens, rows);
+    TQ_GPU_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+    TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(logits, logits_host_, bytes);
+    advance_caches(rows);
+    return;
+  }
+  if (!use_graphs_ || warm_bound_ != bound) {
+    // First step at this bound: run it eagerly, which sizes the step's workspace for this plan
+    // (a recorded graph must not allocate); the next step records the graph.
+    drop_graph();
+    step();
+    warm_bound_ = bound;
+    advance_caches(rows);
+    return;
+  }
+  cudaGraph_t graph = nullptr;
+  TQ_GPU_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  try {
+    step();
+  } catch (...) {
+    capturing_ = false;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  capturing_ = false;
+  TQ_GPU_CHECK(cudaStreamEndCapture(stream_, &graph));
+  const cudaError_t made = cudaGraphInstantiate(&graph_exec_, graph, 0);
+  cudaGraphDestroy(graph);
+  TQ_GPU_CHECK(made);
+  graph_bound_ = bound;
+  TQ_GPU_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+  std::memcpy(logits, logits_host_, bytes);
+  advance_caches(rows);
+}
+
+void GpuBackend::fill_synthetic(int sequence, std::size_t held, std::size_t tokens,
+                                std::uint64_t seed) {
+  const ModelConfig& c = model_.config();
+  const std::size_t KV = static_cast<std::size_t>(c.kv_dim());
+  const std::size_t rows = k_.size() / KV;  // the chunk the K/V buffers hold
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::uint64_t layer_seed = seed * 1000003u + static_cast<std::uint64_t>(l);
+    for (std::size_t done = 0; done < tokens;) {
+      const std::size_t n = std::min(rows, tokens - done);
+      const std::uint64_t first = (held + done) * KV;
+      random_gaussian(k_.get(), n * KV, layer_seed * 2, first, stream_);
+      random_gaussian(v_.get(), n * KV, layer_seed * 2 + 1, first, stream_);
+      caches_[static_cast<std::size_t>(l)].append(sequence, k_.get(), v_.get(), static_cast<int>(n),
+                                                  *scratch_, stream_);
+      done += n;
+    }
+  }
   TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void GpuBackend::reset() {
   for (auto& cache : caches_) cache.clear();
+}
+
+void GpuBackend::reset(int sequence) {
+  for (auto& cache : caches_) cache.clear(sequence);
 }
 
 std::size_t GpuBackend::cache_bytes() const {
@@ -273,8 +442,7 @@ std::size_t GpuBackend::cache_bytes() const {
 std::unique_ptr<fwd::ForwardBackend> make_gpu_backend(const Model& model, const KvScheme& scheme,
                                                       const SessionOptions& options, int chunk,
                                                       std::size_t capacity) {
-  (void)options;
-  return std::make_unique<GpuBackend>(model, scheme, chunk, capacity);
+  return std::make_unique<GpuBackend>(model, scheme, options.batch, chunk, capacity);
 }
 
 }  // namespace tq::gpu
