@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -40,8 +41,14 @@
 
 namespace {
 
-const char* kModelPath = TQ_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-const char* kFixturePath = TQ_SOURCE_DIR "/tests/fixtures/smollm2_reference_f32.json";
+// TQ_MODEL names another copy of the model (the GPU machine has no checkout at TQ_SOURCE_DIR).
+const std::string kModelPath = std::getenv("TQ_MODEL") && *std::getenv("TQ_MODEL")
+                                   ? std::getenv("TQ_MODEL")
+                                   : TQ_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kFixturePath =
+    std::getenv("TQ_FIXTURES") && *std::getenv("TQ_FIXTURES")
+        ? std::string(std::getenv("TQ_FIXTURES")) + "/smollm2_reference_f32.json"
+        : TQ_SOURCE_DIR "/tests/fixtures/smollm2_reference_f32.json";
 
 // Tolerances of GPU vs CPU logits where both caches are exact. The GPU prefill multiplies
 // fp16-rounded weights and activations on tensor cores (fp32 accumulation) where the CPU uses
