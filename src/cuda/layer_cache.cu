@@ -6,6 +6,7 @@
 #include "turboquant/cuda/layer_cache.hpp"
 
 #include <algorithm>
+#include <array>
 
 namespace tq::cuda {
 namespace {
@@ -184,6 +185,17 @@ struct GpuLayerKvCache::Impl {
   std::uint16_t* fp16_keys = nullptr;                   // fp16 layers [batch][kvh][cap][d]
   std::uint16_t* fp16_values = nullptr;
   std::vector<std::size_t> sizes;  // tokens held per sequence
+  // The key side, then the value side, of a TurboQuant layer: codec, arrays and window ring.
+  struct SideArrays {
+    const DeviceCodec* codec;
+    const GpuCacheSide* side;
+    std::uint16_t* ring;
+  };
+  std::array<SideArrays, 2> sides() const {
+    const GpuKvCache& c = storage->cache();
+    return {
+        {{key_codec.get(), &c.key, c.key_window}, {value_codec.get(), &c.value, c.value_window}}};
+  }
   ~Impl() {
     if (fp16_keys) cudaFree(fp16_keys);
     if (fp16_values) cudaFree(fp16_values);
@@ -282,17 +294,11 @@ void GpuLayerKvCache::append_step(const float* k, const float* v, const int* pos
   int* starts = scratch.ints(3 * B);  // [0, B): starts; attend_step uses the same buffer later
   step_starts_kernel<<<(B + 127) / 128, 128, 0, stream>>>(positions, B, W, starts);
   TQ_CUDA_CHECK(cudaGetLastError());
-  const GpuKvCache& cache = impl_->storage->cache();
-  const struct {
-    const float* x;
-    const DeviceCodec* codec;
-    const GpuCacheSide* side;
-    std::uint16_t* ring;
-  } sides[2] = {{k, impl_->key_codec.get(), &cache.key, cache.key_window},
-                {v, impl_->value_codec.get(), &cache.value, cache.value_window}};
-  for (const auto& s : sides) {
+  for (int which = 0; which < 2; ++which) {
+    const Impl::SideArrays s = impl_->sides()[which];
+    const float* x = which == 0 ? k : v;
     if (W == 0) {
-      quantize_append(*s.codec, s.x, InputType::F32, B, 1, H, *s.side, capacity_, starts, stream);
+      quantize_append(*s.codec, x, InputType::F32, B, 1, H, *s.side, capacity_, starts, stream);
       continue;
     }
     auto* ring = reinterpret_cast<__half*>(s.ring);
@@ -300,7 +306,7 @@ void GpuLayerKvCache::append_step(const float* k, const float* v, const int* pos
     stage_step_kernel<<<grid, d, 0, stream>>>(positions, ring, W, H, d, staging);
     TQ_CUDA_CHECK(cudaGetLastError());
     quantize_append(*s.codec, staging, InputType::F16, B, 1, H, *s.side, capacity_, starts, stream);
-    ring_write_step_kernel<<<grid, d, 0, stream>>>(positions, s.x, ring, W, H, d);
+    ring_write_step_kernel<<<grid, d, 0, stream>>>(positions, x, ring, W, H, d);
     TQ_CUDA_CHECK(cudaGetLastError());
   }
 }
@@ -376,32 +382,26 @@ void GpuLayerKvCache::append(int seq, const float* k, const float* v, int n,
   const std::size_t old_c = held > W ? held - W : 0;
   const std::size_t new_c = total > W ? total - W : 0;
   const int n_encode = static_cast<int>(new_c - old_c);
-  const GpuKvCache& cache = impl_->storage->cache();
   int* start = scratch.ints(2);
   set_ints_kernel<<<1, 1, 0, stream>>>(start, static_cast<int>(old_c), 0);
   TQ_CUDA_CHECK(cudaGetLastError());
-  const struct {
-    const float* x;
-    const DeviceCodec* codec;
-    const GpuCacheSide* side;
-    std::uint16_t* ring;
-  } sides[2] = {{k, impl_->key_codec.get(), &cache.key, cache.key_window},
-                {v, impl_->value_codec.get(), &cache.value, cache.value_window}};
-  for (const auto& s : sides) {
+  for (int which = 0; which < 2; ++which) {
+    const Impl::SideArrays s = impl_->sides()[which];
+    const float* x = which == 0 ? k : v;
     const GpuCacheSide view = side_of(*s.side, s.codec->layout(), slot0);
     __half* ring =
         W ? reinterpret_cast<__half*>(s.ring) + static_cast<long long>(seq) * H * W * d : nullptr;
     if (n_encode > 0) {
       if (W == 0) {
         // Without a window a token is encoded from the float it was appended as.
-        quantize_append(*s.codec, s.x, InputType::F32, 1, n_encode, H, view, capacity_, start,
+        quantize_append(*s.codec, x, InputType::F32, 1, n_encode, H, view, capacity_, start,
                         stream);
       } else {
         // Leaving tokens are encoded from their fp16 values (ring or rounded input), before the
         // ring slots they free are overwritten.
         auto* staging =
             reinterpret_cast<__half*>(scratch.staging(static_cast<std::size_t>(n_encode) * H * d));
-        stage_kernel<<<dim3(n_encode, H), d, 0, stream>>>(s.x, ring, static_cast<int>(W), H, d,
+        stage_kernel<<<dim3(n_encode, H), d, 0, stream>>>(x, ring, static_cast<int>(W), H, d,
                                                           static_cast<long long>(old_c),
                                                           static_cast<long long>(held), staging);
         TQ_CUDA_CHECK(cudaGetLastError());
@@ -413,7 +413,7 @@ void GpuLayerKvCache::append(int seq, const float* k, const float* v, int n,
       const std::size_t first = std::max(new_c, held);
       const int count = static_cast<int>(total - first);
       if (count > 0) {
-        ring_write_kernel<<<dim3(count, H), d, 0, stream>>>(s.x, ring, static_cast<int>(W), H, d,
+        ring_write_kernel<<<dim3(count, H), d, 0, stream>>>(x, ring, static_cast<int>(W), H, d,
                                                             static_cast<long long>(first),
                                                             static_cast<long long>(held));
         TQ_CUDA_CHECK(cudaGetLastError());
@@ -487,21 +487,16 @@ void GpuLayerKvCache::attend(int seq, const float* q, int n, float* out,
   check_grid(total, "a decoded prefill copy");
   const std::size_t per_side = static_cast<std::size_t>(H) * total * d;
   std::uint16_t* decoded = scratch.decoded(2 * per_side);
-  const struct {
-    const DeviceCodec* codec;
-    const GpuCacheSide* side;
-    const std::uint16_t* ring;
-    std::uint16_t* out;
-  } sides[2] = {{impl_->key_codec.get(), &all.key, all.key_window, decoded},
-                {impl_->value_codec.get(), &all.value, all.value_window, decoded + per_side}};
-  for (const auto& s : sides) {
+  for (int which = 0; which < 2; ++which) {
+    const Impl::SideArrays s = impl_->sides()[which];
+    std::uint16_t* out = decoded + (which == 0 ? 0 : per_side);
     if (compressed > 0) {
       dequantize_to_half(*s.codec, side_of(*s.side, s.codec->layout(), slot0), 1, H, capacity_, 0,
-                         compressed, s.out, static_cast<int>(total), stream);
+                         compressed, out, static_cast<int>(total), stream);
     }
     ring_to_linear_kernel<<<dim3(in_window, H), d, 0, stream>>>(
         reinterpret_cast<const __half*>(s.ring) + static_cast<long long>(seq) * H * W * d,
-        static_cast<int>(W), H, d, compressed, reinterpret_cast<__half*>(s.out),
+        static_cast<int>(W), H, d, compressed, reinterpret_cast<__half*>(out),
         static_cast<int>(total));
     TQ_CUDA_CHECK(cudaGetLastError());
   }

@@ -69,21 +69,7 @@ std::vector<float>& CpuBackend::buffer(Act a) {
 }
 
 int CpuBackend::width(Act a) const {
-  const ModelConfig& c = model_.config();
-  switch (a) {
-    case Act::X:
-    case Act::Xn:
-      return c.n_embd;
-    case Act::Qkv:
-      return c.q_dim() + 2 * c.kv_dim();
-    case Act::Att:
-      return c.q_dim();
-    case Act::GateUp:
-      return 2 * c.n_ff;
-    case Act::Logits:
-      return c.n_vocab;
-  }
-  throw std::logic_error("CpuBackend: unknown activation buffer");
+  return activation_width(model_.config(), a);
 }
 
 void CpuBackend::embed(const TokenId* tokens, const StepRows& rows) {

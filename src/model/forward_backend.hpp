@@ -6,6 +6,7 @@
 
 #include "turboquant/base/token.hpp"
 #include "turboquant/cache/kv_scheme.hpp"
+#include "turboquant/model/model.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +23,24 @@ enum class Act {
   GateUp,  // gate and up projections [2·n_ff]; swiglu leaves silu(gate)·up in the first n_ff
   Logits,  // [n_vocab]
 };
+
+// Floats per row of an activation buffer.
+inline int activation_width(const ModelConfig& c, Act a) {
+  switch (a) {
+    case Act::X:
+    case Act::Xn:
+      return c.n_embd;
+    case Act::Qkv:
+      return c.q_dim() + 2 * c.kv_dim();
+    case Act::Att:
+      return c.q_dim();
+    case Act::GateUp:
+      return 2 * c.n_ff;
+    case Act::Logits:
+      return c.n_vocab;
+  }
+  return 0;
+}
 
 // Per-layer (or final) weights a step reads.
 enum class NormWeight { Attention, Ffn, Output };

@@ -10,6 +10,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include "device_buffer.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -19,24 +21,12 @@
 
 namespace {
 
+using tq::cuda::testing::DevBuf;
+using tq::cuda::testing::poison;
+
 using tq::CodecKind;
 using tq::CodecSpec;
 namespace tc = tq::cuda;
-
-#define CK(call) ASSERT_EQ((call), cudaSuccess) << #call
-
-template <typename T>
-struct DevBuf {
-  T* p = nullptr;
-  explicit DevBuf(std::size_t n) {
-    if (cudaMalloc(&p, std::max<std::size_t>(n, 1) * sizeof(T)) != cudaSuccess) p = nullptr;
-  }
-  ~DevBuf() { cudaFree(p); }
-};
-
-void poison(void* p, std::size_t bytes) {
-  ASSERT_EQ(cudaMemset(p, 0xff, bytes), cudaSuccess);
-}
 
 std::vector<float> gaussian(std::size_t n, std::uint64_t seed, float scale = 1.0f) {
   tq::Xoshiro256 rng(seed);
@@ -56,9 +46,6 @@ CodecSpec spec(int d, double bits, CodecKind kind, std::uint64_t seed,
   s.norm_correction = nc;
   return s;
 }
-
-#define REQUIRE_GPU() \
-  if (!tc::device_available()) GTEST_SKIP() << "no CUDA device"
 
 // ---------------------------------------------------------------- quantize-append
 struct QCase {

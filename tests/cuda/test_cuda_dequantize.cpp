@@ -14,6 +14,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include "device_buffer.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -22,25 +24,13 @@
 
 namespace {
 
+using tq::cuda::testing::DevBuf;
+using tq::cuda::testing::poison;
+
 using tq::CodecKind;
 using tq::CodecSpec;
 using tq::RotationKind;
 namespace tc = tq::cuda;
-
-#define CK(call) ASSERT_EQ((call), cudaSuccess) << #call
-
-template <typename T>
-struct DevBuf {
-  T* p = nullptr;
-  explicit DevBuf(std::size_t n) {
-    if (cudaMalloc(&p, std::max<std::size_t>(n, 1) * sizeof(T)) != cudaSuccess) p = nullptr;
-  }
-  ~DevBuf() { cudaFree(p); }
-};
-
-void poison(void* p, std::size_t bytes) {
-  ASSERT_EQ(cudaMemset(p, 0xff, bytes), cudaSuccess);
-}
 
 CodecSpec spec(int d, double bits, CodecKind kind, std::uint64_t seed,
                RotationKind rot = RotationKind::Hadamard, bool nc = false) {
@@ -60,9 +50,6 @@ std::string describe(const CodecSpec& s) {
     << " rot=" << tq::to_string(s.rotation) << " nc=" << s.norm_correction;
   return o.str();
 }
-
-#define REQUIRE_GPU() \
-  if (!tc::device_available()) GTEST_SKIP() << "no CUDA device"
 
 struct Shape {
   int batch = 2, kv_heads = 3, capacity = 40, first = 5, count = 29, out_capacity = 33;

@@ -12,6 +12,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include "device_buffer.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -20,19 +22,10 @@
 
 namespace {
 
+using tq::cuda::testing::DevBuf;
+using tq::cuda::testing::poison;
+
 namespace tc = tq::cuda;
-
-#define REQUIRE_GPU() \
-  if (!tc::device_available()) GTEST_SKIP() << "no CUDA device"
-
-template <typename T>
-struct DevBuf {
-  T* p = nullptr;
-  explicit DevBuf(std::size_t n) {
-    if (cudaMalloc(&p, std::max<std::size_t>(n, 1) * sizeof(T)) != cudaSuccess) p = nullptr;
-  }
-  ~DevBuf() { cudaFree(p); }
-};
 
 std::vector<float> gaussian(std::size_t n, tq::Xoshiro256& rng, float scale) {
   std::vector<float> v(n);

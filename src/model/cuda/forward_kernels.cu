@@ -1,6 +1,6 @@
 // Kernels of forward_kernels.cuh. They are a small share of a step next to the matrix products
 // and attention, so they stay simple: one block per row.
-#include "cuda_check.cuh"
+#include "cuda/internal.cuh"
 #include "forward_kernels.cuh"
 
 namespace tq::gpu {
@@ -95,7 +95,7 @@ void rms_norm(const float* x, const float* w, float* y, int rows, int n, float e
               cudaStream_t stream) {
   if (rows <= 0) return;
   rms_norm_kernel<<<rows, kThreads, 0, stream>>>(x, w, y, n, eps);
-  TQ_GPU_CHECK(cudaGetLastError());
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 void rope_qk(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_dim, int rope_dim,
@@ -104,7 +104,7 @@ void rope_qk(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_d
   rope_kernel<<<rows, kThreads, 0, stream>>>(x, ld, n_heads, n_kv_heads, head_dim, rope_dim / 2,
                                              inv_freq, static_cast<long long>(pos0), nullptr,
                                              ordering == RopeOrdering::kNeox);
-  TQ_GPU_CHECK(cudaGetLastError());
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 void rope_qk_at(float* x, int rows, int ld, int n_heads, int n_kv_heads, int head_dim, int rope_dim,
@@ -114,14 +114,14 @@ void rope_qk_at(float* x, int rows, int ld, int n_heads, int n_kv_heads, int hea
   rope_kernel<<<rows, kThreads, 0, stream>>>(x, ld, n_heads, n_kv_heads, head_dim, rope_dim / 2,
                                              inv_freq, 0, positions,
                                              ordering == RopeOrdering::kNeox);
-  TQ_GPU_CHECK(cudaGetLastError());
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 void split_qkv(const float* qkv, int rows, int ld, int q_dim, int kv_dim, float* q, float* k,
                float* v, cudaStream_t stream) {
   if (rows <= 0) return;
   split_kernel<<<rows, kThreads, 0, stream>>>(qkv, ld, q_dim, kv_dim, q, k, v);
-  TQ_GPU_CHECK(cudaGetLastError());
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 void random_gaussian(float* out, std::size_t n, std::uint64_t seed, std::uint64_t first,
@@ -129,13 +129,13 @@ void random_gaussian(float* out, std::size_t n, std::uint64_t seed, std::uint64_
   if (n == 0) return;
   gaussian_kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       out, n, seed, first);
-  TQ_GPU_CHECK(cudaGetLastError());
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 void swiglu(float* gate_up, int rows, int n, cudaStream_t stream) {
   if (rows <= 0) return;
   swiglu_kernel<<<rows, kThreads, 0, stream>>>(gate_up, n);
-  TQ_GPU_CHECK(cudaGetLastError());
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace tq::gpu

@@ -6,7 +6,7 @@
 // of the attention kernels) and replayed: the host then only stages the step's embeddings and
 // positions and reads the logits. TQ_CUDA_GRAPHS=0 runs every step eagerly (for comparisons).
 #include "../qmatmul.hpp"
-#include "cuda_check.cuh"
+#include "cuda/internal.cuh"
 #include "forward_kernels.cuh"
 #include "gpu_backend.hpp"
 #include "gpu_matmul.cuh"
@@ -28,10 +28,10 @@ class DeviceArray {
  public:
   DeviceArray() = default;
   explicit DeviceArray(std::size_t n) : n_(n) {
-    TQ_GPU_CHECK(cudaMalloc(&ptr_, std::max<std::size_t>(n, 1) * sizeof(T)));
+    TQ_CUDA_CHECK(cudaMalloc(&ptr_, std::max<std::size_t>(n, 1) * sizeof(T)));
   }
   explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
-    if (n_) TQ_GPU_CHECK(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+    if (n_) TQ_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
   }
   ~DeviceArray() {
     if (ptr_) cudaFree(ptr_);
@@ -138,7 +138,7 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
   for (int l = 0; l < c.n_layers; ++l) {
     caches_.emplace_back(scheme, layer_kv_shape(c, l), batch, static_cast<int>(capacity));
   }
-  TQ_GPU_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  TQ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   layers_.reserve(static_cast<std::size_t>(c.n_layers));
   std::size_t largest = static_cast<std::size_t>(c.n_vocab) * c.n_embd;  // elements
   for (int l = 0; l < c.n_layers; ++l) {
@@ -175,9 +175,9 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
   gate_up_ = DeviceArray<float>(ch * 2 * static_cast<std::size_t>(c.n_ff));
   logits_ = DeviceArray<float>(ch * static_cast<std::size_t>(c.n_vocab));
   positions_ = DeviceArray<int>(static_cast<std::size_t>(batch));
-  TQ_GPU_CHECK(cudaMallocHost(&embed_host_, ch * c.n_embd * sizeof(float)));
-  TQ_GPU_CHECK(cudaMallocHost(&positions_host_, static_cast<std::size_t>(batch) * sizeof(int)));
-  TQ_GPU_CHECK(
+  TQ_CUDA_CHECK(cudaMallocHost(&embed_host_, ch * c.n_embd * sizeof(float)));
+  TQ_CUDA_CHECK(cudaMallocHost(&positions_host_, static_cast<std::size_t>(batch) * sizeof(int)));
+  TQ_CUDA_CHECK(
       cudaMallocHost(&logits_host_, static_cast<std::size_t>(batch) * c.n_vocab * sizeof(float)));
   use_graphs_ = graphs_enabled();
   engine_ = std::make_unique<MatmulEngine>(stream_);
@@ -217,21 +217,7 @@ float* GpuBackend::buffer(fwd::Act a) const {
 }
 
 int GpuBackend::width(fwd::Act a) const {
-  const ModelConfig& c = model_.config();
-  switch (a) {
-    case fwd::Act::X:
-    case fwd::Act::Xn:
-      return c.n_embd;
-    case fwd::Act::Qkv:
-      return c.q_dim() + 2 * c.kv_dim();
-    case fwd::Act::Att:
-      return c.q_dim();
-    case fwd::Act::GateUp:
-      return 2 * c.n_ff;
-    case fwd::Act::Logits:
-      return c.n_vocab;
-  }
-  throw std::logic_error("GpuBackend: unknown activation buffer");
+  return fwd::activation_width(model_.config(), a);
 }
 
 void GpuBackend::stage_inputs(const TokenId* tokens, const fwd::StepRows& rows) {
@@ -246,11 +232,11 @@ void GpuBackend::embed(const TokenId* tokens, const fwd::StepRows& rows) {
   // The previous step ended with a synchronising logits read, so the pinned buffers are free.
   stage_inputs(tokens, rows);
   const std::size_t E = static_cast<std::size_t>(model_.config().n_embd);
-  TQ_GPU_CHECK(cudaMemcpyAsync(x_.get(), embed_host_, rows.count * E * sizeof(float),
-                               cudaMemcpyHostToDevice, stream_));
+  TQ_CUDA_CHECK(cudaMemcpyAsync(x_.get(), embed_host_, rows.count * E * sizeof(float),
+                                cudaMemcpyHostToDevice, stream_));
   if (rows.batched()) {
-    TQ_GPU_CHECK(cudaMemcpyAsync(positions_.get(), positions_host_, rows.count * sizeof(int),
-                                 cudaMemcpyHostToDevice, stream_));
+    TQ_CUDA_CHECK(cudaMemcpyAsync(positions_.get(), positions_host_, rows.count * sizeof(int),
+                                  cudaMemcpyHostToDevice, stream_));
   }
 }
 
@@ -328,15 +314,15 @@ void GpuBackend::read_logits(int first, int n, float* host) {
   const std::size_t bytes = static_cast<std::size_t>(n) * V * sizeof(float);
   const float* src = logits_.get() + static_cast<std::size_t>(first) * V;
   if (capturing_) {  // into pinned memory: decode_step copies them out after each replay
-    TQ_GPU_CHECK(cudaMemcpyAsync(logits_host_, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    TQ_CUDA_CHECK(cudaMemcpyAsync(logits_host_, src, bytes, cudaMemcpyDeviceToHost, stream_));
     return;
   }
-  TQ_GPU_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
-  TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+  TQ_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  TQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void GpuBackend::drop_graph() {
-  if (graph_exec_) TQ_GPU_CHECK(cudaGraphExecDestroy(graph_exec_));
+  if (graph_exec_) TQ_CUDA_CHECK(cudaGraphExecDestroy(graph_exec_));
   graph_exec_ = nullptr;
   graph_bound_ = -1;
 }
@@ -365,8 +351,8 @@ void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, f
   const std::size_t bytes = static_cast<std::size_t>(rows.count) * V * sizeof(float);
   if (use_graphs_ && graph_exec_ && graph_bound_ == bound) {
     stage_inputs(tokens, rows);
-    TQ_GPU_CHECK(cudaGraphLaunch(graph_exec_, stream_));
-    TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+    TQ_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+    TQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(logits, logits_host_, bytes);
     advance_caches(rows);
     return;
@@ -381,7 +367,7 @@ void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, f
     return;
   }
   cudaGraph_t graph = nullptr;
-  TQ_GPU_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  TQ_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   capturing_ = true;
   try {
     step();
@@ -392,13 +378,13 @@ void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, f
     throw;
   }
   capturing_ = false;
-  TQ_GPU_CHECK(cudaStreamEndCapture(stream_, &graph));
+  TQ_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
   const cudaError_t made = cudaGraphInstantiate(&graph_exec_, graph, 0);
   cudaGraphDestroy(graph);
-  TQ_GPU_CHECK(made);
+  TQ_CUDA_CHECK(made);
   graph_bound_ = bound;
-  TQ_GPU_CHECK(cudaGraphLaunch(graph_exec_, stream_));
-  TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+  TQ_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  TQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   std::memcpy(logits, logits_host_, bytes);
   advance_caches(rows);
 }
@@ -420,7 +406,7 @@ void GpuBackend::fill_synthetic(int sequence, std::size_t held, std::size_t toke
       done += n;
     }
   }
-  TQ_GPU_CHECK(cudaStreamSynchronize(stream_));
+  TQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void GpuBackend::reset() {
