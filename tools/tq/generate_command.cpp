@@ -270,18 +270,21 @@ void run_generate(const GenerateOptions& opt) {
     j["load_seconds"] = load_s;
     j["weight_bytes"] = ls.weight_bytes;
     j["weight_fp32_bytes"] = ls.fp32_bytes;
+    j["device"] = device_name(so.device);
+    j["device_weight_bytes"] = session.device_weight_bytes();
     std::cout << j.dump(2) << "\n";
     return;
   }
   std::fprintf(stderr,
-               "\n--- %s | load %.2f s (weights held %.1f MiB)\n"
+               "\n--- %s | %s | load %.2f s (weights held %.1f MiB)\n"
                "prefill: %zu tokens in %.3f s = %.1f tokens/s\n"
                "decode:  %d tokens in %.3f s = %.2f tokens/s\n"
                "KV cache (%zu tokens): %zu bytes vs fp16 %zu bytes (%.3fx, %.2f bits/value)\n",
-               scheme.name.c_str(), load_s, ls.weight_bytes / 1048576.0, ids.size(),
-               timing.prefill_seconds, timing.prefill_tokens_per_second(), timing.decode_steps,
-               timing.decode_seconds, timing.decode_tokens_per_second(), kv.context_tokens,
-               kv.kv_bytes, kv.kv_fp16_bytes, kv.kv_ratio, kv.kv_bits_per_value);
+               scheme.name.c_str(), device_name(so.device), load_s,
+               session.device_weight_bytes() / 1048576.0, ids.size(), timing.prefill_seconds,
+               timing.prefill_tokens_per_second(), timing.decode_steps, timing.decode_seconds,
+               timing.decode_tokens_per_second(), kv.context_tokens, kv.kv_bytes, kv.kv_fp16_bytes,
+               kv.kv_ratio, kv.kv_bits_per_value);
   const std::string note = kv_window_note(kv);
   if (!note.empty()) std::fprintf(stderr, "KV cache: %s\n", note.c_str());
 }
