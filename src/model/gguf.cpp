@@ -1,11 +1,12 @@
-// GGUF parsing: maps the file, validates the header, metadata and tensor directory, and hands
-// out bounds-checked views of tensor data. Every count and length is checked against the bytes
-// that remain before anything is allocated from it, so hostile files cannot trigger huge
-// allocations, deep recursion or reads outside the mapping.
+// GGUF parsing: reads the file into memory it owns, validates the header, metadata and tensor
+// directory, and hands out bounds-checked views of tensor data. Every count and length is checked
+// against the bytes that remain before anything is allocated from it, so hostile files cannot
+// trigger huge allocations, deep recursion or reads outside the buffer. The file is read with
+// pread, not memory-mapped: a file truncated while it is loaded (or afterwards) is a short read
+// and an error, where a mapping would kill the process with SIGBUS on the first missing page.
 #include "turboquant/model/gguf.hpp"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,10 @@ namespace {
 constexpr std::uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian uint32
 constexpr std::uint32_t kMaxDims = 4;         // ggml tensors have at most four dimensions
 constexpr int kMaxArrayDepth = 8;             // nested arrays deeper than this are not used
+// ggml keeps a tensor name in a 64-byte array with its terminating NUL; llama.cpp refuses longer.
+constexpr std::size_t kMaxTensorName = 63;
+// pread chunk: large enough that system-call overhead is nothing next to the copy.
+constexpr std::size_t kReadChunk = std::size_t{64} << 20;
 
 [[noreturn]] void fail(const std::string& message) {
   throw FormatError("GGUF: " + message);
@@ -88,7 +93,8 @@ Value read_number(Reader& r, const char* what, const std::string& /*key*/, int /
 Value read_bool(Reader& r, const char* what, const std::string& key, int /*depth*/) {
   const auto b = r.read<std::uint8_t>(what);
   if (b > 1) {
-    fail("metadata key '" + key + "': bool value is " + std::to_string(b) + " (expected 0 or 1)");
+    fail("metadata key " + printable_name(key) + ": bool value is " + std::to_string(b) +
+         " (expected 0 or 1)");
   }
   Value v;
   v.data = b != 0;
@@ -134,7 +140,7 @@ static_assert(kValueTypes[static_cast<std::uint32_t>(ValueType::kArray)].name ==
 // The value type numbered `raw`; fails naming `what` (e.g. "value type") when there is none.
 const ValueTypeInfo& value_type_info(std::uint32_t raw, const std::string& key, const char* what) {
   if (raw >= kValueTypeCount) {
-    fail("metadata key '" + key + "': " + what + " " + std::to_string(raw) +
+    fail("metadata key " + printable_name(key) + ": " + what + " " + std::to_string(raw) +
          " is not a GGUF value type (expected 0.." + std::to_string(kValueTypeCount - 1) + ")");
   }
   return kValueTypes[raw];
@@ -142,13 +148,14 @@ const ValueTypeInfo& value_type_info(std::uint32_t raw, const std::string& key, 
 
 Value read_array(Reader& r, const char* /*what*/, const std::string& key, int depth) {
   if (depth >= kMaxArrayDepth) {
-    fail("metadata key '" + key + "': arrays nested deeper than " + std::to_string(kMaxArrayDepth));
+    fail("metadata key " + printable_name(key) + ": arrays nested deeper than " +
+         std::to_string(kMaxArrayDepth));
   }
   const auto raw_type = r.read<std::uint32_t>("array element type");
   const ValueTypeInfo& element = value_type_info(raw_type, key, "array element type");
   const auto element_type = static_cast<ValueType>(raw_type);
   const auto count = r.read<std::uint64_t>("array length");
-  r.check_count(count, element.min_bytes, "metadata key '" + key + "': array length");
+  r.check_count(count, element.min_bytes, "metadata key " + printable_name(key) + ": array length");
   Array array;
   array.element_type = element_type;
   array.items.reserve(static_cast<std::size_t>(count));
@@ -167,20 +174,49 @@ std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const std::string& w
   return a * b;
 }
 
+// Names and keys are identifiers: a control byte in one is corruption, and refusing it keeps
+// terminal escapes out of everything that prints them (tq info).
+void check_identifier(const std::string& text, const char* what) {
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      fail(std::string(what) + " " + printable_name(text) +
+           " contains a control byte (expected printable text)");
+    }
+  }
+}
+
 }  // namespace
 
+std::string printable_name(std::string_view text, std::size_t max_bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  const std::size_t shown = std::min(text.size(), max_bytes);
+  for (std::size_t i = 0; i < shown; ++i) {
+    const auto u = static_cast<unsigned char>(text[i]);
+    if (u == '\\' || u == '\'') {
+      out += '\\';
+      out += static_cast<char>(u);
+    } else if (u < 0x20 || u >= 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += static_cast<char>(u);
+    }
+  }
+  out += '\'';
+  if (shown < text.size()) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Storage: either a read-only mmap of a file or an owned byte buffer.
+// Storage: the file's bytes, owned (read with pread, or copied by from_bytes).
 
 struct File::Storage {
   const std::uint8_t* data = nullptr;
   std::size_t size = 0;
-  void* mapping = nullptr;  // non-null when mmapped
-  std::vector<std::uint8_t> owned;
-
-  ~Storage() {
-    if (mapping != nullptr) munmap(mapping, size);
-  }
+  std::unique_ptr<std::uint8_t[]> owned;
 };
 
 File::File() = default;
@@ -200,29 +236,40 @@ File File::open(const std::filesystem::path& path) {
     throw std::system_error(errno, std::generic_category(),
                             "cannot open GGUF file '" + path.string() + "'");
   }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
   if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw std::system_error(err, std::generic_category(), "cannot stat '" + path.string() + "'");
+    throw std::system_error(errno, std::generic_category(), "cannot stat '" + path.string() + "'");
   }
   if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
     throw std::runtime_error("GGUF path '" + path.string() + "' is not a regular file");
   }
   const auto size = static_cast<std::size_t>(st.st_size);
-  if (size > 0) {
-    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      throw std::system_error(err, std::generic_category(), "cannot mmap '" + path.string() + "'");
+  // Uninitialised: pread writes every byte, so zero-filling first would touch each page twice.
+  file.storage_->owned = std::make_unique_for_overwrite<std::uint8_t[]>(size);
+  std::size_t done = 0;
+  while (done < size) {
+    const std::size_t want = std::min(kReadChunk, size - done);
+    const ssize_t got =
+        ::pread(fd, file.storage_->owned.get() + done, want, static_cast<off_t>(done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(
+          errno, std::generic_category(),
+          "cannot read '" + path.string() + "' at offset " + std::to_string(done));
     }
-    file.storage_->mapping = map;
-    file.storage_->data = static_cast<const std::uint8_t*>(map);
+    if (got == 0) {
+      throw FormatError("GGUF: file shrank while it was read: " + std::to_string(size) +
+                        " bytes at open, only " + std::to_string(done) + " could be read [in '" +
+                        path.string() + "']");
+    }
+    done += static_cast<std::size_t>(got);
   }
+  file.storage_->data = file.storage_->owned.get();
   file.storage_->size = size;
-  ::close(fd);  // the mapping stays valid after close
   try {
     file.parse();
   } catch (const FormatError& e) {
@@ -234,9 +281,10 @@ File File::open(const std::filesystem::path& path) {
 File File::from_bytes(std::span<const std::uint8_t> bytes) {
   File file;
   file.storage_ = std::make_unique<Storage>();
-  file.storage_->owned.assign(bytes.begin(), bytes.end());
-  file.storage_->data = file.storage_->owned.data();
-  file.storage_->size = file.storage_->owned.size();
+  file.storage_->owned = std::make_unique_for_overwrite<std::uint8_t[]>(bytes.size());
+  if (!bytes.empty()) std::memcpy(file.storage_->owned.get(), bytes.data(), bytes.size());
+  file.storage_->data = file.storage_->owned.get();
+  file.storage_->size = bytes.size();
   file.parse();
   return file;
 }
@@ -271,10 +319,11 @@ void File::parse() {
 
   for (std::uint64_t i = 0; i < n_kv; ++i) {
     std::string key = r.read_string("metadata key");
+    check_identifier(key, "metadata key");
     const auto raw_type = r.read<std::uint32_t>("metadata value type");
     const ValueTypeInfo& type = value_type_info(raw_type, key, "value type");
     Value value = type.read(r, type.what, key, 0);
-    if (metadata_.contains(key)) fail("metadata key '" + key + "' appears twice");
+    if (metadata_.contains(key)) fail("metadata key " + printable_name(key) + " appears twice");
     metadata_.emplace(std::move(key), std::move(value));
   }
 
@@ -291,37 +340,45 @@ void File::parse() {
   for (std::uint64_t i = 0; i < n_tensors; ++i) {
     TensorInfo info;
     info.name = r.read_string("tensor name");
+    if (info.name.size() > kMaxTensorName) {
+      fail("tensor name " + printable_name(info.name) + " is longer than " +
+           std::to_string(kMaxTensorName) + " bytes");
+    }
+    check_identifier(info.name, "tensor name");
     const auto n_dims = r.read<std::uint32_t>("tensor dimension count");
     if (n_dims > kMaxDims) {
-      fail("tensor '" + info.name + "' has " + std::to_string(n_dims) +
+      fail("tensor " + printable_name(info.name) + " has " + std::to_string(n_dims) +
            " dimensions (expected at most " + std::to_string(kMaxDims) + ")");
     }
     info.n_elements = 1;
     for (std::uint32_t d = 0; d < n_dims; ++d) {
       const auto dim = r.read<std::uint64_t>("tensor dimension");
       info.dims.push_back(dim);
-      info.n_elements = checked_mul(info.n_elements, dim, "tensor '" + info.name + "'");
+      info.n_elements =
+          checked_mul(info.n_elements, dim, "tensor " + printable_name(info.name) + "");
     }
     const auto raw_type = r.read<std::uint32_t>("tensor type");
     info.type = static_cast<TensorType>(raw_type);
     if (!is_supported(info.type)) {
-      fail("tensor '" + info.name + "' has type " + tensor_type_name(info.type) +
+      fail("tensor " + printable_name(info.name) + " has type " + tensor_type_name(info.type) +
            " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
     }
     info.offset = r.read<std::uint64_t>("tensor data offset");
     if (info.offset % alignment_ != 0) {
-      fail("tensor '" + info.name + "' data offset " + std::to_string(info.offset) +
+      fail("tensor " + printable_name(info.name) + " data offset " + std::to_string(info.offset) +
            " is not a multiple of the alignment " + std::to_string(alignment_));
     }
     if (info.row_length() % block_elements(info.type) != 0) {
-      fail("tensor '" + info.name + "' row length " + std::to_string(info.row_length()) +
-           " is not a multiple of the " + tensor_type_name(info.type) + " block size " +
+      fail("tensor " + printable_name(info.name) + " row length " +
+           std::to_string(info.row_length()) + " is not a multiple of the " +
+           tensor_type_name(info.type) + " block size " +
            std::to_string(block_elements(info.type)));
     }
     const std::uint64_t n_blocks = info.n_elements / block_elements(info.type);
-    info.n_bytes =
-        checked_mul(n_blocks, block_bytes(info.type), "tensor '" + info.name + "' bytes");
-    if (tensor_index_.contains(info.name)) fail("tensor name '" + info.name + "' appears twice");
+    info.n_bytes = checked_mul(n_blocks, block_bytes(info.type),
+                               "tensor " + printable_name(info.name) + " bytes");
+    if (tensor_index_.contains(info.name))
+      fail("tensor name " + printable_name(info.name) + " appears twice");
     tensor_index_.emplace(info.name, tensors_.size());
     tensors_.push_back(std::move(info));
   }
@@ -340,7 +397,8 @@ void File::parse() {
   by_offset.reserve(tensors_.size());
   for (auto& info : tensors_) {
     if (info.offset > data_size || info.n_bytes > data_size - info.offset) {
-      fail("tensor '" + info.name + "' occupies bytes [" + std::to_string(info.offset) + ", " +
+      fail("tensor " + printable_name(info.name) + " occupies bytes [" +
+           std::to_string(info.offset) + ", " +
            (info.n_bytes > std::numeric_limits<std::uint64_t>::max() - info.offset
                 ? std::string("overflow")
                 : std::to_string(info.offset + info.n_bytes)) +
@@ -349,16 +407,41 @@ void File::parse() {
     info.data = storage_->data + data_offset_ + info.offset;
     by_offset.push_back(&info);
   }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
-  for (std::size_t i = 1; i < by_offset.size(); ++i) {
-    const TensorInfo& prev = *by_offset[i - 1];
-    const TensorInfo& cur = *by_offset[i];
-    if (prev.offset + prev.n_bytes > cur.offset) {
-      fail("tensor '" + cur.name + "' at data offset " + std::to_string(cur.offset) +
-           " overlaps tensor '" + prev.name + "' which ends at " +
-           std::to_string(prev.offset + prev.n_bytes));
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    // Empty tensors first at a shared offset: they end where the next one starts.
+    return a->offset != b->offset ? a->offset < b->offset : a->n_bytes < b->n_bytes;
+  });
+  // Tensors tile the data section in offset order, each starting at the aligned end of the one
+  // before: a gap means some tensor's type or shape claims fewer bytes than the writer stored
+  // (a type changed to a smaller encoding would otherwise load misread weights).
+  const auto aligned = [&](std::uint64_t x) {
+    return (x + alignment_ - 1) / alignment_ * alignment_;
+  };
+  std::uint64_t expected = 0;
+  const TensorInfo* prev = nullptr;
+  for (const TensorInfo* cur : by_offset) {
+    if (prev != nullptr && prev->offset + prev->n_bytes > cur->offset) {
+      fail("tensor " + printable_name(cur->name) + " at data offset " +
+           std::to_string(cur->offset) + " overlaps tensor " + printable_name(prev->name) +
+           " which ends at " + std::to_string(prev->offset + prev->n_bytes));
     }
+    if (cur->offset != expected) {
+      fail("tensor " + printable_name(cur->name) + " starts at data offset " +
+           std::to_string(cur->offset) + ", expected " + std::to_string(expected) + " (" +
+           (prev ? "the aligned end of tensor " + printable_name(prev->name) + ", " +
+                       tensor_type_name(prev->type) + " " + std::to_string(prev->n_bytes) + " bytes"
+                 : std::string("the start of the data section")) +
+           "): a gap between tensors means a type or shape disagrees with the stored bytes");
+    }
+    expected = aligned(cur->offset + cur->n_bytes);
+    prev = cur;
+  }
+  // After the last tensor only its alignment padding may follow (it may also be cut off).
+  if (prev != nullptr && data_size > expected) {
+    fail(std::to_string(data_size - expected) + " bytes follow the last tensor " +
+         printable_name(prev->name) +
+         " (expected at most its alignment padding): a type or shape "
+         "disagrees with the stored bytes, or the file has trailing data");
   }
 }
 
@@ -376,7 +459,7 @@ const Value* File::find(std::string_view key) const {
 
 const Value& File::get(std::string_view key) const {
   const Value* v = find(key);
-  if (v == nullptr) fail("metadata key '" + std::string(key) + "' is missing");
+  if (v == nullptr) fail("metadata key " + printable_name(key) + " is missing");
   return *v;
 }
 
@@ -397,7 +480,7 @@ constexpr ValueType value_type_of() {
 template <typename T>
 const T& typed(const Value& v, std::string_view key) {
   if (const T* p = std::get_if<T>(&v.data)) return *p;
-  fail("metadata key '" + std::string(key) + "' has type " +
+  fail("metadata key " + printable_name(key) + " has type " +
        std::string(value_type_name(v.type())) + " (expected " +
        std::string(value_type_name(value_type_of<T>())) + ")");
 }
@@ -413,7 +496,7 @@ template <typename T>
 std::vector<T> typed_array(const File& f, std::string_view key) {
   const Array& a = f.get_array(key);
   if (a.element_type != value_type_of<T>()) {
-    fail("metadata key '" + std::string(key) + "' is an array of " +
+    fail("metadata key " + printable_name(key) + " is an array of " +
          std::string(value_type_name(a.element_type)) + " (expected an array of " +
          std::string(value_type_name(value_type_of<T>())) + ")");
   }
@@ -450,7 +533,7 @@ const Array& File::get_array(std::string_view key) const {
 std::int64_t File::get_integer(std::string_view key) const {
   const Value& v = get(key);
   if (auto i = v.as_integer()) return *i;
-  fail("metadata key '" + std::string(key) + "' has type " +
+  fail("metadata key " + printable_name(key) + " has type " +
        std::string(value_type_name(v.type())) + " (expected an integer)");
 }
 
@@ -488,7 +571,7 @@ const TensorInfo* File::find_tensor(std::string_view name) const {
 
 const TensorInfo& File::tensor(std::string_view name) const {
   const TensorInfo* t = find_tensor(name);
-  if (t == nullptr) fail("tensor '" + std::string(name) + "' is missing");
+  if (t == nullptr) fail("tensor " + printable_name(name) + " is missing");
   return *t;
 }
 
@@ -502,9 +585,10 @@ void File::dequantize_rows(const TensorInfo& info, std::uint64_t row_begin, std:
                            float* dst) const {
   const std::uint64_t rows = info.n_rows();
   if (row_begin > rows || row_count > rows - row_begin) {
-    throw std::out_of_range("tensor '" + info.name + "': rows [" + std::to_string(row_begin) +
-                            ", " + std::to_string(row_begin + row_count) +
-                            ") out of range (tensor has " + std::to_string(rows) + " rows)");
+    throw std::out_of_range("tensor " + printable_name(info.name) + ": rows [" +
+                            std::to_string(row_begin) + ", " +
+                            std::to_string(row_begin + row_count) + ") out of range (tensor has " +
+                            std::to_string(rows) + " rows)");
   }
   if (row_count == 0) return;
   const std::size_t stride = info.bytes_per_row();
@@ -562,10 +646,16 @@ std::string Value::to_string(std::size_t max_items) const {
           std::string s = x.size() > 80 ? x.substr(0, 77) + "..." : x;
           std::string out = "\"";
           for (char c : s) {
+            const auto u = static_cast<unsigned char>(c);
             if (c == '\n') {
               out += "\\n";
             } else if (c == '"') {
               out += "\\\"";
+            } else if (u < 0x20 || u == 0x7f) {  // no terminal escapes from a file's strings
+              static constexpr char kHex[] = "0123456789abcdef";
+              out += "\\x";
+              out += kHex[u >> 4];
+              out += kHex[u & 15];
             } else {
               out += c;
             }

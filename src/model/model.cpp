@@ -1,5 +1,8 @@
-// Model loading: reads the Llama-family hyper-parameters from GGUF metadata, checks every tensor
-// exists with the shape those numbers imply, and loads the weights (Q/K/V and gate/up fused, see
+// Model loading: reads the Llama-family hyper-parameters from GGUF metadata, checks that the file
+// holds exactly the tensors those numbers name (every one present, none unused: a block_count
+// that disagrees with the file is refused before anything is sized by it), each with the shape
+// those numbers imply, that the embedding has one row per tokenizer token and that the RoPE
+// numbers are finite, and loads the weights (Q/K/V and gate/up fused, see
 // model.hpp): matrices whose type has an on-the-fly kernel keep their GGUF blocks (copied), the
 // rest and the norms/biases are dequantized to fp32. Tensors are loaded in parallel, one per task.
 #include "turboquant/model/model.hpp"
@@ -14,6 +17,7 @@
 #include <cstring>
 #include <exception>
 #include <initializer_list>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -84,6 +88,60 @@ const gguf::TensorInfo* checked_tensor(const gguf::File& f, const std::string& n
   return t;
 }
 
+// The tensors a layer of this runner reads; a file has at least these per declared layer.
+constexpr const char* kLayerTensors[] = {
+    "attn_norm.weight", "attn_q.weight",   "attn_k.weight", "attn_v.weight",  "attn_output.weight",
+    "ffn_norm.weight",  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+constexpr const char* kLayerBiases[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+
+// Checks that the file holds exactly the tensors `c` names: every required one present and none
+// the runner would not read. Counts are compared first, so an absurd block_count is refused
+// without a per-layer loop (268 million layers cannot have their 9 tensors each in a file of 272).
+void check_tensor_set(const gguf::File& f, const ModelConfig& c, bool bias_required) {
+  const std::string p = c.architecture + ".";
+  const std::uint64_t have = f.tensors().size();
+  const std::uint64_t per_layer = std::size(kLayerTensors);
+  if (static_cast<std::uint64_t>(c.n_layers) > have / per_layer) {
+    throw FormatError(
+        "metadata " + p + "block_count = " + std::to_string(c.n_layers) + " needs at least " +
+        std::to_string(static_cast<std::uint64_t>(c.n_layers) * per_layer) + " tensors (" +
+        std::to_string(per_layer) + " per layer), the file has " + std::to_string(have));
+  }
+  std::set<std::string, std::less<>> used;
+  const auto require = [&](const std::string& name) {
+    if (f.find_tensor(name) == nullptr) {
+      throw FormatError("model tensor '" + name + "' is missing (" + p +
+                        "block_count = " + std::to_string(c.n_layers) + ")");
+    }
+    used.insert(name);
+  };
+  const auto optional = [&](const std::string& name) {
+    if (f.find_tensor(name) != nullptr) used.insert(name);
+  };
+  require("token_embd.weight");
+  require("output_norm.weight");
+  optional("output.weight");
+  optional("rope_freqs.weight");
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    for (const char* t : kLayerTensors) require(b + t);
+    if (c.qkv_bias) {
+      for (const char* t : kLayerBiases) bias_required ? require(b + t) : optional(b + t);
+    }
+  }
+  if (used.size() == have) return;
+  std::string names;
+  std::size_t unused = 0;
+  for (const auto& t : f.tensors()) {
+    if (used.contains(t.name)) continue;
+    if (++unused <= 4) names += (unused > 1 ? ", " : "") + gguf::printable_name(t.name);
+  }
+  throw FormatError("the file has " + std::to_string(unused) + " tensor" +
+                    (unused == 1 ? "" : "s") + " that " + c.architecture + " with " + p +
+                    "block_count = " + std::to_string(c.n_layers) + " does not use: " + names +
+                    (unused > 4 ? ", ..." : "") + " (wrong block_count, or another architecture?)");
+}
+
 // One unit of load work: copy `src`'s blocks to dst (raw) or dequantize them to floats there.
 struct LoadTask {
   const gguf::TensorInfo* src;
@@ -147,9 +205,9 @@ ModelConfig Model::read_config(const gguf::File& f) {
   }
   if (const auto* v = f.find(p + "rope.freq_base")) {
     c.rope_base = v->as_number().value_or(0.0);
-    if (!(c.rope_base > 1.0)) {
+    if (!(c.rope_base > 1.0) || !std::isfinite(c.rope_base)) {
       throw FormatError("metadata " + p + "rope.freq_base = " + v->to_string() +
-                        " (expected a number > 1)");
+                        " (expected a finite number > 1)");
     }
   }
   if (const auto* v = f.find(p + "attention.layer_norm_rms_epsilon")) {
@@ -170,9 +228,24 @@ ModelConfig Model::read_config(const gguf::File& f) {
     throw FormatError("model tensor 'token_embd.weight' has shape " + shape_string(embd.dims) +
                       ", expected [" + std::to_string(c.n_embd) + ", n_vocab]");
   }
+  if (embd.dims[1] > static_cast<std::uint64_t>(1 << 30)) {
+    throw FormatError("model tensor 'token_embd.weight' has " + std::to_string(embd.dims[1]) +
+                      " rows (expected a vocabulary of at most 2^30 tokens)");
+  }
   c.n_vocab = static_cast<int>(embd.dims[1]);
+  // The tokenizer (Tokenizer::from_gguf) has one id per entry of this array; an id without an
+  // embedding row would read past the matrix, a row without an id is a file that was cut.
+  if (f.has("tokenizer.ggml.tokens")) {
+    const std::size_t tokens = f.get_array("tokenizer.ggml.tokens").items.size();
+    if (tokens != static_cast<std::size_t>(c.n_vocab)) {
+      throw FormatError("model tensor 'token_embd.weight' has " + std::to_string(c.n_vocab) +
+                        " rows, the tokenizer (tokenizer.ggml.tokens) has " +
+                        std::to_string(tokens) + " tokens (expected one row per token)");
+    }
+  }
   c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
   c.qkv_bias = info.qkv_bias_required || f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  check_tensor_set(f, c, info.qkv_bias_required);
   return c;
 }
 
@@ -263,6 +336,12 @@ Model Model::from_gguf(const gguf::File& f, const ModelOptions& options) {
   std::vector<float> freq_factors;
   if (const auto* rf = checked_tensor(f, "rope_freqs.weight", {static_cast<u64>(half)}, false)) {
     freq_factors = f.dequantize(*rf);
+    for (std::size_t i = 0; i < freq_factors.size(); ++i) {
+      if (!(freq_factors[i] > 0.0f) || !std::isfinite(freq_factors[i])) {
+        throw FormatError("model tensor 'rope_freqs.weight' entry " + std::to_string(i) + " is " +
+                          std::to_string(freq_factors[i]) + " (expected a finite divisor > 0)");
+      }
+    }
   }
   m.rope_inv_freq_.resize(static_cast<std::size_t>(half));
   for (int i = 0; i < half; ++i) {

@@ -1,15 +1,24 @@
 // Tests of the GGUF loader: every metadata value type, the typed getters, tensor directory and
-// alignment, every class of malformed file (each must raise FormatError, never crash), and the
-// real default model when it is present.
+// alignment, every class of malformed file (each must raise FormatError, never crash), a file
+// truncated after it was opened, the model-level checks of a file (tensor set against
+// block_count, embedding rows against the tokenizer, finite RoPE numbers), and the real default
+// model when it is present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
 #include <limits>
 #include <random>
 
 #include "test_gguf_writer.hpp"
 #include "turboquant/model/gguf.hpp"
+#include "turboquant/model/gguf_writer.hpp"
+#include "turboquant/model/model.hpp"
+#include "turboquant/model/random_model.hpp"
 
 // Timing bounds are only asserted in optimized builds without sanitizers.
 #if defined(__SANITIZE_ADDRESS__)
@@ -340,6 +349,197 @@ TEST(GgufMalformed, BadTensorInfos) {
   }
 }
 
+// A tensor whose type claims fewer bytes than were stored (F32 data relabelled F16) leaves a gap
+// before the next tensor, or unexplained bytes after the last one: both are refused.
+TEST(GgufMalformed, TypeOrShapeThatDisagreesWithTheStoredBytes) {
+  const auto data = testing::f32_bytes(std::vector<float>(64, 1.0f));  // 256 bytes
+  {
+    GgufBuilder b;
+    b.add_tensor({"a", {64}, 1, data, {}});  // F16: 128 bytes, but 256 stored
+    b.add_tensor({"b", {64}, 0, data, {}});
+    expect_format_error(b.build(), "tensor 'b' starts at data offset 256, expected 128");
+  }
+  {
+    GgufBuilder b;
+    b.add_tensor({"a", {64}, 0, data, {}});
+    b.add_tensor({"b", {64}, 1, data, {}});
+    expect_format_error(b.build(), "128 bytes follow the last tensor 'b'");
+  }
+  {  // the first tensor must start the data section
+    GgufBuilder b;
+    b.add_tensor({"a", {8}, 0, testing::f32_bytes(std::vector<float>(8)), 64});
+    auto bytes = b.build();
+    bytes.resize(bytes.size() + 64, 0);
+    expect_format_error(bytes, "expected 0 (the start of the data section)");
+  }
+}
+
+// Names reach messages escaped and cut: a 1 MiB tensor name full of terminal escapes must not.
+TEST(GgufMalformed, NamesInMessagesAreEscapedAndCut) {
+  EXPECT_EQ(printable_name("ab\x1b[2J\n'\\"), "'ab\\x1b[2J\\x0a\\'\\\\'");
+  EXPECT_EQ(printable_name(std::string(100, 'x'), 4), "'xxxx'... (100 bytes)");
+  std::string huge(1 << 20, 'n');
+  for (std::size_t i = 0; i < huge.size(); i += 7) huge[i] = '\x1b';
+  const auto check = [](const std::vector<std::uint8_t>& bytes) {
+    try {
+      parse(bytes);
+      ADD_FAILURE() << "accepted";
+    } catch (const FormatError& e) {
+      const std::string m = e.what();
+      EXPECT_LT(m.size(), 400u);
+      for (const char c : m) EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20) << m;
+    }
+  };
+  {
+    GgufBuilder b;
+    b.add_tensor({huge, {8}, 0, testing::f32_bytes(std::vector<float>(8)), {}});
+    check(b.build());
+  }
+  {
+    GgufBuilder b;
+    b.add_string(huge, "v");
+    check(b.build());
+  }
+  {
+    GgufBuilder b;
+    b.add_tensor({std::string(64, 't'), {8}, 0, testing::f32_bytes(std::vector<float>(8)), {}});
+    expect_format_error(b.build(), "is longer than 63 bytes");
+  }
+  {
+    GgufBuilder b;
+    b.add_string("key\x07", "v");
+    expect_format_error(b.build(), "metadata key 'key\\x07' contains a control byte");
+  }
+  {  // string values are printed with control bytes escaped
+    GgufBuilder b;
+    b.add_string("s", "a\x1b[31mb");
+    EXPECT_EQ(parse(b.build()).get("s").to_string(), "\"a\\x1b[31mb\"");
+  }
+}
+
+// The file is read into memory at open: cutting it afterwards (another process rewriting the
+// model) cannot kill the process with SIGBUS, as reading through a memory mapping did.
+TEST(GgufTensors, TruncatedAfterOpenStillReads) {
+  GgufBuilder b;
+  b.add_tensor({"big", {4096}, 0, testing::f32_bytes(std::vector<float>(4096, 3.0f)), {}});
+  const auto path = testing::write_temp_file("tq_test_truncated.gguf", b.build());
+  const File f = File::open(path);
+  std::filesystem::resize_file(path, 0);
+  const auto values = f.dequantize(f.tensor("big"));
+  EXPECT_EQ(values.front(), 3.0f);
+  EXPECT_EQ(values.back(), 3.0f);
+  std::filesystem::remove(path);
+}
+
+// ---- model-level checks of a file (Model::read_config / from_gguf) ----------------------------
+
+// A two-layer random llama (smollm2 shape, shrunk) with zero weights, its metadata passed through
+// `edit` (return false to drop a key) and `extra` tensors added.
+std::vector<std::uint8_t> small_model(
+    const std::function<bool(const std::string&, Value&)>& edit = {},
+    const std::vector<std::string>& extra = {}) {
+  RandomModelOptions o;
+  o.shape = find_random_model_shape("smollm2-135m");
+  o.shape.layers = 2;
+  o.shape.embedding = 64;
+  o.shape.feed_forward = 128;
+  o.shape.heads = 2;
+  o.shape.kv_heads = 1;
+  o.shape.head_dim = 32;
+  o.shape.vocab = 300;
+  o.weights = TensorType::kF32;
+  const Writer layout = random_model_layout(o);
+  Writer w;
+  for (const auto& [key, value] : layout.metadata()) {
+    Value v = value;
+    if (!edit || edit(key, v)) w.set(key, std::move(v));
+  }
+  for (TensorEntry t : layout.tensors()) {
+    t.data.assign(t.n_bytes(), 0);
+    w.add_tensor(std::move(t));
+  }
+  for (const auto& name : extra)
+    w.add_tensor({name, {64}, TensorType::kF32, std::vector<std::uint8_t>(256)});
+  return w.to_bytes();
+}
+
+std::string model_error(const std::vector<std::uint8_t>& bytes) {
+  try {
+    const File f = File::from_bytes(bytes);
+    Model::from_gguf(f, 1);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::function<bool(const std::string&, Value&)> set_key(const std::string& key, Value value) {
+  return [key, value](const std::string& k, Value& v) {
+    if (k == key) v = value;
+    return true;
+  };
+}
+
+TEST(ModelFile, TheSmallModelLoads) {
+  EXPECT_EQ(model_error(small_model()), "");
+}
+
+// block_count is checked against the tensors before anything is sized by it (a flipped bit made
+// it 268,435,486 and the layer array was allocated first: std::bad_alloc, or minutes of work).
+TEST(ModelFile, AbsurdBlockCountIsRefusedAtOnce) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const File f = File::from_bytes(small_model(set_key("llama.block_count", Value{268435486u})));
+  try {
+    Model::read_config(f);
+    ADD_FAILURE() << "read_config accepted block_count 268435486";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("block_count = 268435486 needs at least 2415919374 "
+                                         "tensors (9 per layer), the file has 20"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  EXPECT_NE(model_error(small_model(set_key("llama.block_count", Value{3u})))
+                .find("block_count = 3 needs at least 27 tensors"),
+            std::string::npos);
+}
+
+// A block_count below the file's layers ran a truncated model; tensors nothing reads are refused.
+TEST(ModelFile, UnusedTensorsAreNamed) {
+  const std::string one = model_error(small_model(set_key("llama.block_count", Value{1u})));
+  EXPECT_NE(one.find("the file has 9 tensors that llama with llama.block_count = 1 does not use: "
+                     "'blk.1."),
+            std::string::npos)
+      << one;
+  const std::string extra = model_error(small_model({}, {"blk.1.attn_q.bias", "mystery.weight"}));
+  EXPECT_NE(extra.find("2 tensors that llama"), std::string::npos) << extra;
+  EXPECT_NE(extra.find("'mystery.weight'"), std::string::npos) << extra;
+}
+
+TEST(ModelFile, EmbeddingRowsMatchTheTokenizer) {
+  const std::string e = model_error(small_model([](const std::string& k, Value& v) {
+    if (k == "tokenizer.ggml.tokens") std::get<Array>(v.data).items.pop_back();
+    if (k == "tokenizer.ggml.scores" || k == "tokenizer.ggml.token_type") {
+      std::get<Array>(v.data).items.pop_back();
+    }
+    return true;
+  }));
+  EXPECT_NE(e.find("'token_embd.weight' has 300 rows, the tokenizer (tokenizer.ggml.tokens) has "
+                   "299 tokens"),
+            std::string::npos)
+      << e;
+}
+
+TEST(ModelFile, HyperParametersAreFinite) {
+  for (const float bad : {std::numeric_limits<float>::infinity(), std::nanf(""), 1.0f}) {
+    const std::string e = model_error(small_model(set_key("llama.rope.freq_base", Value{bad})));
+    EXPECT_NE(e.find("rope.freq_base"), std::string::npos) << bad << ": " << e;
+  }
+  const std::string eps = model_error(small_model(set_key(
+      "llama.attention.layer_norm_rms_epsilon", Value{std::numeric_limits<float>::infinity()})));
+  EXPECT_NE(eps.find("layer_norm_rms_epsilon"), std::string::npos) << eps;
+}
+
 // Random byte flips in a valid file: the parser either accepts the file or throws FormatError;
 // anything else (crash, other exception, huge allocation) fails the test.
 TEST(GgufMalformed, RandomCorruptionNeverCrashes) {
@@ -427,6 +627,31 @@ TEST(GgufRealModel, SmolLM2MetadataAndTensors) {
 #if defined(NDEBUG) && !TQ_SANITIZED
   EXPECT_LT(dequant_s, 3.0);  // ~0.25 s measured on one core; generous for loaded CI machines
 #endif
+}
+
+// The real 30-layer file with block_count patched to 1 and 29: refused, naming the extra layers.
+TEST(GgufRealModel, BlockCountBelowTheFileIsRefused) {
+  if (!std::filesystem::exists(kModelPath)) GTEST_SKIP() << "model not found at " << kModelPath;
+  std::ifstream in(kModelPath, std::ios::binary);
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+  const std::string key = "llama.block_count";
+  const auto it = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  ASSERT_NE(it, bytes.end());
+  const std::size_t value_at = static_cast<std::size_t>(it - bytes.begin()) + key.size() + 4;
+  for (const std::uint32_t layers : {1u, 29u}) {
+    std::memcpy(bytes.data() + value_at, &layers, 4);
+    const File f = File::from_bytes(bytes);
+    ASSERT_EQ(f.get_u32("llama.block_count"), layers);
+    try {
+      Model::read_config(f);
+      ADD_FAILURE() << "block_count " << layers << " accepted";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("block_count = " + std::to_string(layers) +
+                                           " does not use: 'blk." + std::to_string(layers) + "."),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
-// GGUF model files: a read-only, memory-mapped view of the header, the metadata key/values and the
-// tensor directory, plus dequantization of the ggml block formats to float32.
+// GGUF model files: the header, the metadata key/values and the tensor directory of a file read
+// into memory (pread, not mmap: a file that shrinks while it is read is an error, never SIGBUS),
+// plus dequantization of the ggml block formats to float32.
 //
 // Every value read from the file is bounds-checked before use: a malformed or hostile file raises
 // tq::gguf::FormatError naming the offending value and what was expected, and no allocation is
-// sized from a count that the remaining bytes of the file could not possibly hold.
+// sized from a count that the remaining bytes of the file could not possibly hold. Tensors must
+// tile the data section exactly (each at the aligned end of the previous one, no gaps, overlaps or
+// trailing bytes), so a type or shape that disagrees with the stored bytes is caught. Keys and
+// tensor names hold no control bytes, tensor names at most 63 bytes (ggml's limit).
 #pragma once
 
 #include <cstddef>
@@ -80,6 +84,10 @@ std::size_t row_bytes(TensorType type, std::uint64_t n);
 // Dequantizes `n` consecutive elements (a multiple of block_elements(type)) from `src` to `dst`.
 void dequantize(TensorType type, const void* src, float* dst, std::size_t n);
 
+// `text` quoted for a message or a terminal: control and non-ASCII bytes as \xNN, quotes and
+// backslashes escaped, and cut after max_bytes with the full length noted.
+std::string printable_name(std::string_view text, std::size_t max_bytes = 64);
+
 struct Value;
 
 // A homogeneous metadata array. Items hold Values of `element_type` (arrays may nest).
@@ -109,7 +117,7 @@ struct TensorInfo {
   std::uint64_t offset = 0;  // relative to the start of the data section
   std::uint64_t n_elements = 0;
   std::uint64_t n_bytes = 0;
-  const std::uint8_t* data = nullptr;  // points into the mapped file
+  const std::uint8_t* data = nullptr;  // points into the File's own copy of the file
 
   std::uint64_t row_length() const { return dims.empty() ? 1 : dims[0]; }
   std::uint64_t n_rows() const { return row_length() == 0 ? 0 : n_elements / row_length(); }
@@ -118,8 +126,8 @@ struct TensorInfo {
 
 class File {
  public:
-  // Maps `path` read-only and parses it. Throws FormatError (malformed) or std::runtime_error
-  // (I/O).
+  // Reads `path` into memory and parses it. Throws FormatError (malformed, or the file shrank
+  // while it was read) or std::runtime_error (I/O).
   static File open(const std::filesystem::path& path);
   // Parses a copy of `bytes` (used by tests and the fuzzer).
   static File from_bytes(std::span<const std::uint8_t> bytes);
