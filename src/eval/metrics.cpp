@@ -2,6 +2,8 @@
 // binary logits file (format documented in include/turboquant/eval/metrics.hpp).
 #include "turboquant/eval/metrics.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -316,8 +318,11 @@ LogitsWriter::LogitsWriter(const std::filesystem::path& path, std::uint32_t n_vo
   info_.dtype = dtype;
   info_.n_vocab = n_vocab;
   info_.metadata = std::move(metadata);
-  out_.open(path, std::ios::binary | std::ios::trunc);
-  if (!out_) throw std::runtime_error("cannot create " + describe(path));
+  // Records go to PATH.tmp.PID, renamed over PATH by finish(): two runs saving to one path leave
+  // one complete file (the last to finish), never a mix, and a file being written is never read.
+  tmp_path_ = path.string() + ".tmp." + std::to_string(::getpid());
+  out_.open(tmp_path_, std::ios::binary | std::ios::trunc);
+  if (!out_) throw std::runtime_error("cannot create " + describe(tmp_path_));
   unsigned char header[32];
   std::memcpy(header, kLogitsMagic, 8);
   put_u32(header + 8, info_.version);
@@ -382,7 +387,14 @@ void LogitsWriter::finish() {
   out_.seekp(24);
   out_.write(reinterpret_cast<const char*>(count_bytes), 8);
   out_.close();
-  if (!out_) throw std::runtime_error("cannot finish " + describe(path_));
+  std::error_code ec;
+  if (out_) std::filesystem::rename(tmp_path_, path_, ec);
+  if (!out_ || ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp_path_, ignored);
+    throw std::runtime_error("cannot finish " + describe(path_) +
+                             (ec ? ": " + ec.message() : std::string()));
+  }
 }
 
 LogitsReader::LogitsReader(const std::filesystem::path& path) : path_(path) {

@@ -169,9 +169,22 @@ PerplexityResult run_perplexity(LogitsModel& model, std::span<const TokenId> tok
   return result;
 }
 
+std::string text_hash(std::string_view text) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ull;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<std::size_t>(i)] = kHex[h & 15];
+  return out;
+}
+
 std::string logits_metadata_json(const std::string& model, const std::string& text,
                                  const std::string& scheme, const PerplexityOptions& options,
-                                 std::size_t n_windows, std::size_t n_tokens) {
+                                 std::size_t n_windows, std::size_t n_tokens,
+                                 const std::string& text_hash) {
   nlohmann::json j;
   j["model"] = model;
   j["text"] = text;
@@ -180,15 +193,30 @@ std::string logits_metadata_json(const std::string& model, const std::string& te
   j["stride"] = options.stride;
   j["windows"] = n_windows;
   j["text_tokens"] = n_tokens;
+  j["text_fnv1a64"] = text_hash;
   return j.dump();
 }
 
 void check_logits_metadata(const std::string& reference_metadata, const PerplexityOptions& options,
-                           std::size_t n_windows, std::size_t n_tokens) {
+                           std::size_t n_windows, std::size_t n_tokens,
+                           const std::string& text_hash) {
   const nlohmann::json j = nlohmann::json::parse(reference_metadata, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return;
+  if (j.is_discarded() || !j.is_object()) {
+    throw std::runtime_error(
+        "reference logits carry no JSON metadata (not written by tq perplexity --save-logits?)");
+  }
+  const auto missing = [](const char* key) {
+    return std::runtime_error(std::string("reference logits metadata has no ") + key +
+                              " (written by an older tq? save the reference again)");
+  };
+  if (!j.contains("text_fnv1a64") || !j["text_fnv1a64"].is_string()) throw missing("text_fnv1a64");
+  if (j["text_fnv1a64"].get<std::string>() != text_hash) {
+    throw std::runtime_error("reference logits were made on another text (hash " +
+                             j["text_fnv1a64"].get<std::string>() + ", this run's text has " +
+                             text_hash + ")");
+  }
   const auto check = [&](const char* key, std::size_t mine) {
-    if (!j.contains(key) || !j[key].is_number_unsigned()) return;
+    if (!j.contains(key) || !j[key].is_number_unsigned()) throw missing(key);
     const auto theirs = j[key].get<std::size_t>();
     if (theirs != mine) {
       throw std::runtime_error(std::string("reference logits were made with ") + key + " = " +

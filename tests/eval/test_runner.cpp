@@ -215,13 +215,22 @@ TEST_F(RunnerFiles, ReferenceFromOtherTokensIsRefused) {
 TEST(EvalRunner, MetadataMismatchIsRefused) {
   PerplexityOptions o;
   o.context = 512;
-  const std::string meta = logits_metadata_json("m", "t", "fp16", o, 4, 1000);
-  EXPECT_NO_THROW(check_logits_metadata(meta, o, 4, 1000));
-  EXPECT_THROW(check_logits_metadata(meta, o, 5, 1000), std::runtime_error);
+  const std::string hash = text_hash("the text");
+  EXPECT_EQ(hash, "8384e0d974d4bc63");  // FNV-1a 64 of "the text"
+  const std::string meta = logits_metadata_json("m", "t", "fp16", o, 4, 1000, hash);
+  EXPECT_NO_THROW(check_logits_metadata(meta, o, 4, 1000, hash));
+  EXPECT_THROW(check_logits_metadata(meta, o, 5, 1000, hash), std::runtime_error);
+  // Another text with the same token count (issue 17: a mixed or foreign file was accepted).
+  EXPECT_THROW(check_logits_metadata(meta, o, 4, 1000, text_hash("other text")),
+               std::runtime_error);
+  // Metadata without the hash (an older tq) or not JSON at all is refused, not trusted.
+  const std::string old = R"({"context":)" + std::to_string(o.context) +
+                          R"(,"stride":0,"windows":4,"text_tokens":1000})";
+  EXPECT_THROW(check_logits_metadata(old, o, 4, 1000, hash), std::runtime_error);
   PerplexityOptions other = o;
   other.context = 256;
-  EXPECT_THROW(check_logits_metadata(meta, other, 4, 1000), std::runtime_error);
-  EXPECT_NO_THROW(check_logits_metadata("not json", o, 4, 1000));
+  EXPECT_THROW(check_logits_metadata(meta, other, 4, 1000, hash), std::runtime_error);
+  EXPECT_THROW(check_logits_metadata("not json", o, 4, 1000, hash), std::runtime_error);
 }
 
 // Emits a fixed script of tokens: the argmax of each returned row is the next scripted id.

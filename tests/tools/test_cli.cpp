@@ -360,3 +360,55 @@ TEST(TqCli, MakeModelRefusesBadArguments) {
 }
 
 }  // namespace
+
+// Outputs (issue 17): never over an input, checked before the work, written whole or not at all.
+TEST(TqCli, OutputsNeverOverwriteInputsAndAreCheckedFirst) {
+  SKIP_WITHOUT_TQ();
+  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "model missing: " << kModel;
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tq_cli_out_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto text = dir / "text.txt";
+  {
+    std::ofstream out(text);
+    for (int i = 0; i < 40; ++i) out << "The quick brown fox jumps over the lazy dog. ";
+  }
+  const auto size_before = std::filesystem::file_size(text);
+  const std::string m = " -m " + kModel.string() + " -t 2 -q";
+  const std::string ppl = "perplexity -f " + text.string() + " -c 64 --chunks 1" + m;
+  // --save-logits onto the -f text or the -m model is refused before anything runs.
+  RunResult r = run_tq(ppl + " --save-logits " + text.string());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("is an input of this run"), std::string::npos) << r.output;
+  EXPECT_EQ(std::filesystem::file_size(text), size_before);
+  EXPECT_NE(run_tq(ppl + " --save-logits " + kModel.string()).status, 0);
+  // Unwritable destinations fail at once, and nothing creates missing directories.
+  r = run_tq("niah --json-out " + (dir / "missing" / "x.json").string() + m);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("does not exist"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "missing"));
+  r = run_tq("sensitivity -f " + text.string() + " --out " + (dir / "missing" / "s").string() + m);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("does not exist"), std::string::npos) << r.output;
+  EXPECT_NE(
+      run_tq("make-model --shape smollm2-135m -o " + (dir / "missing" / "m.gguf").string()).status,
+      0);
+  // A reference saved on one text is refused by --kld on another of the same token count.
+  const auto logits = dir / "ref.logits";
+  ASSERT_EQ(run_tq(ppl + " --save-logits " + logits.string()).status, 0);
+  EXPECT_TRUE(std::filesystem::exists(logits));
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();  // renamed away
+  }
+  EXPECT_EQ(run_tq(ppl + " --kld " + logits.string()).status, 0);
+  const auto other = dir / "other.txt";
+  {
+    std::ofstream out(other);
+    for (int i = 0; i < 40; ++i) out << "The quick brown cat jumps over the lazy dog. ";
+  }
+  r = run_tq("perplexity -f " + other.string() + " -c 64 --chunks 1" + m + " --kld " +
+             logits.string());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("another text"), std::string::npos) << r.output;
+  std::filesystem::remove_all(dir);
+}

@@ -4,7 +4,12 @@
 
 #include "turboquant/model/random_model.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -120,11 +125,67 @@ std::string read_text_file(const std::string& path, const std::string& what) {
   return text.str();
 }
 
+namespace {
+// PATH.tmp.PID beside `path`: same directory, so the final rename is atomic.
+std::filesystem::path temporary_beside(const std::filesystem::path& path) {
+  return path.string() + ".tmp." + std::to_string(::getpid());
+}
+}  // namespace
+
+void check_output_file(const std::filesystem::path& path, const std::string& option,
+                       const std::vector<std::string>& inputs) {
+  const std::string shown = option + " " + path.string();
+  std::error_code ec;
+  for (const std::string& input : inputs) {
+    if (input.empty()) continue;
+    std::error_code ea, eb;
+    const std::filesystem::path a = std::filesystem::weakly_canonical(path, ea);
+    const std::filesystem::path b = std::filesystem::weakly_canonical(input, eb);
+    if (std::filesystem::equivalent(path, input, ec) || (!ea && !eb && a == b)) {
+      throw std::invalid_argument(shown + " is an input of this run ('" + input +
+                                  "'); refusing to write over it");
+    }
+  }
+  if (std::filesystem::is_directory(path, ec)) {
+    throw std::invalid_argument(shown + " is a directory; expected a file name");
+  }
+  const std::filesystem::path parent =
+      path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  if (!std::filesystem::is_directory(parent, ec)) {
+    throw std::invalid_argument(shown + ": directory '" + parent.string() +
+                                "' does not exist (create it first)");
+  }
+  // Creating the temporary file the write will use is the only test that holds for root and
+  // read-only file systems alike.
+  const std::filesystem::path probe = temporary_beside(path);
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw std::invalid_argument(shown + ": cannot create a file in '" + parent.string() +
+                                "': " + std::strerror(errno));
+  }
+  ::close(fd);
+  std::filesystem::remove(probe, ec);
+}
+
 void write_text_file(const std::filesystem::path& path, const std::string& text) {
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  if (!out) throw std::runtime_error("cannot write '" + path.string() + "'");
+  const std::filesystem::path tmp = temporary_beside(path);
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      throw std::runtime_error("cannot write '" + path.string() + "' (via '" + tmp.string() + "')");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw std::runtime_error("cannot write '" + path.string() + "': " + ec.message());
+  }
 }
 
 void require_out_for_plot(bool plot, const std::string& out) {

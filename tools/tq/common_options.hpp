@@ -110,8 +110,16 @@ void add_quiet_flag(CLI::App& cmd, bool& quiet);
 // The whole file as text; `what` names it in the error ("text file", "prompt file").
 std::string read_text_file(const std::string& path, const std::string& what);
 
-// Writes `text` to `path`, creating missing parent directories; throws std::runtime_error naming
-// the path when it cannot be written.
+// Checks an output file before the work starts: it is none of `inputs` (the model, the text; the
+// same file under another name counts), not a directory, and a file can be created beside it (its
+// directory exists and is writable; nothing is created on the way). Throws std::invalid_argument
+// naming `option` and the path.
+void check_output_file(const std::filesystem::path& path, const std::string& option,
+                       const std::vector<std::string>& inputs = {});
+
+// Writes `text` to `path` atomically: into PATH.tmp.PID, renamed over `path` once complete, so a
+// failed or concurrent run never leaves a half-written file. Creates no directories; throws
+// std::runtime_error naming the path when it cannot be written.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
 
 // The common check of commands whose --plot draws PREFIX.png from the PREFIX.json they write.

@@ -34,6 +34,7 @@ void run_make_model(const MakeModelOptions& o) {
   if (o.layers > 0) options.shape.layers = o.layers;
   if (o.context > 0) options.shape.context = o.context;
 
+  check_output_file(o.out, "-o");
   const auto t0 = std::chrono::steady_clock::now();
   auto last = t0;
   const auto progress = [&](std::size_t index, std::size_t count, std::uint64_t done,

@@ -94,7 +94,6 @@ nlohmann::json cell_json(const eval::NiahCellResult& c) {
 // --plot: plot.py reads the record from --json-out, else from a temporary copy.
 void draw_heatmaps(const nlohmann::json& record, const NiahCliOptions& o) {
   const std::filesystem::path dir = o.out_dir.empty() ? "." : o.out_dir;
-  std::filesystem::create_directories(dir);
   if (!o.json_file.empty()) {
     run_plot_script(o.json_file, {"--out", dir.string()});
     return;
@@ -119,6 +118,13 @@ void run(const NiahCliOptions& o) {
                                 " names the directory of the heatmaps; add --plot to draw them");
   }
   if (o.plot) check_plot_script();
+  // Outputs are checked before the work: an unwritable --json-out used to be found only at the
+  // end, and --out created missing parent directories.
+  if (!o.json_file.empty())
+    check_output_file(o.json_file, "--json-out", {o.model.path, o.haystack});
+  if (!o.out_dir.empty() && !std::filesystem::is_directory(o.out_dir)) {
+    throw std::invalid_argument("--out " + o.out_dir + " is not an existing directory");
+  }
   // Check the modes and depths before the (slow) model load.
   for (const std::string& mode : o.modes) grid_for_mode(mode, o, {1024});
   const LoadedModel loaded(o.model);

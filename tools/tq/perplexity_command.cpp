@@ -50,6 +50,9 @@ void run(const PerplexityCliOptions& o) {
                                 " scores no token (each window scores its second half); expected "
                                 "at least 3, or a --stride");
   }
+  if (!o.save_logits.empty()) {
+    check_output_file(o.save_logits, "--save-logits", {o.model.path, o.text, o.kld});
+  }
   const KvScheme scheme = parse_kv_scheme(o.kv);
   eval::PerplexityOptions po;
   po.context = o.context;
@@ -83,11 +86,12 @@ void run(const PerplexityCliOptions& o) {
         o.save_logits, static_cast<std::uint32_t>(model.config().n_vocab),
         o.logits_f32 ? eval::LogitsDtype::kFloat32 : eval::LogitsDtype::kFloat16,
         eval::logits_metadata_json(o.model.path, o.text, scheme.name, po, windows.size(),
-                                   tokens.size()));
+                                   tokens.size(), eval::text_hash(text)));
   }
   if (!o.kld.empty()) {
     reader = std::make_unique<eval::LogitsReader>(o.kld);
-    eval::check_logits_metadata(reader->info().metadata, po, windows.size(), tokens.size());
+    eval::check_logits_metadata(reader->info().metadata, po, windows.size(), tokens.size(),
+                                eval::text_hash(text));
   }
   if (!o.report.quiet) {
     std::fprintf(stderr, "perplexity: %s, %zu tokens, %zu windows of %zu (%s), kv %s\n",

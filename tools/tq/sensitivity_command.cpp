@@ -42,6 +42,10 @@ void run(const SensitivityOptions& o) {
   require_out_for_plot(o.plot, o.out);
   const KvScheme base = parse_kv_scheme(o.kv);
   eval::check_sensitivity_scheme(base);
+  if (!o.out.empty()) {  // before the (long) work, not after it
+    check_output_file(o.out + ".json", "--out", {o.model.path, o.text});
+    check_output_file(o.out + ".md", "--out", {o.model.path, o.text});
+  }
   const std::string text = read_text_file(o.text, "text file");
   if (o.plot) check_plot_script();
   const LoadedModel loaded(o.model);

@@ -150,8 +150,10 @@ struct LogitsFileInfo {
 inline constexpr char kLogitsMagic[8] = {'T', 'Q', 'L', 'O', 'G', 'I', 'T', '1'};
 inline constexpr std::uint32_t kLogitsVersion = 1;
 
-// Streams records to a file. The header's token count is written as "unfinished" and patched by
-// finish(), so a crashed run leaves a file the reader rejects rather than a silently short one.
+// Streams records to a file. The records go to PATH.tmp.PID, which finish() renames over PATH: a
+// crashed run leaves PATH as it was, and two runs saving to one path leave one whole file, never
+// a mix. The header's token count is written as "unfinished" and patched by finish(), so a
+// temporary file that is read anyway is rejected rather than taken as a short one.
 class LogitsWriter {
  public:
   LogitsWriter(const std::filesystem::path& path, std::uint32_t n_vocab,
@@ -168,6 +170,7 @@ class LogitsWriter {
  private:
   std::filesystem::path path_;
   std::ofstream out_;
+  std::filesystem::path tmp_path_;  // written here, renamed to path_ by finish()
   LogitsFileInfo info_;
   std::uint64_t count_ = 0;
   bool finished_ = false;

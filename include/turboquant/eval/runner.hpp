@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tq {
@@ -111,15 +112,22 @@ PerplexityResult run_perplexity(LogitsModel& model, std::span<const TokenId> tok
                                 LogitsReader* reference = nullptr,
                                 const PerplexityProgressFn& progress = {});
 
-// Metadata stored in a logits file so that --kld can refuse a reference made on other tokens.
+// FNV-1a 64 of a text's bytes as 16 hex digits: names the text a logits file was made on.
+std::string text_hash(std::string_view text);
+
+// Metadata stored in a logits file so that --kld can refuse a reference made on other tokens:
+// model and text paths, scheme, context, stride, windows, token count and the text's hash.
 std::string logits_metadata_json(const std::string& model, const std::string& text,
                                  const std::string& scheme, const PerplexityOptions& options,
-                                 std::size_t n_windows, std::size_t n_tokens);
-// Throws std::runtime_error when the reference's metadata disagrees with this run on context,
-// stride, window count or token count (naming the field and both values). Files without JSON
-// metadata are accepted (the target check still applies).
+                                 std::size_t n_windows, std::size_t n_tokens,
+                                 const std::string& text_hash);
+// Throws std::runtime_error when the reference's metadata is not this JSON or lacks a field
+// (a file from elsewhere or an older tq), or disagrees with this run on context, stride, window
+// count, token count or text hash (naming the field and both values). The model and scheme may
+// differ: comparing them is what --kld is for.
 void check_logits_metadata(const std::string& reference_metadata, const PerplexityOptions& options,
-                           std::size_t n_windows, std::size_t n_tokens);
+                           std::size_t n_windows, std::size_t n_tokens,
+                           const std::string& text_hash);
 
 // ---------------------------------------------------------------------------------------------
 // Needle in a haystack
