@@ -1,6 +1,6 @@
 // Attention over a LayerKvCache as stored (docs/DESIGN.md §3): per (query, q head) it scores the
 // compressed segment straight from its stored form — TurboQuant through Codec::score on a query
-// rotated once, int blocks block by block (rotated formats score Π·q against the rotated
+// rotated once, block formats block by block (rotated formats score Π·q against the rotated
 // blocks), fp16 directly — plus exact dot products over the fp16 window; then a softmax and the
 // weighted value sum, kept in the rotated domain until one Codec::finish / inverse rotation.
 // Work items (query, q head) are independent and spread over OpenMP threads.
@@ -43,6 +43,26 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
   const blockint::Kernels& int_ops = fast ? blockint::avx2_kernels() : blockint::scalar_kernels();
   const int d = shape_.head_dim;
   const std::size_t ud = static_cast<std::size_t>(d);
+  // Block formats: q8_0 / q4_0 through their (AVX2) kernels, the others through the scalar
+  // reference kernels of any format.
+  const auto block_dot = [&](KvFormat f, const float* qv, const HeadStore& head, std::size_t n,
+                             float* dst) {
+    if (f == KvFormat::Int8Block || f == KvFormat::Int4Block) {
+      (f == KvFormat::Int8Block ? int_ops.int8_dot : int_ops.int4_dot)(qv, d, head.u8.data(),
+                                                                       head.h.data(), n, dst);
+    } else {
+      blockint::dot(blockint::format_of(f), qv, d, head.u8.data(), head.h.data(), n, dst);
+    }
+  };
+  const auto block_axpy = [&](KvFormat f, const float* w, const HeadStore& head, std::size_t n,
+                              float* dst) {
+    if (f == KvFormat::Int8Block || f == KvFormat::Int4Block) {
+      (f == KvFormat::Int8Block ? int_ops.int8_axpy : int_ops.int4_axpy)(w, d, head.u8.data(),
+                                                                         head.h.data(), n, dst);
+    } else {
+      blockint::axpy(blockint::format_of(f), w, d, head.u8.data(), head.h.data(), n, dst);
+    }
+  };
   const float scale =
       options.scale != 0.0f ? options.scale : 1.0f / std::sqrt(static_cast<float>(d));
   const int n_heads = shape_.n_q_heads;
@@ -105,14 +125,16 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
             break;
           case KvFormat::Int8Block:
           case KvFormat::Int4Block:
+          case KvFormat::Q4_1Block:
+          case KvFormat::Q5_0Block:
+          case KvFormat::Iq4NlBlock:
             for (int g = 0; g < group; ++g) {
               const float* qs = query(g);
               if (key_side.rotation) {
                 key_side.rotation->apply(qs, qr.data());
                 qs = qr.data();
               }
-              (key_side.spec.format == KvFormat::Int8Block ? int_ops.int8_dot : int_ops.int4_dot)(
-                  qs, d, kh.u8.data(), kh.h.data(), nc, row(g));
+              block_dot(key_side.spec.format, qs, kh, nc, row(g));
             }
             break;
           case KvFormat::TurboQuant: {
@@ -154,12 +176,13 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
               exact_ops.fp16_axpy(p, d, vh.h.data(), nc, tmp.data());
               break;
             case KvFormat::Int8Block:
-            case KvFormat::Int4Block: {
+            case KvFormat::Int4Block:
+            case KvFormat::Q4_1Block:
+            case KvFormat::Q5_0Block:
+            case KvFormat::Iq4NlBlock: {
               float* target = value_side.rotation ? acc.data() : tmp.data();
               std::fill(acc.begin(), acc.end(), 0.0f);
-              (value_side.spec.format == KvFormat::Int8Block
-                   ? int_ops.int8_axpy
-                   : int_ops.int4_axpy)(p, d, vh.u8.data(), vh.h.data(), nc, target);
+              block_axpy(value_side.spec.format, p, vh, nc, target);
               if (value_side.rotation) value_side.rotation->apply_inverse(acc.data(), tmp.data());
               break;
             }

@@ -53,16 +53,21 @@ LayerKvCache::LayerKvCache(const KvScheme& scheme, const LayerKvShape& shape)
         side.h_width = static_cast<std::size_t>(d);
         break;
       case KvFormat::Int8Block:
-      case KvFormat::Int4Block: {
-        const bool four = side.spec.format == KvFormat::Int4Block;
-        side.u8_width = blockint::int_bytes(four, d);
-        side.h_width = static_cast<std::size_t>(blockint::num_blocks(d));
+      case KvFormat::Int4Block:
+      case KvFormat::Q4_1Block:
+      case KvFormat::Q5_0Block:
+      case KvFormat::Iq4NlBlock: {
+        const blockint::Format f = blockint::format_of(side.spec.format);
+        side.u8_width = blockint::row_code_bytes(f, d);
+        side.h_width = blockint::row_halves(f, d);
         if (side.spec.rotated) {
           if (!is_power_of_two(d)) {
+            // The unrotated spelling of the base name: without its "r" suffix.
+            std::string plain = scheme.name.substr(0, scheme.name.find(':'));
+            if (!plain.empty() && plain.back() == 'r') plain.pop_back();
             bad("head dim " + std::to_string(d) +
                 " is not a power of two, which the Hadamard rotation of '" + scheme.name +
-                "' needs; use the unrotated " + (four ? "q4" : "q8") +
-                " or a TurboQuant scheme with rot=haar");
+                "' needs; use the unrotated " + plain + " or a TurboQuant scheme with rot=haar");
           }
           side.rotation = std::make_unique<Rotation>(RotationKind::Hadamard, d, codec_spec.seed);
         }
@@ -146,7 +151,11 @@ void LayerKvCache::encode_tokens(Side& side, HeadStore& head, const float* x, st
       break;
     }
     case KvFormat::Int8Block:
-    case KvFormat::Int4Block: {
+    case KvFormat::Int4Block:
+    case KvFormat::Q4_1Block:
+    case KvFormat::Q5_0Block:
+    case KvFormat::Iq4NlBlock: {
+      const blockint::Format f = blockint::format_of(side.spec.format);
       std::vector<float> rotated(side.rotation ? d : 0);
       for (std::size_t t = 0; t < count; ++t) {
         const float* src = x + t * d;
@@ -154,13 +163,8 @@ void LayerKvCache::encode_tokens(Side& side, HeadStore& head, const float* x, st
           side.rotation->apply(src, rotated.data());
           src = rotated.data();
         }
-        std::uint8_t* q = head.u8.data() + (first + t) * side.u8_width;
-        half_bits* scales = head.h.data() + (first + t) * side.h_width;
-        if (side.spec.format == KvFormat::Int8Block) {
-          blockint::quantize_int8(src, d, q, scales);
-        } else {
-          blockint::quantize_int4(src, d, q, scales);
-        }
+        blockint::quantize(f, src, d, head.u8.data() + (first + t) * side.u8_width,
+                           head.h.data() + (first + t) * side.h_width);
       }
       break;
     }
@@ -295,15 +299,14 @@ void LayerKvCache::decode(KvSide which, int kv_head, std::size_t first, std::siz
         for (std::size_t j = 0; j < d; ++j) x[j] = half_to_float(head.h[t * d + j]);
         break;
       case KvFormat::Int8Block:
-      case KvFormat::Int4Block: {
+      case KvFormat::Int4Block:
+      case KvFormat::Q4_1Block:
+      case KvFormat::Q5_0Block:
+      case KvFormat::Iq4NlBlock: {
         float* dst = side.rotation ? rotated.data() : x;
-        const std::uint8_t* q = head.u8.data() + t * side.u8_width;
-        const half_bits* scales = head.h.data() + t * side.h_width;
-        if (side.spec.format == KvFormat::Int8Block) {
-          blockint::dequantize_int8(q, scales, static_cast<int>(d), dst);
-        } else {
-          blockint::dequantize_int4(q, scales, static_cast<int>(d), dst);
-        }
+        blockint::dequantize(blockint::format_of(side.spec.format),
+                             head.u8.data() + t * side.u8_width, head.h.data() + t * side.h_width,
+                             static_cast<int>(d), dst);
         if (side.rotation) side.rotation->apply_inverse(dst, x);
         break;
       }

@@ -1,6 +1,8 @@
 // Scheme parsing, model-shape presets and exact KV byte accounting (see kv_scheme.hpp).
 #include "turboquant/cache/kv_scheme.hpp"
 
+#include "block_int.hpp"
+
 #include "turboquant/base/parse.hpp"
 #include "turboquant/base/random.hpp"
 
@@ -71,10 +73,43 @@ std::string side_name(const KvSideSpec& s) {
       return s.rotated ? "q8r" : "q8";
     case KvFormat::Int4Block:
       return s.rotated ? "q4r" : "q4";
+    case KvFormat::Q4_1Block:
+      return s.rotated ? "q4_1r" : "q4_1";
+    case KvFormat::Q5_0Block:
+      return s.rotated ? "q5_0r" : "q5_0";
+    case KvFormat::Iq4NlBlock:
+      return s.rotated ? "iq4nlr" : "iq4nl";
     case KvFormat::TurboQuant:
       return format_number(s.bits);
   }
   return "?";
+}
+
+// The block baselines by name (without the "r" suffix): format and nominal bits per value.
+struct BlockName {
+  const char* name;
+  KvFormat format;
+  double bits;
+};
+constexpr BlockName kBlockNames[] = {
+    {"q8", KvFormat::Int8Block, 8.0},     {"q8_0", KvFormat::Int8Block, 8.0},
+    {"q4", KvFormat::Int4Block, 4.0},     {"q4_0", KvFormat::Int4Block, 4.0},
+    {"q4_1", KvFormat::Q4_1Block, 4.0},   {"q5_0", KvFormat::Q5_0Block, 5.0},
+    {"iq4nl", KvFormat::Iq4NlBlock, 4.0}, {"iq4_nl", KvFormat::Iq4NlBlock, 4.0},
+};
+
+// Fills `side` when `base` names a block baseline (optionally with the "r" suffix).
+bool block_side(const std::string& base, KvSideSpec& side) {
+  for (const BlockName& b : kBlockNames) {
+    const std::string name = b.name;
+    if (base == name || base == name + "r") {
+      side.format = b.format;
+      side.rotated = base.size() > name.size();
+      side.bits = b.bits;
+      return true;
+    }
+  }
+  return false;
 }
 
 std::string canonical_name(const KvScheme& s) {
@@ -118,14 +153,11 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
   const std::size_t colon = text.find(':');
   const std::string base = text.substr(0, colon);
   KvScheme scheme;
+  KvSideSpec block;
   if (base == "fp16" || base == "f16") {
     // default sides are fp16
-  } else if (base == "q8" || base == "q8r" || base == "q4" || base == "q4r") {
-    KvSideSpec side;
-    side.format = base[1] == '8' ? KvFormat::Int8Block : KvFormat::Int4Block;
-    side.rotated = base.size() == 3;
-    side.bits = base[1] == '8' ? 8.0 : 4.0;
-    scheme.key = scheme.value = side;
+  } else if (block_side(base, block)) {
+    scheme.key = scheme.value = block;
   } else if (base.rfind("tq", 0) == 0) {
     const double bits = parse_number(std::string_view(base).substr(2), text_in);
     scheme.key = scheme.value = turboquant_side(bits, text_in);
@@ -140,7 +172,8 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
     for (const auto& p : kv_scheme_presets()) known += (known.empty() ? "" : ", ") + p;
     throw std::invalid_argument("kv scheme '" + std::string(text_in) +
                                 "' is unknown; expected one of " + known +
-                                ", tqX or kAvB, optionally followed by :options");
+                                ", q4_1[r], q5_0[r], iq4nl[r], tqX or kAvB, optionally followed "
+                                "by :options");
   }
   if (scheme.key.format == KvFormat::TurboQuant) scheme.window = kTurboQuantDefaultWindow;
   if (colon != std::string::npos) {
@@ -223,14 +256,17 @@ CodecSpec side_codec_spec(const KvSideSpec& side, int head_dim, RotationKind rot
 
 std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, RotationKind rotation) {
   const std::size_t d = static_cast<std::size_t>(head_dim);
-  const std::size_t blocks = (d + kIntBlockSize - 1) / kIntBlockSize;
   switch (side.format) {
     case KvFormat::Fp16:
       return 2 * d;
     case KvFormat::Int8Block:
-      return d + 2 * blocks;
     case KvFormat::Int4Block:
-      return (d + 1) / 2 + 2 * blocks;
+    case KvFormat::Q4_1Block:
+    case KvFormat::Q5_0Block:
+    case KvFormat::Iq4NlBlock: {
+      const blockint::Format f = blockint::format_of(side.format);
+      return blockint::row_code_bytes(f, head_dim) + 2 * blockint::row_halves(f, head_dim);
+    }
     case KvFormat::TurboQuant:
       return make_code_layout(side_codec_spec(side, head_dim, rotation)).bytes_per_token();
   }

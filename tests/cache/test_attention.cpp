@@ -65,6 +65,12 @@ const char* const kSchemes[] = {"fp16",
                                 "q8r",
                                 "q4",
                                 "q4r",
+                                "q4_1",
+                                "q4_1r",
+                                "q5_0",
+                                "q5_0r",
+                                "iq4nl",
+                                "iq4nlr",
                                 "tq4:window=0",
                                 "tq3.5:window=0",
                                 "tq3:window=0",
@@ -107,7 +113,7 @@ TEST(Attention, MatchesReferenceAndScalarOnEveryFormat) {
       }
     }
   }
-  EXPECT_EQ(cases, 2 * 2 * 2 * 13 * 2);
+  EXPECT_EQ(cases, 2 * 2 * 2 * 19 * 2);
 }
 
 // The 1e-4 comparisons above must be able to fail: attention over another seed's cache, or with a

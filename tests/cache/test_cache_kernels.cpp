@@ -1,6 +1,7 @@
 // The cache's token kernels, AVX2 against the scalar reference on random inputs: the exact path
 // (fp16 dot / axpy, softmax numerator; src/cache/exact_kernels.hpp) and the block int8 / int4
-// baselines (src/cache/block_int.hpp), for dims that are and are not a multiple of 8.
+// baselines q8_0 / q4_0 (src/cache/block_int.hpp), for dims that are and are not a multiple of
+// 8 and of 32.
 #include "cache/block_int.hpp"
 #include "cache/exact_kernels.hpp"
 #include "turboquant/base/half.hpp"
@@ -86,13 +87,14 @@ TEST_F(CacheKernelsTest, BlockIntDotAndAxpyMatchScalar) {
     for (int dim : kDims) {
       const std::vector<float> values = gaussian(kTokens * dim), q = gaussian(dim),
                                w = gaussian(kTokens);
-      const std::size_t row_bytes = blockint::int_bytes(four, dim);
+      const blockint::Format format = four ? blockint::Format::Q4_0 : blockint::Format::Q8_0;
+      const std::size_t row_bytes = blockint::row_code_bytes(format, dim);
       const std::size_t blocks = static_cast<std::size_t>(blockint::num_blocks(dim));
       std::vector<std::uint8_t> codes(kTokens * row_bytes);
       std::vector<half_bits> scales(kTokens * blocks);
       for (std::size_t t = 0; t < kTokens; ++t) {
-        (four ? blockint::quantize_int4 : blockint::quantize_int8)(
-            values.data() + t * dim, dim, codes.data() + t * row_bytes, scales.data() + t * blocks);
+        blockint::quantize(format, values.data() + t * dim, dim, codes.data() + t * row_bytes,
+                           scales.data() + t * blocks);
       }
       std::vector<float> dot_s(kTokens, NAN), dot_v(kTokens, NAN);
       (four ? scalar.int4_dot : scalar.int8_dot)(q.data(), dim, codes.data(), scales.data(),

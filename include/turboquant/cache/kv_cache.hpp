@@ -1,8 +1,8 @@
 // The per-layer compressed KV cache (docs/DESIGN.md §3) and attention computed over what it stores.
 // One LayerKvCache holds one layer's keys and values for all KV heads of one sequence, in the
-// format the scheme gives that layer: fp16, block int8 / int4 (fp16 scale per 32 values, with or
-// without the Hadamard rotation) or TurboQuant (tq::Codec per layer and K/V, seeds from
-// tq::kv_codec_spec). Protected layers store fp16.
+// format the scheme gives that layer: fp16, a llama.cpp block format (q8_0, q4_0, q4_1, q5_0,
+// iq4_nl: fp16 scale per 32 values, with or without the Hadamard rotation) or TurboQuant (tq::Codec
+// per layer and K/V, seeds from tq::kv_codec_spec). Protected layers store fp16.
 //
 // Per KV head and side there are two segments:
 //   compressed  tokens [0, compressed_size()): token-major arrays in the stored format, grown in
@@ -14,7 +14,7 @@
 //               tokens were split into append() calls.
 // Attention reads the cache as stored: it scores keys straight from their codes (TurboQuant:
 // the query is rotated once per head, values are summed in the rotated domain and rotated back
-// once; int blocks: dequantized block by block on the fly) plus exact dot products over the
+// once; block formats: dequantized block by block on the fly) plus exact dot products over the
 // window, so decode never materialises the dequantized cache.
 #pragma once
 
@@ -85,7 +85,8 @@ class LayerKvCache {
   void decode(KvSide side, int kv_head, std::size_t first, std::size_t count, float* out) const;
   // The stored arrays of one KV head's compressed segment (tokens [0, compressed_size())), in
   // the side's format: TurboQuant codes/signs/norms, fp16 values in `norms` (head_dim per
-  // token), int8/int4 values in `codes` with their scales in `norms`. Valid until the next
+  // token), block formats their code bytes in `codes` and scales (q4_1: scale, minimum) in
+  // `norms` (layout in src/cache/block_int.hpp). Valid until the next
   // append. The GPU cache's tests compare their bytes with it.
   ConstEncodedView encoded(KvSide side, int kv_head) const;
   // The exact window tokens of one KV head in token order, fp16 bits (window_size() × d).
@@ -111,7 +112,7 @@ class LayerKvCache {
     KvSideSpec spec;
     std::unique_ptr<Codec> codec;         // TurboQuant, SimdLevel::Auto
     std::unique_ptr<Codec> codec_scalar;  // TurboQuant, SimdLevel::Scalar (reference path)
-    std::unique_ptr<Rotation> rotation;   // rotated int blocks
+    std::unique_ptr<Rotation> rotation;   // rotated block formats
     std::size_t u8_width = 0, u8b_width = 0, h_width = 0, h2_width = 0;
     std::vector<HeadStore> heads;
     std::size_t token_bytes() const { return u8_width + u8b_width + 2 * (h_width + h2_width); }

@@ -1,11 +1,14 @@
 // KV-cache schemes: what format keys and values are stored in, per layer, and the exact byte
 // accounting that every memory figure in the project comes from (docs/DESIGN.md §3).
 // A scheme string is a preset name with optional overrides:
-//   fp16 | q8 | q8r | q4 | q4r | tqX | kAvB [ ":" option ("," option)* ]
+//   fp16 | q8 | q8r | q4 | q4r | q4_1 | q4_1r | q5_0 | q5_0r | iq4nl | iq4nlr | tqX | kAvB
+//   [ ":" option ("," option)* ]
 //   tqX   keys and values at X bits (X may be fractional: 3.5, 2.5), MSE codec
 //   kAvB  keys at A bits, values at B bits
-//   q8/q4 block int8/int4 with an fp16 scale per 32 values; the "r" suffix adds the Hadamard
-//         rotation first
+//   q8/q4 llama.cpp's q8_0 / q4_0 (an fp16 scale per 32 values), bit-exact with ggml's reference
+//         quantizers; q4_1 (fp16 scale and minimum), q5_0 and iq4nl (iq4_nl: a 16-level
+//         non-uniform codebook) likewise; the "r" suffix adds the Hadamard rotation first.
+//         q4_0, q8_0 and iq4_nl are accepted as spellings of q4, q8 and iq4nl.
 // options: kcodec=mse|prod, vcodec=mse|prod, rot=hadamard|haar, protect=F/L (first F and last L
 //          layers kept fp16), window=W (last W tokens kept fp16; TurboQuant schemes default to
 //          W = 128, the others to 0), normcorr=0|1, seed=N
@@ -23,8 +26,14 @@
 
 namespace tq {
 
-enum class KvFormat { Fp16, Int8Block, Int4Block, TurboQuant };
-inline constexpr int kIntBlockSize = 32;  // values per fp16 scale in the int8/int4 baselines
+// Int8Block is llama.cpp's q8_0 and Int4Block its q4_0; the other block formats are named after
+// theirs. All block formats store 32-value blocks (src/cache/block_int.hpp).
+enum class KvFormat { Fp16, Int8Block, Int4Block, TurboQuant, Q4_1Block, Q5_0Block, Iq4NlBlock };
+inline constexpr int kIntBlockSize = 32;  // values per fp16 scale in the block baselines
+inline bool is_block_format(KvFormat f) {
+  return f == KvFormat::Int8Block || f == KvFormat::Int4Block || f == KvFormat::Q4_1Block ||
+         f == KvFormat::Q5_0Block || f == KvFormat::Iq4NlBlock;
+}
 // TurboQuant schemes keep the most recent 128 tokens exact unless `window=` says otherwise: the
 // question and the answer being written are what the window keeps exact (docs/DESIGN.md §3 says
 // which measurements chose 128). Block baselines default to 0 so that they stay the plain
@@ -33,9 +42,9 @@ inline constexpr int kTurboQuantDefaultWindow = 128;
 
 struct KvSideSpec {
   KvFormat format = KvFormat::Fp16;
-  bool rotated = false;              // int8/int4: Hadamard rotation before block quantization
+  bool rotated = false;              // block formats: Hadamard rotation before quantization
   CodecKind codec = CodecKind::Mse;  // TurboQuant only
-  double bits = 16.0;                // TurboQuant: code bits per coordinate
+  double bits = 16.0;  // TurboQuant: code bits per coordinate; block formats: nominal width
 };
 
 struct KvScheme {
