@@ -342,7 +342,7 @@ TEST(TqCli, MakeModelRefusesBadArguments) {
       {"make-model --shape smollm2-135m --weights q5_k -o /tmp/x.gguf",
        "unknown weights type 'q5_k' (expected q4_0, q8_0, f16, bf16 or f32)"},
       {"make-model --shape smollm2-135m --layers 1 -o /nonexistent/dir/x.gguf",
-       "cannot write GGUF file '/nonexistent/dir/x.gguf'"},
+       "-o /nonexistent/dir/x.gguf: directory '/nonexistent/dir' does not exist"},
       {"make-model --shape smollm2-135m --layers -1 -o /tmp/x.gguf",
        "--layers: -1 is out of range; expected 0..65536"},
       {"make-model --shape smollm2-135m --seed -1 -o /tmp/x.gguf",
@@ -374,14 +374,17 @@ TEST(TqCli, OutputsNeverOverwriteInputsAndAreCheckedFirst) {
     for (int i = 0; i < 40; ++i) out << "The quick brown fox jumps over the lazy dog. ";
   }
   const auto size_before = std::filesystem::file_size(text);
-  const std::string m = " -m " + kModel.string() + " -t 2 -q";
+  // A copy of the model: a tq without the check (the one before the fix) would overwrite -m.
+  const auto model = dir / "model.gguf";
+  std::filesystem::copy_file(kModel, model);
+  const std::string m = " -m " + model.string() + " -t 2 -q";
   const std::string ppl = "perplexity -f " + text.string() + " -c 64 --chunks 1" + m;
   // --save-logits onto the -f text or the -m model is refused before anything runs.
   RunResult r = run_tq(ppl + " --save-logits " + text.string());
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("is an input of this run"), std::string::npos) << r.output;
   EXPECT_EQ(std::filesystem::file_size(text), size_before);
-  EXPECT_NE(run_tq(ppl + " --save-logits " + kModel.string()).status, 0);
+  EXPECT_NE(run_tq(ppl + " --save-logits " + model.string()).status, 0);
   // Unwritable destinations fail at once, and nothing creates missing directories.
   r = run_tq("niah --json-out " + (dir / "missing" / "x.json").string() + m);
   EXPECT_NE(r.status, 0);
