@@ -60,10 +60,12 @@ std::string actual_shape(const Array& a) {
 template <typename Array>
 bool c_contiguous(const Array& a) {
   if (a.stride_ptr() == nullptr) return true;  // DLPack: null strides mean compact row-major
+  for (std::size_t i = 0; i < a.ndim(); ++i) {
+    if (a.shape(i) == 0) return true;  // nothing is read; the strides are arbitrary
+  }
   std::int64_t expected = 1;
   for (std::size_t i = a.ndim(); i-- > 0;) {
-    // Extents of 1 (and empty arrays) may carry any stride: NumPy leaves them arbitrary.
-    if (a.shape(i) == 0) return true;
+    // Extents of 1 may carry any stride: NumPy leaves them arbitrary.
     if (a.shape(i) != 1 && a.stride(i) != expected) return false;
     expected *= static_cast<std::int64_t>(a.shape(i));
   }
