@@ -46,6 +46,7 @@ struct BenchOptions {
 void run(const BenchOptions& o) {
   require_out_for_plot(o.plot, o.out);
   if (o.plot) check_plot_script();
+  if (!o.out.empty()) check_output_file(o.out + ".json", "--out", {o.model.path});
   std::vector<KvScheme> schemes;
   for (const std::string& s : o.kv) schemes.push_back(parse_kv_scheme(s));
   const gguf::File file = gguf::File::open(o.model.path);
