@@ -9,7 +9,8 @@ TQ_BUILD="${TQ_BUILD:-$TQ_ROOT/build/release}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 tq_packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev
-             libcli11-dev nlohmann-json3-dev python3 python3-pip)
+             libcli11-dev nlohmann-json3-dev python3 python3-pip
+             python3-venv)  # python3-venv: scripts/test_python.sh's fresh venv
 
 tq_install_deps() {
   local missing=()
