@@ -120,7 +120,9 @@ void prepare_query_into(const Codec& codec, const InArray& q, const OutArray& ro
                         const std::optional<OutArray>& sketch) {
   const char* where = "Codec.prepare_query";
   const int d = codec.dim();
-  const std::size_t m = check_array(q, where, "q", {kF32}, {"m", d})[0];
+  // One query may come as [dim]: the caller's array is read as it is, whatever its framework.
+  const std::size_t m = q.ndim() == 1 ? (check_array(q, where, "q", {kF32}, {d}), 1)
+                                      : check_array(q, where, "q", {kF32}, {"m", d})[0];
   const auto mm = static_cast<std::int64_t>(m);
   check_array(rotated, where, "rotated", {kF32}, {mm, d});
   const bool prod = codec.spec().kind == CodecKind::Prod;

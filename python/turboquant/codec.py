@@ -207,8 +207,8 @@ class Codec:
     def encode(self, x) -> Encoded:
         """Encodes ``x``, a C-contiguous ``float32 [n, dim]`` array, into an ``Encoded``."""
         _check_array(x, "Codec.encode", "x")
-        shape = getattr(x, "shape", None)
-        n = int(shape[0]) if shape is not None and len(shape) == 2 else 0
+        shape = tuple(getattr(x, "shape", ()))
+        n = int(shape[0]) if len(shape) == 2 else 0
         out = self._empty(n)
         self._c.encode_into(x, out.codes, out.signs, out.norms, out.residual_norms)
         return out
@@ -230,14 +230,12 @@ class Codec:
     def prepare_query(self, q) -> PreparedQuery:
         """Prepares ``q``: ``float32 [dim]`` (one query) or ``[m, dim]`` (a batch)."""
         _check_array(q, "Codec.prepare_query", "q")
-        q2 = q
-        single = getattr(q, "ndim", None) == 1
-        if single:
-            q2 = q.reshape(1, -1) if isinstance(q, np.ndarray) else q
-        m = int(q2.shape[0]) if getattr(q2, "ndim", None) == 2 else 0
+        shape = tuple(getattr(q, "shape", ()))
+        single = len(shape) == 1
+        m = 1 if single else int(shape[0]) if len(shape) == 2 else 0
         rotated = np.empty((m, self.dim), np.float32)
         sketch = np.empty((m, self.dim), np.float32) if self.kind == "prod" else None
-        self._c.prepare_query_into(q2, rotated, sketch)
+        self._c.prepare_query_into(q, rotated, sketch)
         return PreparedQuery(rotated, sketch, single)
 
     def score(self, query: Union[PreparedQuery, np.ndarray], encoded: Encoded) -> np.ndarray:

@@ -224,8 +224,11 @@ def test_wrong_dim_is_refused_naming_the_expected_shape():
         codec.encode(np.zeros((10, 64), np.float32))
     with pytest.raises(ValueError, match=r"shape \[n, 128\]; got shape \(128,\)"):
         codec.encode(np.zeros(128, np.float32))
-    with pytest.raises(ValueError, match=r"q must be float32 of shape \[m, 128\]"):
+    with pytest.raises(ValueError, match=r"q must be float32 of shape \[128\]; got shape \(64,\)"):
         codec.prepare_query(np.zeros(64, np.float32))
+    with pytest.raises(ValueError, match=r"q must be float32 of shape \[m, 128\]; got shape "
+                                         r"\(2, 64\)"):
+        codec.score(np.zeros((2, 64), np.float32), codec.encode(np.zeros((1, 128), np.float32)))
 
 
 def test_float64_is_refused_not_converted():
@@ -275,3 +278,40 @@ def test_encoded_from_another_layout_is_refused():
         mse4.decode(tq.Encoded(bad.codes, bad.norms.astype(np.float32)))
     with pytest.raises(TypeError, match="expected an Encoded"):
         mse4.decode({"codes": bad.codes})
+
+
+class DlpackOnly:
+    """An array that offers nothing but DLPack (as torch, CuPy and JAX arrays do to nanobind)."""
+
+    def __init__(self, a):
+        self._a, self.shape, self.ndim = a, a.shape, a.ndim
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_any_dlpack_array_is_read_in_place():
+    codec = tq.Codec(64, 3, kind="prod", seed=1)
+    x, q = unit_vectors(40, 64, 1), unit_vectors(3, 64, 2)
+    ref = codec.encode(x)
+    got = codec.encode(DlpackOnly(x))
+    for a, b in ((got.codes, ref.codes), (got.signs, ref.signs), (got.norms, ref.norms)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(codec.score(DlpackOnly(q), ref), codec.score(q, ref))
+    np.testing.assert_array_equal(codec.score(DlpackOnly(q[1]), ref), codec.score(q[1], ref))
+    with pytest.raises(TypeError, match="got float64"):
+        codec.encode(DlpackOnly(x.astype(np.float64)))
+
+
+def test_torch_cpu_tensors_work_when_torch_is_there():
+    torch = pytest.importorskip("torch")
+    codec = tq.Codec(64, 4, seed=3)
+    x = torch.randn(30, 64)
+    np.testing.assert_array_equal(codec.encode(x).codes, codec.encode(x.numpy()).codes)
+    np.testing.assert_array_equal(codec.score(x[0], codec.encode(x)),
+                                  codec.score(x[0].numpy(), codec.encode(x)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        codec.encode(x.T.contiguous().T)
