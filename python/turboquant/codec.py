@@ -63,7 +63,8 @@ class Encoded:
     - ``residual_norms``: ``float16 [count]``, the QJL residual norm (prod codecs; else None).
 
     The bytes are exactly what the C++ cache stores per token, so ``nbytes`` equals
-    ``count * layout.bytes_per_token``.
+    ``count * layout.bytes_per_token``. Decode and score it with the codec that made it: only the
+    array shapes are checked, a codec of another seed would read the codes in another rotation.
     """
 
     codes: np.ndarray
