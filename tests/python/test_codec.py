@@ -315,3 +315,26 @@ def test_torch_cpu_tensors_work_when_torch_is_there():
                                   codec.score(x[0].numpy(), codec.encode(x)))
     with pytest.raises(ValueError, match="C-contiguous"):
         codec.encode(x.T.contiguous().T)
+
+
+def test_encode_releases_the_gil():
+    # While one thread encodes, another keeps running Python: the longest pause it sees must be a
+    # small part of the encode call (with the GIL held it would be the whole call).
+    import threading
+    import time
+
+    codec = tq.Codec(128, 4, kind="prod", seed=1)
+    x = unit_vectors(60000, 128, 3)
+    start = time.perf_counter()
+    codec.encode(x)
+    duration = time.perf_counter() - start
+    worker = threading.Thread(target=codec.encode, args=(x,))
+    last, longest = time.perf_counter(), 0.0
+    worker.start()  # with the GIL held, start() itself may return only after the whole call
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    # The pause that ends the loop counts too: with the GIL held, that is where the call sits.
+    longest = max(longest, time.perf_counter() - last)
+    worker.join()
+    assert longest < 0.5 * duration, (longest, duration)
