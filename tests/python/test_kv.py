@@ -7,9 +7,8 @@ import pytest
 
 import turboquant as tq
 
-# One option at most: `tq kv-size --kv` splits its value at commas (a list of schemes), so a scheme
-# with two options cannot be passed to it.
-SCHEMES = ["fp16", "q8", "q8r", "q4", "q4r", "tq4", "tq3.5", "k4v3", "tq3", "tq2.5",
+# `tq kv-size --kv` is repeatable (not comma-separated), so schemes with several options work too.
+SCHEMES = ["tq3.5:protect=1/1,window=64", "fp16", "q8", "q8r", "q4", "q4r", "tq4", "tq3.5", "k4v3", "tq3", "tq2.5",
            "tq3.5:protect=1/1", "k4v3:kcodec=prod", "tq2:window=0", "tq4:normcorr=1",
            "q8:window=256", "tq4:seed=42", "tq3:rot=haar"]
 

@@ -145,6 +145,19 @@ TEST(TqCli, GeneratePromptsFileDecodesTheLinesTogether) {
   std::filesystem::remove(file);
 }
 
+// A scheme with several options (commas inside) reaches kv-size whole; --kv repeats for several.
+TEST(TqCli, KvSizeTakesSchemesWithSeveralOptions) {
+  SKIP_WITHOUT_TQ();
+  const RunResult one =
+      run_tq("kv-size -m smollm2-135m -c 4096 --kv tq3.5:protect=1/1,window=64 --json", false);
+  ASSERT_EQ(one.status, 0) << one.output;
+  const nlohmann::json j = nlohmann::json::parse(one.output);
+  EXPECT_TRUE(j.is_object()) << one.output;
+  const RunResult two = run_tq("kv-size -m smollm2-135m -c 4096 --kv fp16 --kv tq4 --json", false);
+  ASSERT_EQ(two.status, 0) << two.output;
+  EXPECT_EQ(nlohmann::json::parse(two.output).size(), 2u);
+}
+
 TEST(TqCli, CompareRefusesBadArguments) {
   SKIP_WITHOUT_TQ();
   EXPECT_NE(run_tq("compare").status, 0);  // no prompt

@@ -110,9 +110,9 @@ const CommandRegistrar registrar([](CLI::App& root) {
   cmd->add_option("--context,-c", o->contexts, "Context length(s) in tokens")
       ->delimiter(',')
       ->check(in_range<std::size_t>(1, kMaxTokens));
+  // Repeatable, not comma-separated: a scheme's own options are separated by commas.
   cmd->add_option("--kv", o->schemes,
-                  "Scheme(s): fp16, q8, q4r, tq4, tq3.5, k4v3, ... (see README)")
-      ->delimiter(',');
+                  "Scheme (repeatable): fp16, q8, q4r, tq4, tq3.5, k4v3, ... (see README)");
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->callback([o] { run_kv_size(*o); });
 });
