@@ -215,9 +215,10 @@ def split_scheme(kv: str) -> tuple[str, list[str]]:
 def scheme_family(kv: str) -> str:
     """The series a scheme is drawn in: its codec family plus its explicit options."""
     base, options = split_scheme(kv)
-    if base in ("q8", "q4"):
+    blocks = ("q8", "q4", "q4_0", "q8_0", "q4_1", "q5_0", "iq4nl", "iq4_nl")
+    if base in blocks:
         name = "int block"
-    elif base in ("q8r", "q4r"):
+    elif base.endswith("r") and base[:-1] in blocks:
         name = "int block + rotation"
     elif base == "fp16":
         name = "fp16"

@@ -284,6 +284,9 @@ def test_scheme_family() -> None:
     assert plot.scheme_family("tq4:kcodec=prod,protect=2/0") == \
         "TurboQuant prod keys, protect=2/0"
     assert plot.scheme_family("q4r:window=128") == "int block + rotation, window=128"
+    assert plot.scheme_family("iq4nlr") == "int block + rotation"
+    assert plot.scheme_family("q5_0") == "int block"
+    assert plot.scheme_family("q4_1r") == "int block + rotation"
 
 
 # ---------------------------------------------------------------------------------------------
