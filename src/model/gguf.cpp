@@ -228,6 +228,18 @@ std::size_t File::file_size() const {
   return storage_ ? storage_->size : 0;
 }
 
+void File::release_tensor_data() {
+  for (TensorInfo& t : tensors_) t.data = nullptr;
+  if (storage_) {
+    storage_->owned.reset();
+    storage_->data = nullptr;
+  }
+}
+
+bool File::has_tensor_data() const {
+  return storage_ && storage_->data != nullptr;
+}
+
 File File::open(const std::filesystem::path& path) {
   File file;
   file.storage_ = std::make_unique<Storage>();
@@ -591,6 +603,10 @@ void File::dequantize_rows(const TensorInfo& info, std::uint64_t row_begin, std:
                             std::to_string(rows) + " rows)");
   }
   if (row_count == 0) return;
+  if (!info.data) {
+    throw std::logic_error("tensor " + printable_name(info.name) +
+                           ": the file's tensor data was released (File::release_tensor_data)");
+  }
   const std::size_t stride = info.bytes_per_row();
   const std::size_t n = static_cast<std::size_t>(row_count * info.row_length());
   tq::gguf::dequantize(info.type, info.data + row_begin * stride, dst, n);

@@ -431,6 +431,27 @@ TEST(GgufTensors, TruncatedAfterOpenStillReads) {
   std::filesystem::remove(path);
 }
 
+// Once a model holds its weights the file's bytes can go: metadata still reads, tensor reads
+// are a clear error instead of a read of freed memory.
+TEST(GgufTensors, ReleasedTensorDataIsAnErrorNotAFreedRead) {
+  GgufBuilder b;
+  b.add_string("general.name", "kept");
+  b.add_tensor({"t", {32}, 0, testing::f32_bytes(std::vector<float>(32, 1.5f)), {}});
+  File f = File::from_bytes(b.build());
+  ASSERT_TRUE(f.has_tensor_data());
+  EXPECT_EQ(f.dequantize(f.tensor("t"))[0], 1.5f);
+  f.release_tensor_data();
+  EXPECT_FALSE(f.has_tensor_data());
+  EXPECT_EQ(f.get_string("general.name"), "kept");
+  EXPECT_EQ(f.tensor("t").data, nullptr);
+  try {
+    f.dequantize(f.tensor("t"));
+    FAIL() << "dequantize after release_tensor_data";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("released"), std::string::npos) << e.what();
+  }
+}
+
 // ---- model-level checks of a file (Model::read_config / from_gguf) ----------------------------
 
 // A two-layer random llama (smollm2 shape, shrunk) with zero weights, its metadata passed through

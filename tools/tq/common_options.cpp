@@ -64,7 +64,10 @@ gguf::File open_model_file(const std::string& path) {
 LoadedModel::LoadedModel(const ModelOptions& options)
     : file(open_model_file(options.path)),
       model(Model::from_gguf(file, options.threads)),
-      tokenizer(Tokenizer::from_gguf(file)) {}
+      tokenizer(Tokenizer::from_gguf(file)) {
+  // The model copied every tensor; the commands read only metadata from the file afterwards.
+  file.release_tensor_data();
+}
 
 bool LoadedModel::adds_bos() const {
   return tokenizer.add_bos_by_default() && tokenizer.bos_id() >= 0;

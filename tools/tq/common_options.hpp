@@ -65,8 +65,8 @@ SessionOptions session_options(const ModelOptions& options);
 // written by `tq make-model`, so that no number measured on it is mistaken for a model's quality.
 void note_random_weights(const gguf::File& file, const std::string& path);
 
-// A model opened for running: the GGUF file (kept open for the model's lifetime), the weights
-// and the tokenizer.
+// A model opened for running: the GGUF file (its metadata kept for the model's lifetime; its
+// tensor bytes released once the weights are loaded), the weights and the tokenizer.
 struct LoadedModel {
   explicit LoadedModel(const ModelOptions& options);
   // Whether encoded texts start with BOS: the tokenizer asks for it and has one.

@@ -141,6 +141,12 @@ class File {
   std::uint64_t data_offset() const { return data_offset_; }
   std::size_t file_size() const;
 
+  // Frees the file's bytes once a Model holds its own copy of the weights (the file is read into
+  // memory, so otherwise a loaded model holds its weights twice). Metadata stays readable; every
+  // TensorInfo::data becomes null and dequantize throws std::logic_error.
+  void release_tensor_data();
+  bool has_tensor_data() const;
+
   // Metadata, keyed by name (sorted for stable printing).
   const std::map<std::string, Value, std::less<>>& metadata() const { return metadata_; }
   bool has(std::string_view key) const;
