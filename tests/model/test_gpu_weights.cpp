@@ -13,6 +13,7 @@
 
 #include "random_blocks.hpp"
 #include "random_inputs.hpp"
+#include "reference_matmul.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -110,29 +111,13 @@ struct TestMatrix {
 };
 
 // Largest |got − want| / (Σ|terms| + 1e-6) over y [rows][n] (leading dimension ldy), where want
-// = x·Wᵀ (+ bias) (+ y0) in double.
+// = x·Wᵀ (+ bias) (+ y0) in double; NaN when an output was left unwritten.
 double max_rel_error(const std::vector<float>& got, const std::vector<float>& w, int n, int cols,
                      const std::vector<float>& x, int rows, int ldx, const float* bias,
                      const float* y0, int ldy) {
-  double worst = 0.0;
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < n; ++c) {
-      double s = 0.0, a = 0.0;
-      for (int k = 0; k < cols; ++k) {
-        const double p = static_cast<double>(w[static_cast<std::size_t>(c) * cols + k]) *
-                         x[static_cast<std::size_t>(r) * ldx + k];
-        s += p;
-        a += std::fabs(p);
-      }
-      if (bias) s += bias[c], a += std::fabs(bias[c]);
-      const std::size_t i = static_cast<std::size_t>(r) * ldy + c;
-      if (y0) s += y0[i], a += std::fabs(y0[i]);
-      const double e = std::fabs(got[i] - s) / (a + 1e-6);
-      if (!(e <= worst)) worst = e;  // NaN (a poisoned output left unwritten) wins
-      if (std::isnan(e)) return e;
-    }
-  }
-  return worst;
+  std::vector<double> want, mag;
+  tq::testing::reference_matmul(w, n, cols, x.data(), rows, ldx, bias, y0, ldy, want, mag);
+  return tq::testing::max_rel_error(got, want, mag, rows, n, ldy);
 }
 
 constexpr double kGemvTol = 1e-5;

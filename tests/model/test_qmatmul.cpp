@@ -8,6 +8,7 @@
 
 #include "random_blocks.hpp"
 #include "random_inputs.hpp"
+#include "reference_matmul.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -38,42 +39,8 @@ const Case kCases[] = {{TensorType::kF32, "F32"},
                        {TensorType::kQ6_K, "Q6_K"},
                        {TensorType::kQ5_0, "Q5_0 (fp32 fallback)"}};
 
-// Reference y = x·Wᵀ (+ bias) (+ y0) in double from the dequantized matrix; also Σ|w·x| per output
-// for a tolerance that scales with the magnitudes summed.
-void reference(const std::vector<float>& w, int mrows, int cols, const float* x, int rows, int ldx,
-               const float* bias, const float* y0, int ldy, std::vector<double>& y,
-               std::vector<double>& mag) {
-  y.assign(static_cast<std::size_t>(rows) * ldy, 0.0);
-  mag.assign(y.size(), 0.0);
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < mrows; ++c) {
-      double s = 0.0, a = 0.0;
-      for (int k = 0; k < cols; ++k) {
-        const double p = static_cast<double>(w[static_cast<std::size_t>(c) * cols + k]) *
-                         x[static_cast<std::size_t>(r) * ldx + k];
-        s += p;
-        a += std::fabs(p);
-      }
-      if (bias) s += bias[c], a += std::fabs(bias[c]);
-      if (y0) s += y0[static_cast<std::size_t>(r) * ldy + c], a += std::fabs(y0[r * ldy + c]);
-      y[static_cast<std::size_t>(r) * ldy + c] = s;
-      mag[static_cast<std::size_t>(r) * ldy + c] = a;
-    }
-  }
-}
-
-// Largest |got − want| / (Σ|terms| + 1e-6) over the first `cols` outputs of each row.
-double max_rel_error(const std::vector<float>& got, const std::vector<double>& want,
-                     const std::vector<double>& mag, int rows, int cols, int ldy) {
-  double worst = 0.0;
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r) * ldy + c;
-      worst = std::max(worst, std::fabs(got[i] - want[i]) / (mag[i] + 1e-6));
-    }
-  }
-  return worst;
-}
+using tq::testing::max_rel_error;
+using tq::testing::reference_matmul;
 
 std::vector<tq::SimdLevel> levels() {
   std::vector<tq::SimdLevel> v = {tq::SimdLevel::Scalar};
@@ -141,8 +108,8 @@ TEST(QMatmul, GemvMatchesReference) {
           std::vector<float> y = acc ? y0 : std::vector<float>(kRows, 99.0f);
           tq::qmm::matmul(x.data(), 1, kCols, w, b, y.data(), kRows, threads, acc, simd);
           std::vector<double> want, mag;
-          reference(deq, kRows, kCols, x.data(), 1, kCols, b, acc ? y0.data() : nullptr, kRows,
-                    want, mag);
+          reference_matmul(deq, kRows, kCols, x.data(), 1, kCols, b, acc ? y0.data() : nullptr,
+                           kRows, want, mag);
           EXPECT_LT(max_rel_error(y, want, mag, 1, kRows, kRows), kTol)
               << c.name << " simd " << static_cast<int>(simd) << " threads " << threads
               << " variant " << variant;
@@ -170,8 +137,8 @@ TEST(QMatmul, GemmMatchesReference) {
           std::vector<float> y = acc ? y0 : std::vector<float>(y0.size(), 99.0f);
           tq::qmm::matmul(x.data(), kTokens, kLdx, w, b, y.data(), kLdy, threads, acc, simd);
           std::vector<double> want, mag;
-          reference(deq, kRows, kCols, x.data(), kTokens, kLdx, b, acc ? y0.data() : nullptr, kLdy,
-                    want, mag);
+          reference_matmul(deq, kRows, kCols, x.data(), kTokens, kLdx, b, acc ? y0.data() : nullptr,
+                           kLdy, want, mag);
           EXPECT_LT(max_rel_error(y, want, mag, kTokens, kRows, kLdy), kTol)
               << c.name << " simd " << static_cast<int>(simd) << " threads " << threads
               << " variant " << variant;
@@ -211,7 +178,7 @@ TEST(QMatmul, ComparisonCatchesAWrongRow) {
   std::vector<float> y(kRows);
   tq::qmm::matmul(x.data(), 1, kCols, w, nullptr, y.data(), kRows, 1);
   std::vector<double> want, mag;
-  reference(deq, kRows, kCols, x.data(), 1, kCols, nullptr, nullptr, kRows, want, mag);
+  reference_matmul(deq, kRows, kCols, x.data(), 1, kCols, nullptr, nullptr, kRows, want, mag);
   ASSERT_LT(max_rel_error(y, want, mag, 1, kRows, kRows), kTol);
   y[77] += static_cast<float>(1e-3 * mag[77]);
   EXPECT_GT(max_rel_error(y, want, mag, 1, kRows, kRows), kTol);
