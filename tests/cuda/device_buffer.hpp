@@ -1,6 +1,6 @@
 // Test helpers of the CUDA suites: an owning device buffer (null when cudaMalloc fails, so a test
-// can ASSERT on it), the NaN/0xff poisoning of outputs before a kernel runs, the CK assertion on
-// a CUDA call and the skip when no GPU is visible.
+// can ASSERT on it), the NaN/0xff poisoning of outputs before a kernel runs, a codec spec in one
+// call, the CK assertion on a CUDA call and the skip when no GPU is visible.
 #pragma once
 
 #include "turboquant/cuda/attention.hpp"
@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 namespace tq::cuda::testing {
 
@@ -26,6 +27,18 @@ struct DevBuf {
 
 inline void poison(void* p, std::size_t bytes) {
   ASSERT_EQ(cudaMemset(p, 0xff, bytes), cudaSuccess);
+}
+
+inline CodecSpec spec(int d, double bits, CodecKind kind, std::uint64_t seed,
+                      RotationKind rot = RotationKind::Hadamard, bool nc = false) {
+  CodecSpec s;
+  s.dim = d;
+  s.bits = bits;
+  s.kind = kind;
+  s.seed = seed;
+  s.rotation = rot;
+  s.norm_correction = nc;
+  return s;
 }
 
 }  // namespace tq::cuda::testing

@@ -23,6 +23,7 @@ namespace {
 
 using tq::cuda::testing::DevBuf;
 using tq::cuda::testing::poison;
+using tq::cuda::testing::spec;
 
 using tq::CodecKind;
 using tq::CodecSpec;
@@ -33,18 +34,6 @@ std::vector<float> gaussian(std::size_t n, std::uint64_t seed, float scale = 1.0
   std::vector<float> v(n);
   for (auto& x : v) x = static_cast<float>(rng.gaussian()) * scale;
   return v;
-}
-
-CodecSpec spec(int d, double bits, CodecKind kind, std::uint64_t seed,
-               tq::RotationKind rot = tq::RotationKind::Hadamard, bool nc = false) {
-  CodecSpec s;
-  s.dim = d;
-  s.bits = bits;
-  s.kind = kind;
-  s.seed = seed;
-  s.rotation = rot;
-  s.norm_correction = nc;
-  return s;
 }
 
 // ---------------------------------------------------------------- quantize-append

@@ -26,23 +26,12 @@ namespace {
 
 using tq::cuda::testing::DevBuf;
 using tq::cuda::testing::poison;
+using tq::cuda::testing::spec;
 
 using tq::CodecKind;
 using tq::CodecSpec;
 using tq::RotationKind;
 namespace tc = tq::cuda;
-
-CodecSpec spec(int d, double bits, CodecKind kind, std::uint64_t seed,
-               RotationKind rot = RotationKind::Hadamard, bool nc = false) {
-  CodecSpec s;
-  s.dim = d;
-  s.bits = bits;
-  s.kind = kind;
-  s.seed = seed;
-  s.rotation = rot;
-  s.norm_correction = nc;
-  return s;
-}
 
 std::string describe(const CodecSpec& s) {
   std::ostringstream o;
