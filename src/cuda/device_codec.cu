@@ -25,24 +25,6 @@ std::vector<float> transpose(const std::vector<float>& m, int d) {
   return t;
 }
 
-// Makes `ptr` (a device allocation of `held` elements of `element_bytes`, or null) hold at least
-// n elements: kept when it does, else freed and replaced by exactly n, zero-filled when `zero`.
-// A failing CUDA call throws and leaves ptr null and held 0.
-template <typename T>
-void grow(T*& ptr, std::size_t& held, std::size_t n, std::size_t element_bytes, bool zero) {
-  if (n <= held && ptr) return;
-  if (ptr) {
-    TQ_CUDA_CHECK(cudaFree(ptr));
-    ptr = nullptr;
-    held = 0;
-  }
-  T* p = nullptr;
-  TQ_CUDA_CHECK(cudaMalloc(&p, n * element_bytes));
-  if (zero) TQ_CUDA_CHECK(cudaMemset(p, 0, n * element_bytes));
-  ptr = p;
-  held = n;
-}
-
 }  // namespace
 
 bool device_available() {
@@ -209,12 +191,12 @@ AttentionWorkspace::~AttentionWorkspace() {
 }
 
 int* AttentionWorkspace::zeroed_counters(std::size_t n) {
-  grow(counters_, counter_n_, n, sizeof(int), true);
+  detail::grow(counters_, counter_n_, n, sizeof(int), true);
   return counters_;
 }
 
 void* AttentionWorkspace::reserve(std::size_t bytes) {
-  grow(ptr_, bytes_, bytes, 1, false);
+  detail::grow(ptr_, bytes_, bytes, 1, false);
   return ptr_;
 }
 

@@ -32,6 +32,28 @@ namespace tq::cuda::detail {
 
 namespace tq::cuda {
 
+namespace detail {
+
+// Makes `ptr` (a device allocation of `held` elements of `element_bytes`, or null) hold at least
+// n elements: kept when it does, else freed and replaced by exactly n, zero-filled when `zero`.
+// A failing CUDA call throws and leaves ptr null and held 0.
+template <typename T>
+inline void grow(T*& ptr, std::size_t& held, std::size_t n, std::size_t element_bytes, bool zero) {
+  if (n <= held && ptr) return;
+  if (ptr) {
+    TQ_CUDA_CHECK(cudaFree(ptr));
+    ptr = nullptr;
+    held = 0;
+  }
+  T* p = nullptr;
+  TQ_CUDA_CHECK(cudaMalloc(&p, n * element_bytes));
+  if (zero) TQ_CUDA_CHECK(cudaMemset(p, 0, n * element_bytes));
+  ptr = p;
+  held = n;
+}
+
+}  // namespace detail
+
 // Device copies of one codec's constants. All arrays are float unless noted.
 struct DeviceCodec::Impl {
   Codec codec;

@@ -153,30 +153,19 @@ LayerCacheScratch::~LayerCacheScratch() {
   if (ints_) cudaFree(ints_);
 }
 
-namespace {
-template <typename T>
-T* grown(T*& ptr, std::size_t& held, std::size_t n) {
-  if (n <= held && ptr) return ptr;
-  if (ptr) TQ_CUDA_CHECK(cudaFree(ptr));
-  ptr = nullptr;
-  held = 0;
-  TQ_CUDA_CHECK(cudaMalloc(&ptr, std::max<std::size_t>(n, 1) * sizeof(T)));
-  held = n;
-  return ptr;
-}
-}  // namespace
-
 std::uint16_t* LayerCacheScratch::staging(std::size_t halves) {
-  return grown(staging_, staging_n_, halves);
+  detail::grow(staging_, staging_n_, std::max<std::size_t>(halves, 1), sizeof(std::uint16_t),
+               false);
+  return staging_;
 }
 std::uint16_t* LayerCacheScratch::decoded(std::size_t halves) {
-  return grown(decoded_, decoded_n_, halves);
+  detail::grow(decoded_, decoded_n_, std::max<std::size_t>(halves, 1), sizeof(std::uint16_t),
+               false);
+  return decoded_;
 }
 int* LayerCacheScratch::ints(int n) {
-  std::size_t held = static_cast<std::size_t>(ints_n_);
-  int* p = grown(ints_, held, static_cast<std::size_t>(n));
-  ints_n_ = static_cast<int>(held);
-  return p;
+  detail::grow(ints_, ints_n_, static_cast<std::size_t>(std::max(n, 1)), sizeof(int), false);
+  return ints_;
 }
 
 struct GpuLayerKvCache::Impl {

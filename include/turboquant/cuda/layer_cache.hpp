@@ -43,8 +43,7 @@ class LayerCacheScratch {
   std::uint16_t* staging_ = nullptr;
   std::uint16_t* decoded_ = nullptr;
   int* ints_ = nullptr;
-  std::size_t staging_n_ = 0, decoded_n_ = 0;
-  int ints_n_ = 0;
+  std::size_t staging_n_ = 0, decoded_n_ = 0, ints_n_ = 0;
 };
 
 // The stored bytes of one KV head's compressed tokens, copied to the host (tests compare them
