@@ -43,6 +43,33 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The prompt's tokens: plain text, or wrapped in the model's chat template (--chat), cut to
+// --prompt-tokens. Shared by the single and the batched run.
+std::vector<TokenId> encode_prompt(const LoadedModel& loaded, const GenerateOptions& opt,
+                                   const std::string& prompt) {
+  const Tokenizer& tokenizer = loaded.tokenizer;
+  std::vector<TokenId> ids;
+  if (opt.chat) {
+    const ChatTemplate tmpl = detect_chat_template(loaded.file);
+    const std::vector<ChatMessage> messages = {{"user", prompt}};
+    const std::string text = apply_chat_template(tmpl, messages, true);
+    ids = tokenizer.encode(text, tokenizer.add_bos_by_default(), /*parse_special=*/true);
+  } else {
+    ids = tokenizer.encode(prompt, tokenizer.add_bos_by_default(), /*parse_special=*/false);
+  }
+  truncate_prompt(ids, opt.prompt);
+  return ids;
+}
+
+SamplerOptions sampler_options(const GenerateOptions& opt, std::uint64_t seed) {
+  SamplerOptions so;
+  so.temperature = opt.temperature;
+  so.top_p = opt.top_p;
+  so.top_k = opt.top_k;
+  so.seed = seed;
+  return so;
+}
+
 // --prompts FILE: every non-empty line is one sequence; all are prefilled one after another and
 // then decoded together (Session::decode_batch: one batched step per token, a CUDA graph on the
 // GPU), each with its own sampler (seed + line index). A sequence that reaches EOS (or n tokens)
@@ -67,18 +94,8 @@ void run_generate_batch(const GenerateOptions& opt) {
   std::vector<std::vector<TokenId>> ids;
   std::size_t longest = 0;
   for (const std::string& p : prompts) {
-    std::vector<TokenId> t;
-    if (opt.chat) {
-      const ChatTemplate tmpl = detect_chat_template(loaded.file);
-      const std::vector<ChatMessage> messages = {{"user", p}};
-      t = tokenizer.encode(apply_chat_template(tmpl, messages, true),
-                           tokenizer.add_bos_by_default(), /*parse_special=*/true);
-    } else {
-      t = tokenizer.encode(p, tokenizer.add_bos_by_default(), /*parse_special=*/false);
-    }
-    truncate_prompt(t, opt.prompt);
-    longest = std::max(longest, t.size());
-    ids.push_back(std::move(t));
+    ids.push_back(encode_prompt(loaded, opt, p));
+    longest = std::max(longest, ids.back().size());
   }
   const auto trained = static_cast<std::size_t>(loaded.model.config().context_length);
   check_prompt_fits(longest, opt.n_predict, trained);
@@ -97,12 +114,7 @@ void run_generate_batch(const GenerateOptions& opt) {
   const auto t_prefill = std::chrono::steady_clock::now();
   std::size_t prefill_tokens = 0;
   for (int b = 0; b < B; ++b) {
-    SamplerOptions so_b;
-    so_b.temperature = opt.temperature;
-    so_b.top_p = opt.top_p;
-    so_b.top_k = opt.top_k;
-    so_b.seed = opt.seed + static_cast<std::uint64_t>(b);
-    samplers.emplace_back(so_b);
+    samplers.emplace_back(sampler_options(opt, opt.seed + static_cast<std::uint64_t>(b)));
     const auto logits = session.eval(b, ids[static_cast<std::size_t>(b)]);
     next[static_cast<std::size_t>(b)] = samplers.back().sample(logits);
     prefill_tokens += ids[static_cast<std::size_t>(b)].size();
@@ -193,16 +205,7 @@ void run_generate(const GenerateOptions& opt) {
   const Tokenizer& tokenizer = loaded.tokenizer;
   const double load_s = seconds_since(t_load);
 
-  std::vector<TokenId> ids;
-  if (opt.chat) {
-    const ChatTemplate tmpl = detect_chat_template(loaded.file);
-    const std::vector<ChatMessage> messages = {{"user", prompt}};
-    const std::string text = apply_chat_template(tmpl, messages, true);
-    ids = tokenizer.encode(text, tokenizer.add_bos_by_default(), /*parse_special=*/true);
-  } else {
-    ids = tokenizer.encode(prompt, tokenizer.add_bos_by_default(), /*parse_special=*/false);
-  }
-  truncate_prompt(ids, opt.prompt);
+  const std::vector<TokenId> ids = encode_prompt(loaded, opt, prompt);
 
   SessionOptions so = session_options(opt.model);
   so.prefill_chunk = opt.chunk;
@@ -212,12 +215,7 @@ void run_generate(const GenerateOptions& opt) {
   // The GPU caches are allocated up front: for this run's tokens, not the trained context.
   if (so.device == Device::Cuda) so.max_context = so.reserve;
   Session session(loaded.model, scheme, so);
-  SamplerOptions sampler_options;
-  sampler_options.temperature = opt.temperature;
-  sampler_options.top_p = opt.top_p;
-  sampler_options.top_k = opt.top_k;
-  sampler_options.seed = opt.seed;
-  Sampler sampler(sampler_options);
+  Sampler sampler(sampler_options(opt, opt.seed));
 
   const bool stream = !opt.json;
   if (stream && !opt.chat && opt.prompt.file.empty()) {
