@@ -21,9 +21,10 @@ struct Session::Impl {
   std::size_t max_context = 0;
   std::vector<std::size_t> positions;  // tokens held per sequence
   std::unique_ptr<detail::ForwardBackend> backend;
-  std::vector<float> logits;        // [n_vocab], the last token's
-  std::vector<float> batch_logits;  // [batch][n_vocab], decode_batch's
-  std::vector<int> step_positions;  // decode_batch's rows (−1: inactive)
+  std::vector<float> logits;         // [n_vocab], the last token's
+  std::vector<float> batch_logits;   // [batch][n_vocab], decode_batch's
+  std::vector<int> step_positions;   // decode_batch's rows (−1: inactive)
+  std::vector<TokenId> step_tokens;  // decode_batch's tokens (inactive rows: token 0)
   std::size_t total_tokens() const {
     std::size_t n = 0;
     for (std::size_t p : positions) n += p;
@@ -208,7 +209,8 @@ std::span<const float> Session::decode_batch(std::span<const TokenId> tokens) {
                                 " tokens for a batch of " + std::to_string(B));
   }
   s.step_positions.assign(B, -1);
-  std::vector<TokenId> ids(tokens.begin(), tokens.end());
+  s.step_tokens.assign(tokens.begin(), tokens.end());
+  std::vector<TokenId>& ids = s.step_tokens;
   bool any = false;
   for (std::size_t b = 0; b < B; ++b) {
     if (tokens[b] == kNoToken) {

@@ -123,6 +123,7 @@ class GpuBackend final : public fwd::ForwardBackend {
   int warm_bound_ = -1;  // bound of the last eager step (its workspace sizes are in place)
   int graph_bound_ = -1;
   cudaGraphExec_t graph_exec_ = nullptr;
+  std::vector<bool> active_;  // advance_caches' flags, kept to spare a decode step an allocation
 };
 
 GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, int chunk,
@@ -328,9 +329,10 @@ void GpuBackend::drop_graph() {
 }
 
 void GpuBackend::advance_caches(const fwd::StepRows& rows) {
-  std::vector<bool> active(static_cast<std::size_t>(batch_), false);
-  for (int b = 0; b < rows.count; ++b) active[static_cast<std::size_t>(b)] = rows.positions[b] >= 0;
-  for (auto& cache : caches_) cache.advance(active);
+  active_.assign(static_cast<std::size_t>(batch_), false);
+  for (int b = 0; b < rows.count; ++b)
+    active_[static_cast<std::size_t>(b)] = rows.positions[b] >= 0;
+  for (auto& cache : caches_) cache.advance(active_);
 }
 
 void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, float* logits,
