@@ -18,21 +18,34 @@ std::size_t fast_scan_block_bytes(int dim) {
   return static_cast<std::size_t>(fast_scan_dims(dim)) * 16;
 }
 
-std::vector<std::uint8_t> pack_fast_scan_blocks(const std::uint8_t* codes, std::size_t n, int dim) {
-  const std::size_t n_blocks = (n + 31) / 32;
+void fast_scan_set(std::uint8_t* blocks, std::size_t v, int dim, const std::uint8_t* codes) {
   const std::size_t bb = fast_scan_block_bytes(dim);
-  std::vector<std::uint8_t> out(n_blocks * bb, 0);
-  for (std::size_t v = 0; v < n; ++v) {
-    const std::size_t b = v / 32, i = v % 32;
-    for (int j = 0; j < dim; ++j) {
-      const std::uint8_t c = codes[v * dim + j];
-      if (c > 15) {
-        throw std::invalid_argument("fast scan: code " + std::to_string(c) + " of vector " +
-                                    std::to_string(v) + " is not 4-bit (expected 0..15)");
-      }
-      std::uint8_t& byte = out[b * bb + static_cast<std::size_t>(j) * 16 + (i % 16)];
-      byte |= i < 16 ? c : static_cast<std::uint8_t>(c << 4);
+  const std::size_t b = v / 32, i = v % 32;
+  const unsigned shift = i < 16 ? 0 : 4;
+  for (int j = 0; j < dim; ++j) {
+    const std::uint8_t c = codes[j];
+    if (c > 15) {
+      throw std::invalid_argument("fast scan: code " + std::to_string(c) + " of vector " +
+                                  std::to_string(v) + " is not 4-bit (expected 0..15)");
     }
+    std::uint8_t& byte = blocks[b * bb + static_cast<std::size_t>(j) * 16 + (i % 16)];
+    byte = static_cast<std::uint8_t>((byte & ~(15u << shift)) | (unsigned{c} << shift));
+  }
+}
+
+void fast_scan_get(const std::uint8_t* blocks, std::size_t v, int dim, std::uint8_t* codes) {
+  const std::size_t bb = fast_scan_block_bytes(dim);
+  const std::size_t b = v / 32, i = v % 32;
+  const unsigned shift = i < 16 ? 0 : 4;
+  for (int j = 0; j < dim; ++j) {
+    codes[j] = (blocks[b * bb + static_cast<std::size_t>(j) * 16 + (i % 16)] >> shift) & 15u;
+  }
+}
+
+std::vector<std::uint8_t> pack_fast_scan_blocks(const std::uint8_t* codes, std::size_t n, int dim) {
+  std::vector<std::uint8_t> out((n + 31) / 32 * fast_scan_block_bytes(dim), 0);
+  for (std::size_t v = 0; v < n; ++v) {
+    fast_scan_set(out.data(), v, dim, codes + v * static_cast<std::size_t>(dim));
   }
   return out;
 }

@@ -4,6 +4,8 @@
 #include "turboquant/index/flat_index.hpp"
 
 #include "index/index_file.hpp"
+#include "turboquant/codec/bitpack.hpp"
+#include "turboquant/index/fast_scan.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -80,7 +82,25 @@ using MinHeap = std::priority_queue<Hit, std::vector<Hit>, std::greater<Hit>>;
 }  // namespace
 
 FlatIndex::FlatIndex(const FlatIndexOptions& options)
-    : options_(options), codec_(codec_spec(options)), mean_(options.dim, 0.0f) {}
+    : options_(options), codec_(codec_spec(options)), mean_(options.dim, 0.0f) {
+  const CodeLayout& L = codec_.layout();
+  if (options.fast_scan && (options.kind != CodecKind::Mse || (L.hi_count > 0 && L.hi_bits != 4) ||
+                            (L.lo_count() > 0 && L.lo_bits != 4))) {
+    throw std::invalid_argument("FlatIndex: fast scan needs the mse codec at 4 bits, not " +
+                                to_string(options.kind) + " at " + std::to_string(options.bits) +
+                                " bits");
+  }
+}
+
+void FlatIndex::store_fast_scan(std::size_t slot) {
+  const CodeLayout& L = codec_.layout();
+  std::vector<std::uint8_t> c(static_cast<std::size_t>(L.dim));
+  const std::uint8_t* rec = codes_.data() + slot * L.code_bytes;
+  if (L.hi_count > 0) unpack_codes(rec, L.hi_count, L.hi_bits, c.data());
+  if (L.lo_count() > 0)
+    unpack_codes(rec + L.hi_bytes, L.lo_count(), L.lo_bits, c.data() + L.hi_count);
+  fast_scan_set(blocks_.data(), slot, L.dim, c.data());
+}
 
 std::size_t FlatIndex::bytes_per_vector() const {
   std::size_t b = codec_.layout().bytes_per_token();
@@ -154,6 +174,10 @@ void FlatIndex::add(const float* x, std::size_t n, const std::int64_t* ids) {
   out.norms = norms_.data() + first;
   out.residual_norms = L.has_residual_norm ? residual_norms_.data() + first : nullptr;
   codec_.encode(y.data(), n, out);
+  if (options_.fast_scan) {
+    blocks_.resize((first + n + 31) / 32 * fast_scan_block_bytes(options_.dim), 0);
+    for (std::size_t i = 0; i < n; ++i) store_fast_scan(first + i);
+  }
   for (std::size_t i = 0; i < n; ++i) {
     const std::int64_t id = ids ? ids[i] : next_id_ + static_cast<std::int64_t>(i);
     slot_of_[id] = first + i;
@@ -187,7 +211,9 @@ std::size_t FlatIndex::remove(const std::int64_t* ids, std::size_t n) {
       }
       ids_[slot] = ids_[last];
       slot_of_[ids_[slot]] = slot;
+      if (options_.fast_scan) store_fast_scan(slot);
     }
+    if (options_.fast_scan) blocks_.resize((last + 31) / 32 * fast_scan_block_bytes(options_.dim));
     codes_.resize(last * L.code_bytes);
     signs_.resize(last * L.sign_bytes);
     norms_.resize(last);
@@ -223,22 +249,47 @@ void FlatIndex::search_one(const float* query, int k, float* dist, std::int64_t*
     q_mu = dot(q.data(), mean_.data(), d);
   }
   const PreparedQuery pq = codec_.prepare_query(qc.data());
-  const std::size_t cap = std::max<std::size_t>(k, options_.rerank > 0 ? options_.rerank : 0);
+  std::size_t cap = std::max<std::size_t>(k, options_.rerank > 0 ? options_.rerank : 0);
+  if (options_.fast_scan) cap = std::max<std::size_t>(cap, 2 * static_cast<std::size_t>(k));
   MinHeap heap;
   scratch.resize(kChunk);
   const ConstEncodedView all = view();
   const CodeLayout& L = codec_.layout();
-  for (std::size_t start = 0; start < n; start += kChunk) {
-    const std::size_t m = std::min(kChunk, n - start);
-    codec_.score(pq, all.offset(start, L), m, scratch.data());
-    for (std::size_t t = 0; t < m; ++t) {
-      // Higher is better for the heap: L2 ranks by 2⟨q−μ, y⟩ − ‖y‖².
-      const float s = l2 ? 2.0f * scratch[t] - y_norm_sq_[start + t] : scratch[t];
-      if (heap.size() < cap) {
-        heap.emplace(s, start + t);
-      } else if (s > heap.top().first) {
-        heap.pop();
-        heap.emplace(s, start + t);
+  auto offer = [&](float s, std::size_t slot) {
+    if (heap.size() < cap) {
+      heap.emplace(s, slot);
+    } else if (s > heap.top().first) {
+      heap.pop();
+      heap.emplace(s, slot);
+    }
+  };
+  if (options_.fast_scan) {
+    // Table lut[j][c] = (Πq)_j · centroid_c of coordinate j's segment; a score is n · Σ_j.
+    std::vector<float> lut(du * 16, 0.0f);
+    for (int j = 0; j < d; ++j) {
+      const std::vector<float>& cent =
+          j < L.hi_count ? codec_.centroids_hi() : codec_.centroids_lo();
+      for (std::size_t c = 0; c < cent.size() && c < 16; ++c)
+        lut[j * 16 + c] = pq.rotated[j] * cent[c];
+    }
+    const QuantizedLut qlut = quantize_lut(lut.data(), d);
+    const std::size_t bb = fast_scan_block_bytes(d);
+    std::vector<std::uint16_t> sums(kChunk);
+    for (std::size_t start = 0; start < n; start += kChunk) {
+      const std::size_t m = std::min(kChunk, n - start);
+      fast_scan(blocks_.data() + start / 32 * bb, (m + 31) / 32, qlut, sums.data());
+      for (std::size_t t = 0; t < m; ++t) {
+        const float ip = half_to_float(norms_[start + t]) * (qlut.bias + qlut.scale * sums[t]);
+        offer(l2 ? 2.0f * ip - y_norm_sq_[start + t] : ip, start + t);
+      }
+    }
+  } else {
+    for (std::size_t start = 0; start < n; start += kChunk) {
+      const std::size_t m = std::min(kChunk, n - start);
+      codec_.score(pq, all.offset(start, L), m, scratch.data());
+      for (std::size_t t = 0; t < m; ++t) {
+        // Higher is better for the heap: L2 ranks by 2⟨q−μ, y⟩ − ‖y‖².
+        offer(l2 ? 2.0f * scratch[t] - y_norm_sq_[start + t] : scratch[t], start + t);
       }
     }
   }
@@ -264,6 +315,14 @@ void FlatIndex::search_one(const float* query, int k, float* dist, std::int64_t*
       }
     }
   } else {
+    if (options_.fast_scan) {
+      // Replace the quantized-table scores of the candidates by the codec's float scores.
+      for (Hit& h : hits) {
+        float s = 0.0f;
+        codec_.score(pq, all.offset(h.second, L), 1, &s);
+        h.first = l2 ? 2.0f * s - y_norm_sq_[h.second] : s;
+      }
+    }
     for (Hit& h : hits) {
       h.first = l2 ? static_cast<float>(h.first - qc_sq) : static_cast<float>(h.first + q_mu);
     }
@@ -351,6 +410,7 @@ void FlatIndex::save(const std::string& path) const {
   w.put_u32(options_.center ? 1u : 0u);
   w.put_u32(options_.norm_correction ? 1u : 0u);
   w.put_u32(static_cast<std::uint32_t>(options_.rerank));
+  w.put_u32(options_.fast_scan ? 1u : 0u);
   w.put_u32(mean_fixed_ ? 1u : 0u);
   w.put_u64(static_cast<std::uint64_t>(next_id_));
   w.put_u64(ids_.size());
@@ -380,6 +440,7 @@ FlatIndex FlatIndex::load(const std::string& path) {
   o.center = r.get_u32() != 0;
   o.norm_correction = r.get_u32() != 0;
   o.rerank = static_cast<int>(r.get_u32());
+  o.fast_scan = r.get_u32() != 0;
   FlatIndex idx = [&] {
     try {
       return FlatIndex(o);
@@ -401,6 +462,10 @@ FlatIndex FlatIndex::load(const std::string& path) {
   r.get_array(idx.exact_, o.rerank > 0 ? n * du : 0, "exact vectors");
   r.get_array(idx.ids_, n, "ids");
   r.finish();
+  if (o.fast_scan) {
+    idx.blocks_.assign((n + 31) / 32 * fast_scan_block_bytes(o.dim), 0);
+    for (std::size_t i = 0; i < n; ++i) idx.store_fast_scan(i);
+  }
   for (std::size_t i = 0; i < idx.ids_.size(); ++i) {
     if (!idx.slot_of_.emplace(idx.ids_[i], i).second) {
       throw std::runtime_error("index file " + path + ": duplicate id " +

@@ -29,6 +29,10 @@ std::size_t fast_scan_block_bytes(int dim);
 // in the last block get code 0.
 std::vector<std::uint8_t> pack_fast_scan_blocks(const std::uint8_t* codes, std::size_t n, int dim);
 
+// Writes / reads vector v's dim codes in place in a block array (it must hold v's block).
+void fast_scan_set(std::uint8_t* blocks, std::size_t v, int dim, const std::uint8_t* codes);
+void fast_scan_get(const std::uint8_t* blocks, std::size_t v, int dim, std::uint8_t* codes);
+
 // lut: dim × 16 floats. Throws std::invalid_argument on a non-finite entry.
 QuantizedLut quantize_lut(const float* lut, int dim);
 

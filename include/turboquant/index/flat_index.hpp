@@ -4,6 +4,7 @@
 //   centering        subtract a dataset mean μ before encoding (embeddings are not isotropic);
 //                    IP and L2 distances add back the μ terms exactly, so only y = x − μ is coded
 //   norm correction  the codec's per-vector norm rescale (CodecSpec::norm_correction)
+//   fast scan        4-bit codes scored in blocks of 32 with quantized in-register tables
 //   rerank           keep the exact float vectors and re-score the top `rerank` code candidates
 // Metrics: inner product (higher is better), cosine (vectors and queries normalized, then IP),
 // squared L2 (lower is better). Results are sorted best first; ids are the caller's int64 ids.
@@ -34,6 +35,9 @@ struct FlatIndexOptions {
   bool norm_correction = false;  // the codec's per-vector norm correction
   int rerank = 0;                // > 0: keep exact vectors, re-score this many top candidates
   int threads = 0;               // search threads; 0 = OpenMP default
+  // Score with the 4-bit fast-scan kernel (fast_scan.hpp; mse codec at 4 bits only), then
+  // re-score the best max(2k, rerank) candidates with the codec's float scores (or exactly).
+  bool fast_scan = false;
 };
 
 struct SearchResult {
@@ -78,6 +82,7 @@ class FlatIndex {
   void search_one(const float* query, int k, float* dist, std::int64_t* ids,
                   std::vector<float>& scratch) const;
   ConstEncodedView view() const;
+  void store_fast_scan(std::size_t slot);  // slot's codes into blocks_
 
   FlatIndexOptions options_;
   Codec codec_;
@@ -86,8 +91,9 @@ class FlatIndex {
   // Token-major code records (the codec's separate arrays), swap-removed.
   std::vector<std::uint8_t> codes_, signs_;
   std::vector<half_bits> norms_, residual_norms_;
-  std::vector<float> y_norm_sq_;  // exact ‖x − μ‖² (L2)
-  std::vector<float> exact_;      // exact (normalized for cosine) vectors, rerank only
+  std::vector<std::uint8_t> blocks_;  // fast-scan blocks of the codes (fast_scan only)
+  std::vector<float> y_norm_sq_;      // exact ‖x − μ‖² (L2)
+  std::vector<float> exact_;          // exact (normalized for cosine) vectors, rerank only
   std::vector<std::int64_t> ids_;
   std::unordered_map<std::int64_t, std::size_t> slot_of_;
   std::int64_t next_id_ = 0;
