@@ -196,6 +196,11 @@ void LayerKvCache::attend(const float* q, int n_q, std::size_t first_query_pos, 
         const float inv = 1.0f / sums[g];
         float* ov = output(g);
         for (int j = 0; j < d; ++j) ov[j] = tmp[j] * inv;
+        // Centered values: Σ pₜ(vₜ − μ) + μ, exact since the weights sum to 1. Centered keys
+        // need nothing: the shift q·μ is the same for every token of this query.
+        if (!vh.mean.empty()) {
+          for (int j = 0; j < d; ++j) ov[j] += vh.mean[static_cast<std::size_t>(j)];
+        }
       }
     }
   }

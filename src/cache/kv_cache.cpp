@@ -91,6 +91,8 @@ LayerKvCache::LayerKvCache(const KvScheme& scheme, const LayerKvShape& shape)
       }
     }
     side.heads.resize(static_cast<std::size_t>(shape.n_kv_heads));
+    side.centered =
+        !protected_ && (which == KvSide::Key ? scheme.center_keys : scheme.center_values);
   }
   // A window only matters where something is compressed.
   const bool all_fp16 =
@@ -133,6 +135,10 @@ void LayerKvCache::reserve(std::size_t tokens) {
 void LayerKvCache::clear() {
   compressed_ = 0;
   total_ = 0;
+  // A new sequence estimates its own μ.
+  for (Side& side : sides_) {
+    for (HeadStore& head : side.heads) head.mean.clear();
+  }
 }
 
 ConstEncodedView LayerKvCache::encoded_view(const Side& side, const HeadStore& head) const {
@@ -201,6 +207,28 @@ void LayerKvCache::append(const float* k, const float* v, std::size_t n_tokens) 
     const std::size_t h = static_cast<std::size_t>(job) % heads;
     const float* src = job < static_cast<int>(heads) ? k : v;
     HeadStore& head = side.heads[h];
+    // Centering: μ from the first append's tokens of this head, rounded to fp16 (what is
+    // counted as stored), then every input token is read as x − μ.
+    if (side.centered && total_ == 0) {
+      std::vector<double> sum(d, 0.0);
+      for (std::size_t t = 0; t < n_tokens; ++t) {
+        const float* x = src + (t * heads + h) * d;
+        for (std::size_t j = 0; j < d; ++j) sum[j] += x[j];
+      }
+      head.mean.resize(d);
+      for (std::size_t j = 0; j < d; ++j) {
+        head.mean[j] = half_to_float(float_to_half(static_cast<float>(sum[j] / n_tokens)));
+      }
+    }
+    const float* mu = side.centered ? head.mean.data() : nullptr;
+    std::vector<float> centered_token(mu ? d : 0);
+    // Input token t (absolute index) as the cache stores it: x − μ when centered.
+    const auto input = [&](std::size_t t) {
+      const float* x = src + ((t - total_) * heads + h) * d;
+      if (!mu) return x;
+      for (std::size_t j = 0; j < d; ++j) centered_token[j] = x[j] - mu[j];
+      return static_cast<const float*>(centered_token.data());
+    };
     if (n_encode > 0) {
       std::vector<float> batch(n_encode * d);
       for (std::size_t i = 0; i < n_encode; ++i) {
@@ -210,7 +238,7 @@ void LayerKvCache::append(const float* k, const float* v, std::size_t n_tokens) 
           const half_bits* slot = head.window.data() + (t % W) * d;
           for (std::size_t j = 0; j < d; ++j) dst[j] = half_to_float(slot[j]);
         } else {
-          const float* x = src + ((t - total_) * heads + h) * d;
+          const float* x = input(t);
           for (std::size_t j = 0; j < d; ++j)
             dst[j] = W ? half_to_float(float_to_half(x[j])) : x[j];
         }
@@ -218,7 +246,7 @@ void LayerKvCache::append(const float* k, const float* v, std::size_t n_tokens) 
       encode_tokens(side, head, batch.data(), compressed_, n_encode);
     }
     for (std::size_t t = std::max(new_compressed, total_); t < new_total; ++t) {
-      const float* x = src + ((t - total_) * heads + h) * d;
+      const float* x = input(t);
       half_bits* slot = head.window.data() + (t % W) * d;
       for (std::size_t j = 0; j < d; ++j) slot[j] = float_to_half(x[j]);
     }
@@ -231,7 +259,11 @@ std::size_t LayerKvCache::bytes() const {
   const std::size_t heads = static_cast<std::size_t>(shape_.n_kv_heads);
   const std::size_t exact = window_size() * 2 * static_cast<std::size_t>(shape_.head_dim);
   std::size_t total = 0;
-  for (const Side& side : sides_) total += heads * (compressed_ * side.token_bytes() + exact);
+  for (const Side& side : sides_) {
+    total += heads * (compressed_ * side.token_bytes() + exact);
+    // The fp16 centering μ, once estimated.
+    if (side.centered && total_ > 0) total += heads * 2 * static_cast<std::size_t>(shape_.head_dim);
+  }
   return total;
 }
 
@@ -253,6 +285,15 @@ ConstEncodedView LayerKvCache::encoded(KvSide which, int kv_head) const {
   }
   const Side& side = sides_[index(which)];
   return encoded_view(side, side.heads[static_cast<std::size_t>(kv_head)]);
+}
+
+const float* LayerKvCache::mean(KvSide which, int kv_head) const {
+  if (kv_head < 0 || kv_head >= shape_.n_kv_heads) {
+    throw std::invalid_argument("kv cache mean: kv head " + std::to_string(kv_head) +
+                                " out of range [0, " + std::to_string(shape_.n_kv_heads) + ")");
+  }
+  const HeadStore& head = sides_[index(which)].heads[static_cast<std::size_t>(kv_head)];
+  return head.mean.empty() ? nullptr : head.mean.data();
 }
 
 std::vector<half_bits> LayerKvCache::window_tokens(KvSide which, int kv_head) const {
@@ -287,11 +328,15 @@ void LayerKvCache::decode(KvSide which, int kv_head, std::size_t first, std::siz
   const HeadStore& head = side.heads[static_cast<std::size_t>(kv_head)];
   const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
   std::vector<float> rotated(d);
+  const float* mu = head.mean.empty() ? nullptr : head.mean.data();
   for (std::size_t t = first; t < first + count; ++t) {
     float* x = out + (t - first) * d;
     if (t >= compressed_) {
       const half_bits* slot = head.window.data() + (t % static_cast<std::size_t>(window_)) * d;
       for (std::size_t j = 0; j < d; ++j) x[j] = half_to_float(slot[j]);
+      if (mu) {
+        for (std::size_t j = 0; j < d; ++j) x[j] += mu[j];
+      }
       continue;
     }
     switch (side.spec.format) {
@@ -313,6 +358,10 @@ void LayerKvCache::decode(KvSide which, int kv_head, std::size_t first, std::siz
       case KvFormat::TurboQuant:
         side.codec_scalar->decode(encoded_view(side, head).offset(t, side.codec->layout()), 1, x);
         break;
+    }
+    // The stored token is x − μ; attention's view of it is x.
+    if (mu) {
+      for (std::size_t j = 0; j < d; ++j) x[j] += mu[j];
     }
   }
 }

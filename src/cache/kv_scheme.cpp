@@ -128,6 +128,10 @@ std::string canonical_name(const KvScheme& s) {
     if (s.rotation == RotationKind::Haar) opts.push_back("rot=haar");
     if (s.norm_correction) opts.push_back("normcorr=1");
   }
+  if (s.center_keys || s.center_values) {
+    opts.push_back(std::string("center=") + (s.center_keys ? "k" : "") +
+                   (s.center_values ? "v" : ""));
+  }
   if (s.protect_first || s.protect_last) {
     opts.push_back("protect=" + std::to_string(s.protect_first) + "/" +
                    std::to_string(s.protect_last));
@@ -215,13 +219,20 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
         scheme.window = scheme_integer<int>(value, "window", text_in, 0, INT_MAX);
       } else if (key == "normcorr") {
         scheme.norm_correction = scheme_integer<int>(value, "normcorr", text_in, 0, 1) != 0;
+      } else if (key == "center") {
+        if (value != "0" && value != "k" && value != "v" && value != "kv") {
+          throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': center='" + value +
+                                      "'; expected 0, k, v or kv");
+        }
+        scheme.center_keys = value == "k" || value == "kv";
+        scheme.center_values = value == "v" || value == "kv";
       } else if (key == "seed") {
         scheme.seed = scheme_integer<std::uint64_t>(value, "seed", text_in, 0, UINT64_MAX);
       } else {
         throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': unknown option '" +
                                     key +
                                     "'; expected kcodec, vcodec, rot, protect, window, "
-                                    "normcorr or seed");
+                                    "normcorr, center or seed");
       }
     }
   }
@@ -353,9 +364,16 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
                 kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation);
   const std::size_t fp16_head = mul(kv_fp16_token, context);
   const std::size_t mixed_head = add(mul(kv_fp16_token, exact), mul(compressed, compressed_token));
+  // Centering stores one fp16 μ of head_dim values per centered side, head and unprotected
+  // layer, once the cache holds any token.
+  const std::size_t centered_sides =
+      static_cast<std::size_t>(scheme.center_keys) + static_cast<std::size_t>(scheme.center_values);
+  const std::size_t mean_head =
+      context > 0 ? mul(centered_sides, mul(2, static_cast<std::size_t>(shape.head_dim))) : 0;
   KvSizeBreakdown out;
-  out.bytes =
-      mul(add(mul(protected_layers, fp16_head), mul(layers - protected_layers, mixed_head)), heads);
+  out.bytes = mul(add(mul(protected_layers, fp16_head),
+                      mul(layers - protected_layers, add(mixed_head, mean_head))),
+                  heads);
   out.fp16_bytes = mul(mul(layers, fp16_head), heads);
   if (overflow) {
     throw std::overflow_error("kv size: " + std::to_string(shape.layers) + " layers x " +

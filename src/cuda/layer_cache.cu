@@ -206,6 +206,12 @@ GpuLayerKvCache::GpuLayerKvCache(const KvScheme& scheme, const LayerKvShape& sha
     throw std::invalid_argument("GPU layer cache: batch " + std::to_string(batch) +
                                 " and capacity " + std::to_string(capacity) + " must be positive");
   }
+  // Centering (issue #16) lives in the CPU cache only so far: refuse it rather than ignore it.
+  if (scheme.center_keys || scheme.center_values) {
+    throw std::invalid_argument("GPU layer cache: scheme '" + scheme.name +
+                                "': center= is not yet supported on cuda; drop the center= "
+                                "option or run on the CPU");
+  }
   const KvFormat kf = cpu.side_spec(KvSide::Key).format;
   const KvFormat vf = cpu.side_spec(KvSide::Value).format;
   fp16_ = kf == KvFormat::Fp16 && vf == KvFormat::Fp16;

@@ -16,6 +16,14 @@
 // the query is rotated once per head, values are summed in the rotated domain and rotated back
 // once; block formats: dequantized block by block on the fly) plus exact dot products over the
 // window, so decode never materialises the dequantized cache.
+//
+// Centering (scheme option center=k|v|kv): a side's tokens are stored as x − μ, one μ per KV
+// head, estimated as the mean of the first append() (the first prefill chunk; for a one-token
+// first append, that token) and frozen until clear(). μ is rounded to fp16 and counted in
+// bytes(). Keys need no correction: q·(k − μ) = q·k − q·μ shifts every score of a query by the
+// same constant, which softmax ignores. Values add μ back once per output: Σ pₜ(vₜ − μ) + μ =
+// Σ pₜvₜ because Σ pₜ = 1. decode() returns x (μ added back), so reference_attention sees the
+// uncentered tokens and checks the algebra. Protected layers are not centered.
 #pragma once
 
 #include "turboquant/base/half.hpp"
@@ -89,6 +97,9 @@ class LayerKvCache {
   // `norms` (layout in src/cache/block_int.hpp). Valid until the next
   // append. The GPU cache's tests compare their bytes with it.
   ConstEncodedView encoded(KvSide side, int kv_head) const;
+  // The centering mean μ of one KV head's side (head_dim floats, fp16-rounded), or nullptr when
+  // the side is not centered or the cache is empty.
+  const float* mean(KvSide side, int kv_head) const;
   // The exact window tokens of one KV head in token order, fp16 bits (window_size() × d).
   std::vector<half_bits> window_tokens(KvSide side, int kv_head) const;
 
@@ -107,6 +118,7 @@ class LayerKvCache {
     std::vector<std::uint8_t> u8, u8b;
     std::vector<half_bits> h, h2;
     std::vector<half_bits> window;  // W × head_dim ring; token t lives in slot t mod W
+    std::vector<float> mean;        // centering μ (fp16-rounded), empty until the first append
   };
   struct Side {
     KvSideSpec spec;
@@ -115,6 +127,7 @@ class LayerKvCache {
     std::unique_ptr<Rotation> rotation;   // rotated block formats
     std::size_t u8_width = 0, u8b_width = 0, h_width = 0, h2_width = 0;
     std::vector<HeadStore> heads;
+    bool centered = false;  // center= names this side and the layer is not protected
     std::size_t token_bytes() const { return u8_width + u8b_width + 2 * (h_width + h2_width); }
   };
   static int index(KvSide side) { return side == KvSide::Key ? 0 : 1; }

@@ -11,7 +11,9 @@
 //         q4_0, q8_0 and iq4_nl are accepted as spellings of q4, q8 and iq4nl.
 // options: kcodec=mse|prod, vcodec=mse|prod, rot=hadamard|haar, protect=F/L (first F and last L
 //          layers kept fp16), window=W (last W tokens kept fp16; TurboQuant schemes default to
-//          W = 128, the others to 0), normcorr=0|1, seed=N
+//          W = 128, the others to 0), normcorr=0|1, seed=N,
+//          center=0|k|v|kv (subtract a per-(layer, KV head) mean from keys and/or values before
+//          storing; exact by construction, see LayerKvCache; its fp16 vectors are counted)
 // Example: "tq3.5:protect=1/1,window=64", "k4v3:kcodec=prod".
 #pragma once
 
@@ -55,6 +57,10 @@ struct KvScheme {
   int protect_last = 0;   // the last protect_last layers stay fp16
   int window = 0;         // most recent tokens kept exact (fp16)
   bool norm_correction = false;
+  // center=: keys / values are stored minus a per-(layer, KV head) mean μ (fp16, d halves per
+  // head and side), estimated from the first append. Off on protected layers.
+  bool center_keys = false;
+  bool center_values = false;
   std::uint64_t seed = 0x5eed;
 
   bool layer_is_protected(int layer, int n_layers) const {
