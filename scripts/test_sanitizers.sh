@@ -15,6 +15,10 @@ if [[ "${TQ_SANITIZERS:-1}" == 0 ]]; then
   exit 0
 fi
 jobs="$(nproc)"
+# The model-file tests that read the real model (GgufRealModel, SmolLM2Reference) need it; the
+# fetch is cached and checksum-verified (scripts/test.sh fetched it already).
+TQ_MODEL="${TQ_MODEL:-$("$TQ_ROOT/scripts/fetch_model.sh")}"
+export TQ_MODEL
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 start=$SECONDS
 
