@@ -53,6 +53,8 @@ class FlatIndex {
   explicit FlatIndex(const FlatIndexOptions& options);
 
   const FlatIndexOptions& options() const { return options_; }
+  // Search threads (a search-time setting; 0 = OpenMP default).
+  void set_threads(int threads) { options_.threads = threads; }
   const Codec& codec() const { return codec_; }
   std::size_t size() const { return ids_.size(); }
   int dim() const { return options_.dim; }
