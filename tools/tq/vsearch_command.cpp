@@ -2,10 +2,12 @@
 // on .fvecs / .npy files. build encodes a data set into one index file (progress on stderr);
 // search writes the k nearest ids (and distances) of each query as .npy; bench builds in
 // memory, brute-forces the exact ground truth and reports recall@1/10/100, queries/s at the
-// given thread counts, bytes per vector and encode time.
+// given thread counts, bytes per vector and encode time. export writes one GGUF tensor
+// (e.g. token_embd.weight) dequantized to float32 .npy, for scripts/vsearch_data.py.
 #include "command_registry.hpp"
 #include "turboquant/index/flat_index.hpp"
 #include "turboquant/index/vector_file.hpp"
+#include "turboquant/model/gguf.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -39,7 +41,7 @@ struct IndexArgs {
 
 struct VsearchOptions {
   IndexArgs index;
-  std::string data, queries, out, index_path, distances_out;
+  std::string data, queries, out, index_path, distances_out, model, tensor = "token_embd.weight";
   int k = 10;
   std::vector<int> threads{1, 2};
   std::size_t batch = 16384;
@@ -190,6 +192,16 @@ void run_bench(const VsearchOptions& o) {
   }
 }
 
+void run_export(const VsearchOptions& o) {
+  const gguf::File file = gguf::File::open(o.model);
+  const gguf::TensorInfo& t = file.tensor(o.tensor);
+  const std::vector<float> v = file.dequantize(t);
+  index::write_npy_f32(o.out, v.data(), t.n_rows(), t.row_length());
+  std::printf("%s: %llu x %llu float32 -> %s\n", o.tensor.c_str(),
+              static_cast<unsigned long long>(t.n_rows()),
+              static_cast<unsigned long long>(t.row_length()), o.out.c_str());
+}
+
 void add_index_args(CLI::App* cmd, IndexArgs& a) {
   cmd->add_option("--bits,-b", a.bits, "Bits per coordinate (codec)");
   cmd->add_option("--kind", a.kind, "Codec: mse | prod");
@@ -230,6 +242,12 @@ const CommandRegistrar registrar([](CLI::App& root) {
   bench->add_flag("--json", o->json, "Print JSON");
   add_index_args(bench, o->index);
   bench->callback([o] { run_bench(*o); });
+
+  CLI::App* exp = vs->add_subcommand("export", "Write a GGUF tensor dequantized as .npy float32");
+  exp->add_option("--model,-m", o->model, "GGUF file")->required();
+  exp->add_option("--tensor", o->tensor, "Tensor name (default token_embd.weight)");
+  exp->add_option("--out,-o", o->out, "Output .npy (rows x row length)")->required();
+  exp->callback([o] { run_export(*o); });
 });
 
 }  // namespace
