@@ -51,6 +51,7 @@ namespace {
 
 using ptx::cp_async16;
 using ptx::cp_async4;
+using ptx::cp_async4_zfill;
 using ptx::cp_async_commit;
 using ptx::cp_async_n;
 using ptx::cp_async_wait;
@@ -485,7 +486,12 @@ __device__ __forceinline__ void issue_tile(const SplitParams& p, const TcThread&
       } else {
         const long long tok = tokens.base + min(t0 + (lane & 15), last);
         const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
-        cp_async4(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL));
+        // The pair (tok & ~1, tok | 1); when tok is the split's last token and even, its
+        // partner is past the tokens written (and, for an odd-length array, past its end), so
+        // only tok's 2 bytes are read.
+        const long long end = tokens.base + last;
+        cp_async4_zfill(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL),
+                        (tok & 1) == 0 && tok == end ? 2 : 4);
       }
     }
     cp_async_commit();
