@@ -1,4 +1,4 @@
-"""Tests of scripts/mutation_sweep.py: the GGUF layout parser, the mutation list and the verdicts."""
+"""Tests of scripts/mutation_sweep.py: GGUF layout parser, mutation list and verdicts."""
 
 from __future__ import annotations
 
