@@ -3,6 +3,7 @@
 // template with greedy answers, and decode timing with the attention share.
 #include "turboquant/eval/runner.hpp"
 
+#include "turboquant/base/hash.hpp"
 #include "turboquant/model/chat_template.hpp"
 #include "turboquant/model/model.hpp"
 #include "turboquant/model/sampler.hpp"
@@ -170,11 +171,7 @@ PerplexityResult run_perplexity(LogitsModel& model, std::span<const TokenId> tok
 }
 
 std::string text_hash(std::string_view text) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (const char c : text) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ull;
-  }
+  std::uint64_t h = fnv1a64(text.data(), text.size());
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out(16, '0');
   for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<std::size_t>(i)] = kHex[h & 15];

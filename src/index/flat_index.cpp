@@ -4,6 +4,7 @@
 #include "turboquant/index/flat_index.hpp"
 
 #include "index/index_file.hpp"
+#include "turboquant/base/math.hpp"
 #include "turboquant/codec/bitpack.hpp"
 #include "turboquant/index/fast_scan.hpp"
 
@@ -44,10 +45,6 @@ namespace {
 constexpr int kMaxK = 1000;
 // Scores are computed in chunks so the scratch stays in L2 whatever the index size.
 constexpr std::size_t kChunk = 4096;
-
-bool is_power_of_two(int d) {
-  return d > 0 && (d & (d - 1)) == 0;
-}
 
 CodecSpec codec_spec(const FlatIndexOptions& o) {
   if (o.dim < 2) {

@@ -1,19 +1,12 @@
 // Reading and writing the index file container (index_file.hpp).
 #include "index/index_file.hpp"
 
+#include "turboquant/base/hash.hpp"
+
 #include <fstream>
 #include <iterator>
 
 namespace tq::index {
-
-std::uint64_t fnv1a64(const std::uint8_t* data, std::size_t size) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (std::size_t i = 0; i < size; ++i) {
-    h ^= data[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 void FileWriter::write_file(const std::string& path, const char* magic,
                             std::uint32_t version) const {

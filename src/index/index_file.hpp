@@ -16,8 +16,6 @@ namespace tq::index {
 inline constexpr char kFlatIndexMagic[9] = "TQVFLAT1";
 inline constexpr std::uint32_t kFlatIndexVersion = 1;
 
-std::uint64_t fnv1a64(const std::uint8_t* data, std::size_t size);
-
 class FileWriter {
  public:
   void put_u32(std::uint32_t v) { put_raw(&v, sizeof v); }
