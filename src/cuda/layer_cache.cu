@@ -60,16 +60,6 @@ __global__ void ring_to_linear_kernel(const __half* __restrict__ ring, int W, in
       ring[(static_cast<long long>(h) * W + t % W) * d + j];
 }
 
-// Decode step: where each sequence's token is encoded (−1: nowhere). W = 0: the new token at its
-// position; W > 0: the token leaving the ring (position − W) once the ring is full.
-__global__ void step_starts_kernel(const int* __restrict__ positions, int batch, int W,
-                                   int* __restrict__ starts) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b >= batch) return;
-  const int pos = positions[b];
-  starts[b] = pos < 0 ? -1 : W == 0 ? pos : (pos >= W ? pos - W : -1);
-}
-
 // Decode step: the lengths the kernels read, from the positions before the step. TurboQuant
 // layers: compressed[b], then window[b] at lengths + batch; fp16 layers: lengths[b] = pos + 1.
 __global__ void step_lengths_kernel(const int* __restrict__ positions, int batch, int W, bool fp16,
@@ -86,39 +76,37 @@ __global__ void step_lengths_kernel(const int* __restrict__ positions, int batch
   lengths[batch + b] = total < W ? total : W;
 }
 
-// Decode step, W > 0: staging[b][h] = the ring slot the new token will take (the token leaving
-// it), for sequences whose ring is full; the others' staging rows are not read.
-__global__ void stage_step_kernel(const int* __restrict__ positions,
-                                  const __half* __restrict__ ring, int W, int kv_heads, int d,
-                                  __half* __restrict__ staging) {
-  const int b = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
-  const int pos = positions[b];
-  if (pos < W) return;  // includes inactive sequences (pos < 0)
-  const long long base = (static_cast<long long>(b) * kv_heads + h) * W;
-  staging[(static_cast<long long>(b) * kv_heads + h) * d + j] = ring[(base + pos % W) * d + j];
-}
+// The two sides (keys: blockIdx.z = 0, values: 1) of a decode step's cache writes go in one launch
+// each: at decode every launch costs a few µs of a short step, more than its work.
+struct StepSides {
+  const float* x[2];
+  __half* dst[2];  // the ring (W > 0) or the fp16 layer's rows
+};
 
-// Decode step, W > 0: the new token of sequence b into ring slot pos mod W.
-__global__ void ring_write_step_kernel(const int* __restrict__ positions,
-                                       const float* __restrict__ x, __half* __restrict__ ring,
-                                       int W, int kv_heads, int d) {
-  const int b = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
+// Decode step, W > 0: the new token of sequence b into ring slot pos mod W, and, for sequences
+// whose ring is full, the token leaving that slot into staging[side][b][h] first (the others'
+// staging rows are not read). Each element is read and then written by the same thread.
+__global__ void ring_step_kernel(const int* __restrict__ positions, const StepSides sides, int W,
+                                 int kv_heads, int d, __half* __restrict__ staging) {
+  const int b = blockIdx.x, h = blockIdx.y, side = blockIdx.z, j = threadIdx.x;
   const int pos = positions[b];
-  if (pos < 0) return;
-  const long long base = (static_cast<long long>(b) * kv_heads + h) * W;
-  ring[(base + pos % W) * d + j] =
-      __float2half_rn(x[(static_cast<long long>(b) * kv_heads + h) * d + j]);
+  if (pos < 0) return;  // inactive sequence
+  const long long head = static_cast<long long>(b) * kv_heads + h;
+  __half* slot = sides.dst[side] + (head * W + pos % W) * d + j;
+  if (pos >= W)
+    staging[(static_cast<long long>(side) * gridDim.x * kv_heads + head) * d + j] = *slot;
+  *slot = __float2half_rn(sides.x[side][head * d + j]);
 }
 
 // Decode step, fp16 layers: the new token of sequence b at its position.
-__global__ void fp16_append_step_kernel(const int* __restrict__ positions,
-                                        const float* __restrict__ x, __half* __restrict__ dst,
+__global__ void fp16_append_step_kernel(const int* __restrict__ positions, const StepSides sides,
                                         int capacity, int kv_heads, int d) {
-  const int b = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
+  const int b = blockIdx.x, h = blockIdx.y, side = blockIdx.z, j = threadIdx.x;
   const int pos = positions[b];
   if (pos < 0) return;
   const long long row = (static_cast<long long>(b) * kv_heads + h) * capacity + pos;
-  dst[row * d + j] = __float2half_rn(x[(static_cast<long long>(b) * kv_heads + h) * d + j]);
+  sides.dst[side][row * d + j] =
+      __float2half_rn(sides.x[side][(static_cast<long long>(b) * kv_heads + h) * d + j]);
 }
 
 void check_grid(long long count, const char* what) {
@@ -276,34 +264,30 @@ void GpuLayerKvCache::append_step(const float* k, const float* v, const int* pos
   }
   cudaStream_t stream = as_stream(stream_ptr);
   const int d = shape_.head_dim, H = shape_.n_kv_heads, B = batch_;
-  const dim3 grid(B, H);
+  const dim3 grid(B, H, 2);
   if (fp16_) {
-    for (auto [x, dst] : {std::pair{k, impl_->fp16_keys}, std::pair{v, impl_->fp16_values}}) {
-      fp16_append_step_kernel<<<grid, d, 0, stream>>>(positions, x, reinterpret_cast<__half*>(dst),
-                                                      capacity_, H, d);
-      TQ_CUDA_CHECK(cudaGetLastError());
-    }
+    const StepSides sides{{k, v},
+                          {reinterpret_cast<__half*>(impl_->fp16_keys),
+                           reinterpret_cast<__half*>(impl_->fp16_values)}};
+    fp16_append_step_kernel<<<grid, d, 0, stream>>>(positions, sides, capacity_, H, d);
+    TQ_CUDA_CHECK(cudaGetLastError());
     return;
   }
   const int W = window_;
-  int* starts = scratch.ints(3 * B);  // [0, B): starts; attend_step uses the same buffer later
-  step_starts_kernel<<<(B + 127) / 128, 128, 0, stream>>>(positions, B, W, starts);
-  TQ_CUDA_CHECK(cudaGetLastError());
-  for (int which = 0; which < 2; ++which) {
-    const Impl::SideArrays s = impl_->sides()[which];
-    const float* x = which == 0 ? k : v;
-    if (W == 0) {
-      quantize_append(*s.codec, x, InputType::F32, B, 1, H, *s.side, capacity_, starts, stream);
-      continue;
-    }
-    auto* ring = reinterpret_cast<__half*>(s.ring);
-    auto* staging = reinterpret_cast<__half*>(scratch.staging(static_cast<std::size_t>(B) * H * d));
-    stage_step_kernel<<<grid, d, 0, stream>>>(positions, ring, W, H, d, staging);
-    TQ_CUDA_CHECK(cudaGetLastError());
-    quantize_append(*s.codec, staging, InputType::F16, B, 1, H, *s.side, capacity_, starts, stream);
-    ring_write_step_kernel<<<grid, d, 0, stream>>>(positions, x, ring, W, H, d);
-    TQ_CUDA_CHECK(cudaGetLastError());
+  const auto all = impl_->sides();
+  if (W == 0) {
+    quantize_append_pair(*all[0].codec, k, *all[0].side, *all[1].codec, v, *all[1].side,
+                         InputType::F32, B, 1, H, capacity_, positions, W, stream);
+    return;
   }
+  const StepSides sides{
+      {k, v}, {reinterpret_cast<__half*>(all[0].ring), reinterpret_cast<__half*>(all[1].ring)}};
+  const std::size_t per_side = static_cast<std::size_t>(B) * H * d;
+  auto* staging = reinterpret_cast<__half*>(scratch.staging(2 * per_side));
+  ring_step_kernel<<<grid, d, 0, stream>>>(positions, sides, W, H, d, staging);
+  TQ_CUDA_CHECK(cudaGetLastError());
+  quantize_append_pair(*all[0].codec, staging, *all[0].side, *all[1].codec, staging + per_side,
+                       *all[1].side, InputType::F16, B, 1, H, capacity_, positions, W, stream);
 }
 
 void GpuLayerKvCache::attend_step(const float* q, const int* positions, int max_tokens, float* out,

@@ -20,6 +20,7 @@ constexpr int kMaxDim = 256;
 struct QuantizeParams {
   int dim, count, kv_heads, capacity;
   const int* start;
+  int step_window;  // >= 0: start holds the step's token positions (see quantize_append_pair)
   bool hadamard, prod, norm_correction;
   float hadamard_scale;
   const float* pi;     // Π row-major (haar)
@@ -57,8 +58,10 @@ __device__ inline unsigned pack_word(const unsigned char* idx, int n, int bits, 
   return word;
 }
 
+// One (token t, KV head h, sequence b) of one side: the CTA's whole job.
 template <typename T>
-__global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
+__device__ __forceinline__ void quantize_token(const T* __restrict__ x, const QuantizeParams& p,
+                                               int t, int h, int b) {
   __shared__ float y[kMaxDim];
   __shared__ float recon[kMaxDim];
   __shared__ float residual[kMaxDim];
@@ -66,8 +69,12 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   __shared__ float s_norm, s_inv, s_stored, s_decoded;
   const int d = p.dim;
   const int j = threadIdx.x;
-  const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const int pos = p.start[b] + t;
+  int start = p.start[b];
+  if (p.step_window >= 0) {  // the slot this decode step encodes (-1: none)
+    const int W = p.step_window;
+    start = start < 0 ? -1 : W == 0 ? start : (start >= W ? start - W : -1);
+  }
+  const int pos = start + t;
   if (pos < 0 || pos >= p.capacity) return;  // whole CTA leaves together
   const T* src = x + ((static_cast<long long>(b) * p.count + t) * p.kv_heads + h) * d;
   const float xj = load_as_float(src + j);
@@ -164,11 +171,23 @@ __global__ void quantize_kernel(const T* __restrict__ x, QuantizeParams p) {
   }
 }
 
-}  // namespace
+// blockIdx.z = side · batch + b: with two sides (keys and values of one decode step) one launch
+// encodes both, since at decode a launch costs more than its work. Each side is its own inlined
+// copy, so that its parameters stay in the parameter space.
+template <typename T>
+__global__ void quantize_kernel(const T* __restrict__ x0, const T* __restrict__ x1,
+                                const QuantizeParams p0, const QuantizeParams p1, int batch) {
+  const int z = blockIdx.z;
+  if (z < batch) {
+    quantize_token(x0, p0, blockIdx.x, blockIdx.y, z);
+  } else {
+    quantize_token(x1, p1, blockIdx.x, blockIdx.y, z - batch);
+  }
+}
 
-void quantize_append(const DeviceCodec& codec, const void* x, InputType type, int batch, int count,
-                     int kv_heads, const GpuCacheSide& side, int capacity,
-                     const int* start_positions, void* stream) {
+QuantizeParams make_params(const DeviceCodec& codec, const void* x, int batch, int count,
+                           int kv_heads, const GpuCacheSide& side, int capacity,
+                           const int* start_positions) {
   const auto& d = codec.impl();
   const CodeLayout& L = codec.layout();
   if (d.dim > kMaxDim || d.dim % 32 != 0) {
@@ -180,9 +199,8 @@ void quantize_append(const DeviceCodec& codec, const void* x, InputType type, in
                                 std::to_string(count) + ", kv_heads " + std::to_string(kv_heads) +
                                 " invalid");
   }
-  if (count == 0) return;
-  if (!x || !start_positions || !side.norms || (L.code_bytes && !side.codes) ||
-      (d.prod && (!side.signs || !side.residual_norms))) {
+  if (count > 0 && (!x || !start_positions || !side.norms || (L.code_bytes && !side.codes) ||
+                    (d.prod && (!side.signs || !side.residual_norms)))) {
     throw std::invalid_argument("quantize_append: a required device pointer is null");
   }
   if (count > 65535 * 1024) throw std::invalid_argument("quantize_append: count too large");
@@ -192,6 +210,7 @@ void quantize_append(const DeviceCodec& codec, const void* x, InputType type, in
   p.kv_heads = kv_heads;
   p.capacity = capacity;
   p.start = start_positions;
+  p.step_window = -1;
   p.hadamard = d.hadamard;
   p.prod = d.prod;
   p.norm_correction = codec.spec().norm_correction;
@@ -205,23 +224,64 @@ void quantize_append(const DeviceCodec& codec, const void* x, InputType type, in
   p.thr_lo = d.thr_lo;
   p.layout = kernel_layout(L);
   p.side = side;
-  const dim3 grid(count, kv_heads, batch);
-  if (count > 2147483647 || batch > 65535 || kv_heads > 65535) {
+  return p;
+}
+
+// Launches quantize_kernel over `sides` (1 or 2) sides of the same shape.
+void launch_quantize(const void* x0, const void* x1, const QuantizeParams& p0,
+                     const QuantizeParams& p1, InputType type, int batch, int sides, void* stream) {
+  if (p0.count == 0) return;
+  if (static_cast<long long>(batch) * sides > 65535 || p0.kv_heads > 65535) {
     throw std::invalid_argument("quantize_append: grid too large");
   }
+  const dim3 grid(p0.count, p0.kv_heads, batch * sides);
   cudaStream_t s = as_stream(stream);
   switch (type) {
     case InputType::F32:
-      quantize_kernel<<<grid, d.dim, 0, s>>>(static_cast<const float*>(x), p);
+      quantize_kernel<<<grid, p0.dim, 0, s>>>(static_cast<const float*>(x0),
+                                              static_cast<const float*>(x1), p0, p1, batch);
       break;
     case InputType::F16:
-      quantize_kernel<<<grid, d.dim, 0, s>>>(static_cast<const __half*>(x), p);
+      quantize_kernel<<<grid, p0.dim, 0, s>>>(static_cast<const __half*>(x0),
+                                              static_cast<const __half*>(x1), p0, p1, batch);
       break;
     case InputType::BF16:
-      quantize_kernel<<<grid, d.dim, 0, s>>>(static_cast<const __nv_bfloat16*>(x), p);
+      quantize_kernel<<<grid, p0.dim, 0, s>>>(static_cast<const __nv_bfloat16*>(x0),
+                                              static_cast<const __nv_bfloat16*>(x1), p0, p1, batch);
       break;
   }
   TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void quantize_append_pair(const DeviceCodec& key_codec, const void* keys,
+                          const GpuCacheSide& key_side, const DeviceCodec& value_codec,
+                          const void* values, const GpuCacheSide& value_side, InputType type,
+                          int batch, int count, int kv_heads, int capacity,
+                          const int* start_positions, int step_window, void* stream) {
+  if (step_window >= 0 && count != 1) {
+    throw std::invalid_argument("quantize_append_pair: a step window needs count 1, got " +
+                                std::to_string(count));
+  }
+  if (key_codec.impl().dim != value_codec.impl().dim) {
+    throw std::invalid_argument("quantize_append_pair: key dim " +
+                                std::to_string(key_codec.impl().dim) + " != value dim " +
+                                std::to_string(value_codec.impl().dim));
+  }
+  const QuantizeParams pk =
+      make_params(key_codec, keys, batch, count, kv_heads, key_side, capacity, start_positions);
+  const QuantizeParams pv = make_params(value_codec, values, batch, count, kv_heads, value_side,
+                                        capacity, start_positions);
+  launch_quantize(keys, values, pk, pv, type, batch, 2, stream);
+}
+
+void quantize_append(const DeviceCodec& codec, const void* x, InputType type, int batch, int count,
+                     int kv_heads, const GpuCacheSide& side, int capacity,
+                     const int* start_positions, void* stream) {
+  const QuantizeParams p =
+      make_params(codec, x, batch, count, kv_heads, side, capacity, start_positions);
+  launch_quantize(x, x, p, p, type, batch, 1, stream);
 }
 
 }  // namespace tq::cuda

@@ -3,7 +3,9 @@
 // attention of the appended chunk's queries (decode: one query; prefill: several, causal) is
 // within 3e-3 of the double-precision reference over the CPU cache, relative to the largest
 // output. Chunk sizes cross the window boundary so that evictions from the ring, chunks longer
-// than the window and the no-window path all run. Skips without a GPU.
+// than the window and the no-window path all run. The batched decode step (append_step, all
+// sequences in one launch, some sitting steps out) stores the same bytes as per-sequence appends.
+// Skips without a GPU.
 #include "turboquant/cache/kv_cache.hpp"
 #include "turboquant/cuda/layer_cache.hpp"
 
@@ -141,6 +143,77 @@ TEST(GpuLayerKvCache, MatchesCpuCacheByteForByteAndInAttention) {
       {"tq4:protect=1/0", 0, 64},
   };
   for (const Case& c : cases) run_case(c);
+}
+
+// B sequences decode T steps through append_step (each sitting out some steps, so their lengths
+// differ); a second cache gets the same tokens through per-sequence append. Every stored byte
+// (codes, signs, norms, residual norms, fp16 rows, the ring's window) must match.
+void run_step_case(const std::string& scheme_name, int head_dim) {
+  SCOPED_TRACE(scheme_name + " d " + std::to_string(head_dim));
+  const tq::KvScheme scheme = tq::parse_kv_scheme(scheme_name);
+  const tq::LayerKvShape shape{
+      .layer = 0, .n_layers = 2, .n_q_heads = 4, .n_kv_heads = 2, .head_dim = head_dim};
+  const int d = head_dim, H = shape.n_kv_heads, B = 3, T = 45;
+  tc::GpuLayerKvCache stepped(scheme, shape, B, T);
+  tc::GpuLayerKvCache appended(scheme, shape, B, T);
+  tc::LayerCacheScratch step_scratch, scratch;
+  tq::Xoshiro256 rng(0x5151 + static_cast<std::uint64_t>(d));
+  DevBuf<float> dk(static_cast<std::size_t>(B) * H * d), dv(static_cast<std::size_t>(B) * H * d);
+  DevBuf<int> dpos(B);
+  ASSERT_TRUE(dk.p && dv.p && dpos.p);
+  std::vector<int> sizes(B, 0);
+  for (int s = 0; s < T; ++s) {
+    const auto k = gaussian(static_cast<std::size_t>(B) * H * d, rng, 2.0f);
+    const auto v = gaussian(k.size(), rng, 1.0f);
+    std::vector<int> positions(B);
+    std::vector<bool> active(B);
+    for (int b = 0; b < B; ++b) {
+      active[b] = (s + 2 * b) % 5 != 0;  // each sequence sits out every fifth step
+      positions[b] = active[b] ? sizes[b] : -1;
+    }
+    ASSERT_EQ(cudaMemcpy(dk.p, k.data(), k.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dv.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dpos.p, positions.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    stepped.append_step(dk.p, dv.p, dpos.p, step_scratch, nullptr);
+    stepped.advance(active);
+    const std::size_t row = static_cast<std::size_t>(H) * d;
+    for (int b = 0; b < B; ++b) {
+      if (!active[b]) continue;
+      appended.append(b, dk.p + b * row, dv.p + b * row, 1, scratch, nullptr);
+      ++sizes[b];
+    }
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  }
+  for (int b = 0; b < B; ++b) {
+    ASSERT_EQ(stepped.size(b), appended.size(b));
+    ASSERT_EQ(stepped.compressed_size(b), appended.compressed_size(b));
+    for (tq::KvSide side : {tq::KvSide::Key, tq::KvSide::Value}) {
+      for (int h = 0; h < H; ++h) {
+        SCOPED_TRACE("sequence " + std::to_string(b) + " head " + std::to_string(h));
+        const tc::HostEncodedTokens x = stepped.download(side, b, h);
+        const tc::HostEncodedTokens y = appended.download(side, b, h);
+        EXPECT_EQ(x.codes, y.codes) << "codes differ";
+        EXPECT_EQ(x.signs, y.signs) << "signs differ";
+        EXPECT_EQ(x.norms, y.norms) << "norms (or fp16 rows) differ";
+        EXPECT_EQ(x.residual, y.residual) << "residual norms differ";
+        EXPECT_EQ(stepped.download_window(side, b, h), appended.download_window(side, b, h))
+            << "window differs";
+      }
+    }
+  }
+  EXPECT_EQ(stepped.bytes(), appended.bytes());
+}
+
+TEST(GpuLayerKvCache, DecodeStepStoresWhatAppendStores) {
+  REQUIRE_GPU();
+  for (const auto& [scheme, d] :
+       std::vector<std::pair<std::string, int>>{{"tq4:window=16", 128},
+                                                {"k4v3:window=8", 64},
+                                                {"tq4:window=0", 128},
+                                                {"tq3:kcodec=prod,window=4", 64},
+                                                {"fp16", 128}}) {
+    run_step_case(scheme, d);
+  }
 }
 
 TEST(GpuLayerKvCache, RefusesWhatItCannotStore) {

@@ -111,6 +111,18 @@ void quantize_append(const DeviceCodec& codec, const void* x, InputType type, in
                      int kv_heads, const GpuCacheSide& side, int capacity,
                      const int* start_positions, void* stream = nullptr);
 
+// The same for the keys and the values in one launch (same head dim, shape and start positions;
+// each side with its own codec): what a decode step uses, where launches cost more than work.
+// step_window >= 0 (count 1): start_positions are the step's token positions (< 0: inactive) and
+// the slot encoded is the one a cache with a step_window-token fp16 window compresses at that
+// step: the position itself when step_window = 0, position − step_window once that is >= 0,
+// none before.
+void quantize_append_pair(const DeviceCodec& key_codec, const void* keys,
+                          const GpuCacheSide& key_side, const DeviceCodec& value_codec,
+                          const void* values, const GpuCacheSide& value_side, InputType type,
+                          int batch, int count, int kv_heads, int capacity,
+                          const int* start_positions, int step_window = -1, void* stream = nullptr);
+
 // Plain fp16 cache for the baseline kernel: [batch][kv_heads][capacity][head_dim] fp16 bits.
 struct GpuFp16Cache {
   int batch = 0, kv_heads = 0, head_dim = 0, capacity = 0;
