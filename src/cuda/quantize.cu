@@ -269,10 +269,11 @@ void quantize_append_pair(const DeviceCodec& key_codec, const void* keys,
                                 std::to_string(key_codec.impl().dim) + " != value dim " +
                                 std::to_string(value_codec.impl().dim));
   }
-  const QuantizeParams pk =
+  QuantizeParams pk =
       make_params(key_codec, keys, batch, count, kv_heads, key_side, capacity, start_positions);
-  const QuantizeParams pv = make_params(value_codec, values, batch, count, kv_heads, value_side,
-                                        capacity, start_positions);
+  QuantizeParams pv = make_params(value_codec, values, batch, count, kv_heads, value_side, capacity,
+                                  start_positions);
+  pk.step_window = pv.step_window = step_window;
   launch_quantize(keys, values, pk, pv, type, batch, 2, stream);
 }
 
