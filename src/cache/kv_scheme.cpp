@@ -53,6 +53,17 @@ KvSideSpec turboquant_side(double bits, std::string_view context) {
     msg << "kv scheme '" << context << "': " << bits << " bits out of range; expected 1..8";
     throw std::invalid_argument(msg.str());
   }
+  // A fractional width gives one more bit to a whole number of coordinates, so its fractional
+  // part times the head dim must be an integer (checked for d = 128, the largest preset head dim;
+  // the codec checks the real d when a cache is built).
+  const double frac = bits - std::floor(bits);
+  if (std::fabs(frac * 128.0 - std::round(frac * 128.0)) > 1e-9) {
+    std::ostringstream msg;
+    msg << "kv scheme '" << context << "': " << bits << " bits: the fractional part " << frac
+        << " times the head dim must be a whole number of coordinates; expected a multiple of "
+           "1/128 (1/64 for head dim 64), e.g. 4.5, 4.25 or 4.125";
+    throw std::invalid_argument(msg.str());
+  }
   KvSideSpec side;
   side.format = KvFormat::TurboQuant;
   side.bits = bits;

@@ -48,6 +48,10 @@ TEST(KvCache, BytesEqualFormulaForEveryPreset) {
   schemes.push_back("k4v3:kcodec=prod,window=0");
   schemes.push_back("tq3:kcodec=prod,vcodec=prod,protect=0/1,window=3");
   schemes.push_back("tq2.5:rot=haar,normcorr=1,window=0");
+  schemes.push_back("tq4.25:window=0");
+  schemes.push_back("tq4.5:window=3");
+  schemes.push_back("k4.5v4:center=k,window=0");
+  schemes.push_back("k5v3.5:center=kv,window=2");
   for (int d : {64, 128}) {
     const ModelShape model{"test", 4, 6, 2, d, 0};
     for (const auto& name : schemes) {
@@ -151,6 +155,28 @@ TEST(KvCache, DecodeAccuracyPerFormat) {
         if (h == 0 && side == KvSide::Key)
           std::printf("%-16s relative error %.4f\n", c.scheme, err);
         EXPECT_GT(err, c.max_error / 1000) << c.scheme << " stores something lossy";
+      }
+    }
+  }
+}
+
+TEST(KvCache, FractionalWidthsSitBetweenTheirWholeWidths) {
+  // tq4.25 / tq4.5 give 5 bits to a quarter / half of the rotated coordinates: their decode
+  // error must fall strictly between tq4's and tq5's, in order, at both head dims.
+  for (int d : {64, 128}) {
+    const LayerKvShape s{1, 3, 2, 1, d};
+    const std::size_t n = 256;
+    const auto x = random_tokens(n, s, 29);
+    double previous = 1.0;
+    for (const char* scheme : {"tq4:window=0", "tq4.25:window=0", "tq4.5:window=0",
+                               "k4.75v4.75:window=0", "tq5:window=0"}) {
+      LayerKvCache cache(parse_kv_scheme(scheme), s);
+      cache.append(x.data(), x.data(), n);
+      for (KvSide side : {KvSide::Key, KvSide::Value}) {
+        const auto y = decode_all(cache, side, 0);
+        const double err = relative_error(y.data(), x.data(), x.size());
+        EXPECT_LT(err, previous * 0.985) << scheme << " d=" << d;
+        if (side == KvSide::Value) previous = err;
       }
     }
   }

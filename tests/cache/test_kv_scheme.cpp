@@ -56,6 +56,43 @@ std::string scheme_error(const std::string& text) {
   return tests::thrown_message([&] { parse_kv_scheme(text); });
 }
 
+TEST(KvScheme, FractionalWidthsParseAndRoundTrip) {
+  // Quarter and eighth widths for equal-stored-bits comparisons, symmetric and per side.
+  struct Case {
+    const char* text;
+    double key_bits;
+    double value_bits;
+    const char* name;
+  };
+  for (const Case& c :
+       {Case{"tq4.25", 4.25, 4.25, "tq4.25"}, Case{"tq4.5", 4.5, 4.5, "tq4.5"},
+        Case{"TQ4.125:window=0", 4.125, 4.125, "tq4.125:window=0"},
+        Case{"k4.5v4:window=0,center=k", 4.5, 4.0, "k4.5v4:center=k,window=0"},
+        Case{"k5v3.5", 5.0, 3.5, "k5v3.5"}, Case{"k4.25v4.25", 4.25, 4.25, "tq4.25"}}) {
+    const KvScheme s = parse_kv_scheme(c.text);
+    EXPECT_EQ(s.key.format, KvFormat::TurboQuant) << c.text;
+    EXPECT_EQ(s.key.bits, c.key_bits) << c.text;
+    EXPECT_EQ(s.value.bits, c.value_bits) << c.text;
+    EXPECT_EQ(s.name, c.name) << c.text;
+    EXPECT_EQ(parse_kv_scheme(s.name).name, s.name) << c.text;
+  }
+}
+
+TEST(KvScheme, WidthsNoHeadDimSplitsAreRejectedNamingTheScheme) {
+  // 0.3 of a coordinate's bit cannot be spread over whole coordinates at any power-of-two d.
+  EXPECT_EQ(scheme_error("tq4.3:window=0"),
+            "kv scheme 'tq4.3:window=0': 4.3 bits: the fractional part 0.3 times the head dim "
+            "must be a whole number of coordinates; expected a multiple of 1/128 (1/64 for head "
+            "dim 64), e.g. 4.5, 4.25 or 4.125");
+  EXPECT_EQ(scheme_error("k4v3.1"),
+            "kv scheme 'k4v3.1': 3.1 bits: the fractional part 0.1 times the head dim must be a "
+            "whole number of coordinates; expected a multiple of 1/128 (1/64 for head dim 64), "
+            "e.g. 4.5, 4.25 or 4.125");
+  // prod keeps b-1 mse bits: the same rule applies to its fractional part.
+  EXPECT_THROW(parse_kv_scheme("tq4.3:kcodec=prod"), std::invalid_argument);
+  EXPECT_NO_THROW(parse_kv_scheme("tq4.25:kcodec=prod"));
+}
+
 TEST(KvScheme, IntegerOptionsAreRangeCheckedNotWrapped) {
   // 4294967301 = 2^32 + 5 once wrapped to window 5.
   EXPECT_EQ(scheme_error("tq3:window=4294967301"),
@@ -136,6 +173,43 @@ TEST(KvSize, MatchesHandComputedBytes) {
   // A context shorter than the window is all fp16.
   EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("tq4:window=100"), 50).ratio(), 1.0);
   EXPECT_THROW(find_model_shape("gpt-5"), std::invalid_argument);
+}
+
+TEST(KvSize, FractionalWidthsStoredBits) {
+  // Each code part (hi, lo) is packed in whole 32-bit words: tq4.25 at d = 64 holds 16 x 5 bits
+  // (80 -> 96 bits, 12 B) + 48 x 4 bits (24 B) + the fp16 norm = 38 B, the same as tq4.5
+  // (20 + 16 + 2); at d = 128 both parts fill whole words (20 + 48 + 2 = 70 B).
+  const auto side = [](const char* text, int d) {
+    return kv_side_bytes_per_token(parse_kv_scheme(text).key, d, RotationKind::Hadamard);
+  };
+  EXPECT_EQ(side("tq4", 64), 34u);
+  EXPECT_EQ(side("tq4.25", 64), 38u);
+  EXPECT_EQ(side("tq4.5", 64), 38u);
+  EXPECT_EQ(side("tq5", 64), 42u);
+  EXPECT_EQ(side("tq3.5", 64), 30u);
+  EXPECT_EQ(side("tq4.25", 128), 70u);
+  EXPECT_EQ(side("tq4.5", 128), 74u);
+  // SmolLM2 (head dim 64) at the 512-token evaluation context: the schemes that store exactly the
+  // 4.5 bits/value of the rotated block formats split the bits unevenly between K and V.
+  const ModelShape& smol = find_model_shape("smollm2-135m");
+  const auto bits = [&](const char* text) {
+    return kv_cache_size(smol, parse_kv_scheme(text), 512).bits_per_value;
+  };
+  EXPECT_EQ(bits("q4r"), 4.5);
+  EXPECT_EQ(bits("iq4nlr"), 4.5);
+  EXPECT_EQ(bits("k4.5v4:window=0"), 4.5);
+  EXPECT_EQ(bits("k5v3.5:window=0"), 4.5);
+  EXPECT_EQ(bits("tq4:window=0"), 4.25);
+  EXPECT_EQ(bits("tq4.25:window=0"), 4.75);
+  EXPECT_EQ(bits("tq4.5:window=0"), 4.75);
+  EXPECT_EQ(bits("k4v3:window=0"), 3.75);
+  // One fp16 mu of 64 values per centered side, head and layer: 1024 bits per 65536 values.
+  EXPECT_EQ(bits("k4.5v4:window=0,center=k"), 4.5 + 1.0 / 64);
+  EXPECT_EQ(bits("k4.5v4:window=0,center=kv"), 4.5 + 2.0 / 64);
+  // Llama-3.1-8B (head dim 128): tq4.25 stores 4.375 bits/value, under the block formats' 4.5.
+  const ModelShape& llama = find_model_shape("llama-3.1-8b");
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("tq4.25:window=0"), 4096).bits_per_value, 4.375);
+  EXPECT_EQ(kv_cache_size(llama, parse_kv_scheme("q4r"), 4096).bits_per_value, 4.5);
 }
 
 }  // namespace
