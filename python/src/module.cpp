@@ -40,5 +40,6 @@ NB_MODULE(_core, m) {
   m.doc() = "turboquant C++ core (tq_codec, tq_cache) on DLPack arrays; use the turboquant package";
   tq::python::bind_codec(m);
   tq::python::bind_kv(m);
+  tq::python::bind_cache(m);
   tq::python::bind_testing(m);
 }
