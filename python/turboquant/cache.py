@@ -54,7 +54,8 @@ class LayerKvCache:
         if not isinstance(scheme, str):
             raise TypeError(f"{where}: scheme must be a --kv string, got {type(scheme).__name__}")
         self._impl = _core.LayerKvCache(
-            scheme, _check_int(where, "layer", layer, 0), _check_int(where, "n_layers", n_layers, 1),
+            scheme, _check_int(where, "layer", layer, 0),
+            _check_int(where, "n_layers", n_layers, 1),
             _check_int(where, "q_heads", q_heads, 1), _check_int(where, "kv_heads", kv_heads, 1),
             _check_int(where, "head_dim", head_dim, 1))
 

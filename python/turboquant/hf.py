@@ -235,7 +235,8 @@ class TurboQuantCache(Cache):
 
 
 def _exact_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     attention_mask: Optional[torch.Tensor], scaling: Optional[float]) -> torch.Tensor:
+                     attention_mask: Optional[torch.Tensor],
+                     scaling: Optional[float]) -> torch.Tensor:
     """Exact causal attention over the keys given (no TurboQuant cache behind them)."""
     n, t = query.shape[2], key.shape[2]
     group = query.shape[1] // key.shape[1]
