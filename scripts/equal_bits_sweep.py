@@ -60,6 +60,9 @@ ROWS: list[Row] = [
     Row("tq4:window=0,normcorr=1", "equal-bits"),
     Row("tq4:window=0,center=k,normcorr=1", "equal-bits"),
     Row("k5.5v3:window=0,center=k,normcorr=1", "equal-bits"),
+    # Strictly inside 4.5 bits with mu: the next per-side grid points down (4.25 + mu).
+    Row("k4.5v3.5:window=0,center=k,normcorr=1", "equal-bits"),
+    Row("k5v3:window=0,center=k,normcorr=1", "equal-bits"),
     # The symmetric fractional widths the issue names; at head dim 64 both store 4.75 bits.
     Row("tq4.25:window=0", "over-budget"),
     Row("tq4.25:window=0,center=k", "over-budget"),
@@ -123,26 +126,47 @@ def sweep(tq: str, schemes: list[Row], work: Path,
         r = json.loads(f.read_text())
         size = stored_bits(tq, row.scheme, args.ctx)
         r["scheme_arg"] = row.scheme
-        r["group"] = row.group
         r["stored_bits_per_value"] = size["bits_per_value"]
         r["stored_bytes"] = size["bytes"]
+        r["group"] = row.group if row.group == "baseline" else budget_group(
+            r["stored_bits_per_value"])
         rows.append(r)
     best = min((r for r in rows if r["group"] == "baseline"), key=lambda r: r["kld_mean"])
+    q4r = next(r for r in rows if r["kv"] == "q4r")
     for r in rows:
         r["ratio_to_best_block"] = r["kld_mean"] / best["kld_mean"]
+        r["ratio_to_q4r"] = r["kld_mean"] / q4r["kld_mean"]
+    rows.sort(key=lambda r: (GROUP_ORDER.index(r["group"]), r["kld_mean"]))
     return rows
+
+
+GROUP_ORDER = ["baseline", "<= 4.5", "4.5 + mu", "> 4.5", "<= 3.75", "3.75 + mu"]
+
+
+def budget_group(bits: float) -> str:
+    """Where a row's stored bits put it against the two budgets (mu = centering vectors)."""
+    if bits <= 3.75:
+        return "<= 3.75"
+    if bits < 3.8:
+        return "3.75 + mu"
+    if bits <= 4.5:
+        return "<= 4.5"
+    if bits < 4.55:
+        return "4.5 + mu"
+    return "> 4.5"
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| scheme | group | stored bits/value | mean KLD | KLD / best block | ΔPPL | top-1 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| scheme | budget | stored bits/value | mean KLD | / best block | / q4r | ΔPPL | top-1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| `{r['kv']}` | {r['group']} | {r['stored_bits_per_value']:.3f} | "
             f"{r['kld_mean']:.4f} ± {r['kld_mean_stderr']:.4f} | "
-            f"{fmt_ratio(r['ratio_to_best_block'])} | {r['delta_ppl']:+.3f} | "
+            f"{fmt_ratio(r['ratio_to_best_block'])} | {fmt_ratio(r['ratio_to_q4r'])} | "
+            f"{r['delta_ppl']:+.3f} | "
             f"{100 * r['top1_agree']:.1f} % |")
     return lines
 
@@ -180,11 +204,12 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         "",
     ]
     lines += table(record["rows"])
-    lines += ["", "Groups: *baseline* = the block formats (4.5 bits); *equal-bits* = TurboQuant "
-              "codes at <= 4.5 stored bits before the centering vectors (a centered row adds "
-              "0.016/side); *over-budget* = the symmetric fractional widths `tq4.25` / `tq4.5`, "
-              "which store 4.75 bits at head dim 64 (see below); *stretch* = <= 3.75 bits "
-              "before centering.", ""]
+    lines += ["", "Budget column: *baseline* = the block formats (4.5 bits); *<= 4.5* / *<= 3.75* "
+              "= at or under the budget counting everything stored; *4.5 + mu* / *3.75 + mu* = "
+              "codes at the budget plus the centering vectors (0.016 bits/value per centered "
+              "side at 512 tokens), i.e. slightly over it; *> 4.5* = the symmetric fractional "
+              "widths `tq4.25` / `tq4.5`, which store 4.75 bits at head dim 64 (see below). "
+              "Rows sorted by budget, then KLD.", ""]
     conf = record.get("confirmation")
     if conf:
         lines += [f"## Confirmation on {conf['tokens_scored']} scored tokens ({conf['windows']} "
@@ -210,13 +235,15 @@ def main() -> int:
     ap.add_argument("--confirm", nargs="*", default=[],
                     help="schemes to rerun on more windows (include the block baselines)")
     ap.add_argument("--confirm-chunks", type=int, default=32)
+    ap.add_argument("--commit", default="", help="commit the tq binary was built from")
     ap.add_argument("--findings", type=Path, default=None,
                     help="markdown file with the findings paragraph to append")
     args = ap.parse_args()
     rows = sweep(args.tq, ROWS, args.work, args)
     best = min((r for r in rows if r["group"] == "baseline"), key=lambda r: r["kld_mean"])
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    commit = args.commit or subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        check=True).stdout.strip()
     record: dict[str, Any] = {
         "machine": "CPU machine, Intel Xeon, 2 cores shared with other jobs, 2 threads",
         "commit": commit,
