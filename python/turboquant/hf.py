@@ -10,7 +10,11 @@ registers with transformers' ``AttentionInterface`` under the name ``"turboquant
     from turboquant.hf import TurboQuantCache
     model = AutoModelForCausalLM.from_pretrained(...)           # Llama / Qwen2 / Mistral style
     cache = TurboQuantCache(model.config, scheme="tq4")         # switches the attention to ours
-    out = model.generate(input_ids, past_key_values=cache, max_new_tokens=32)
+    out = model.generate(input_ids, cache=cache, max_new_tokens=32)
+
+(transformers 5 names the argument ``cache``; ``past_key_values=cache`` still works there, with a
+FutureWarning.) Tested with transformers 5.24.0 and torch 2.15.0 on Llama, Qwen2 and Mistral
+(without a sliding window) configs.
 
 How the pieces meet: the model calls ``cache.update(keys, values, layer)`` and then the attention
 function with the same keys. ``update`` appends the chunk to the compressed caches and returns

@@ -248,3 +248,25 @@ def test_attention_function_passes_the_models_scaling(model):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(got, hf.turboquant_attention(None, q, k, v, None, scaling=0.125)[0],
                               atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["Qwen2", "Mistral"])
+def test_other_llama_style_families(family):
+    # Qwen2 (q/k/v biases) and Mistral without a sliding window: fp16 greedy == DynamicCache.
+    config_class = getattr(transformers, f"{family}Config")
+    model_class = getattr(transformers, f"{family}ForCausalLM")
+    torch.manual_seed(0)
+    config = config_class(vocab_size=256, hidden_size=256, intermediate_size=512,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=64, attn_implementation="sdpa", pad_token_id=0,
+                          eos_token_id=None, bos_token_id=None)
+    if family == "Mistral":
+        config.sliding_window = None
+    m = model_class(config).eval()
+    ids = torch.randint(1, 256, (1, 50), generator=torch.Generator().manual_seed(5))
+    want = generate(m, ids, DynamicCache(config=config))
+    assert torch.equal(generate(m, ids, hf.TurboQuantCache(m.config, scheme="fp16")), want)
+    if family == "Mistral":
+        config.sliding_window = 32
+        with pytest.raises(NotImplementedError, match="sliding_attention"):
+            hf.TurboQuantCache(config, scheme="tq4")
