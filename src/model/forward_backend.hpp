@@ -20,7 +20,7 @@ enum class Act {
   Xn,      // normalised residual [n_embd]
   Qkv,     // fused projection [q_dim + 2·kv_dim]
   Att,     // attention output [q_dim]
-  GateUp,  // gate and up projections [2·n_ff]; swiglu leaves silu(gate)·up in the first n_ff
+  GateUp,  // gate and up projections [2·n_ff]; glu leaves act(gate)·up in the first n_ff
   Logits,  // [n_vocab]
 };
 
@@ -43,7 +43,7 @@ inline int activation_width(const ModelConfig& c, Act a) {
 }
 
 // Per-layer (or final) weights a step reads.
-enum class NormWeight { Attention, Ffn, Output };
+enum class NormWeight { Attention, Ffn, Output, PostAttention, PostFfn };
 enum class MatrixWeight { Qkv, AttentionOut, GateUp, Down, Logits };
 
 // The rows of one forward step; its activations use buffer rows [0, count).
@@ -71,13 +71,19 @@ class ForwardBackend {
   // out rows [first, first + n) (+)= in rows · Wᵀ (+ bias for Qkv).
   virtual void matmul(Act in, MatrixWeight which, int layer, Act out, int first, int n,
                       bool accumulate) = 0;
-  // RoPE on the Q and K parts of Act::Qkv at the step's positions.
-  virtual void rope(const StepRows& rows) = 0;
+  // out rows [0, n) += RMSNorm of in rows [0, n) with the weight `which` of `layer` (the
+  // sandwich norms of Gemma 3: PostAttention, PostFfn).
+  virtual void rms_norm_add(Act in, NormWeight which, int layer, Act out, int n) = 0;
+  // Per-head RMSNorm of the Q and K parts of Act::Qkv rows [0, n) with the layer's q/k norms.
+  virtual void qk_norm(int layer, int n) = 0;
+  // RoPE on the Q and K parts of Act::Qkv at the step's positions, with `layer`'s frequencies.
+  virtual void rope(const StepRows& rows, int layer) = 0;
   // Appends the step's K/V (from Act::Qkv) to the layer's cache, then writes attention of the
   // step's queries over what the cache holds (causal) to Act::Att.
   virtual void attention(int layer, const StepRows& rows) = 0;
-  // Act::GateUp rows [0, n): first n_ff values = silu(gate)·up.
-  virtual void swiglu(int n) = 0;
+  // Act::GateUp rows [0, n): first n_ff values = act(gate)·up, act = ModelConfig::ffn_activation
+  // (SwiGLU or GeGLU).
+  virtual void glu(int n) = 0;
   // Copies Act::Logits rows [first, first + n) to host memory.
   virtual void read_logits(int first, int n, float* host) = 0;
 

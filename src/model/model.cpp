@@ -34,17 +34,19 @@ using gguf::FormatError;
 struct ArchInfo {
   RopeOrdering rope;
   bool qkv_bias_required;
+  bool gemma3 = false;  // the Gemma 3 block: QK-norm, sandwich norms, GeGLU, sliding windows
 };
 
 // Architectures this runner implements and how they differ; matches llama.cpp's choices
-// (llama/mistral/smollm use the normal RoPE pairing, qwen2 NeoX with Q/K/V biases).
+// (llama/mistral/smollm use the normal RoPE pairing, qwen2 NeoX with Q/K/V biases, gemma3 NeoX).
 ArchInfo arch_info(const std::string& arch) {
   if (arch == "llama" || arch == "smollm" || arch == "mistral") {
     return {RopeOrdering::kNormal, false};
   }
   if (arch == "qwen2") return {RopeOrdering::kNeox, true};
+  if (arch == "gemma3") return {RopeOrdering::kNeox, false, true};
   throw std::invalid_argument("unsupported model architecture '" + arch +
-                              "' (expected llama, smollm, mistral or qwen2)");
+                              "' (expected llama, smollm, mistral, qwen2 or gemma3)");
 }
 
 int positive_int(const gguf::File& f, const std::string& key) {
@@ -93,6 +95,9 @@ constexpr const char* kLayerTensors[] = {
     "attn_norm.weight", "attn_q.weight",   "attn_k.weight", "attn_v.weight",  "attn_output.weight",
     "ffn_norm.weight",  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
 constexpr const char* kLayerBiases[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+constexpr const char* kGemma3LayerTensors[] = {"attn_q_norm.weight", "attn_k_norm.weight",
+                                               "post_attention_norm.weight",
+                                               "post_ffw_norm.weight"};
 
 // Checks that the file holds exactly the tensors `c` names: every required one present and none
 // the runner would not read. Counts are compared first, so an absurd block_count is refused
@@ -125,6 +130,9 @@ void check_tensor_set(const gguf::File& f, const ModelConfig& c, bool bias_requi
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     for (const char* t : kLayerTensors) require(b + t);
+    if (c.qk_norm) {
+      for (const char* t : kGemma3LayerTensors) require(b + t);
+    }
     if (c.qkv_bias) {
       for (const char* t : kLayerBiases) bias_required ? require(b + t) : optional(b + t);
     }
@@ -223,6 +231,32 @@ ModelConfig Model::read_config(const gguf::File& f) {
                                 "' is not supported (only unscaled RoPE)");
   }
   c.rope = info.rope;
+  if (info.gemma3) {
+    // Gemma 3 (as llama.cpp reads it): embeddings scaled by √n_embd, QK-norm, norms around both
+    // sub-blocks, GeGLU, and 5 of every 6 layers sliding-window with RoPE base 10000.
+    c.embedding_scale = std::sqrt(static_cast<float>(c.n_embd));
+    c.qk_norm = true;
+    c.sandwich_norms = true;
+    c.ffn_activation = FfnActivation::kGeluTanh;
+    c.sliding_window =
+        f.has(p + "attention.sliding_window") ? positive_int(f, p + "attention.sliding_window") : 0;
+    c.sliding_window_pattern = f.has(p + "attention.sliding_window_pattern")
+                                   ? positive_int(f, p + "attention.sliding_window_pattern")
+                                   : 6;
+    if (const auto* v = f.find(p + "rope.freq_base_swa")) {
+      c.rope_base_sliding = v->as_number().value_or(0.0);
+      if (!(c.rope_base_sliding > 1.0) || !std::isfinite(c.rope_base_sliding)) {
+        throw FormatError("metadata " + p + "rope.freq_base_swa = " + v->to_string() +
+                          " (expected a finite number > 1)");
+      }
+    }
+    if (f.has(p + "attention.query_pre_attn_scalar") &&
+        positive_int(f, p + "attention.query_pre_attn_scalar") != c.head_dim) {
+      throw std::invalid_argument("metadata " + p + "attention.query_pre_attn_scalar differs " +
+                                  "from the head dim " + std::to_string(c.head_dim) +
+                                  " (unsupported: attention scales by 1/sqrt(head dim))");
+    }
+  }
   const gguf::TensorInfo& embd = f.tensor("token_embd.weight");
   if (embd.dims.size() < 2 || embd.dims[0] != static_cast<std::uint64_t>(c.n_embd)) {
     throw FormatError("model tensor 'token_embd.weight' has shape " + shape_string(embd.dims) +
@@ -329,6 +363,19 @@ Model Model::from_gguf(const gguf::File& f, const ModelOptions& options) {
                {checked_tensor(f, b + "ffn_gate.weight", {E, F}),
                 checked_tensor(f, b + "ffn_up.weight", {E, F})});
     add_matrix(w.w_down, E, F, {checked_tensor(f, b + "ffn_down.weight", {F, E})});
+    if (c.qk_norm) {
+      const u64 D = static_cast<u64>(c.head_dim);
+      w.q_norm.resize(D);
+      w.k_norm.resize(D);
+      add(checked_tensor(f, b + "attn_q_norm.weight", {D}), w.q_norm, 0);
+      add(checked_tensor(f, b + "attn_k_norm.weight", {D}), w.k_norm, 0);
+    }
+    if (c.sandwich_norms) {
+      w.post_attn_norm.resize(E);
+      w.post_ffn_norm.resize(E);
+      add(checked_tensor(f, b + "post_attention_norm.weight", {E}), w.post_attn_norm, 0);
+      add(checked_tensor(f, b + "post_ffw_norm.weight", {E}), w.post_ffn_norm, 0);
+    }
   }
 
   // RoPE frequencies (Llama 3 style files carry per-pair divisors in rope_freqs.weight).
@@ -344,10 +391,14 @@ Model Model::from_gguf(const gguf::File& f, const ModelOptions& options) {
     }
   }
   m.rope_inv_freq_.resize(static_cast<std::size_t>(half));
+  m.rope_inv_freq_sliding_.resize(static_cast<std::size_t>(half));
   for (int i = 0; i < half; ++i) {
     double inv = std::pow(c.rope_base, -2.0 * i / c.rope_dim);
     if (!freq_factors.empty()) inv /= freq_factors[static_cast<std::size_t>(i)];
     m.rope_inv_freq_[static_cast<std::size_t>(i)] = inv;
+    // The per-pair divisors belong to the global layers' long-context scaling.
+    m.rope_inv_freq_sliding_[static_cast<std::size_t>(i)] =
+        std::pow(c.rope_base_sliding, -2.0 * i / c.rope_dim);
   }
 
 #ifdef _OPENMP
@@ -389,7 +440,8 @@ Model Model::from_gguf(const gguf::File& f, const ModelOptions& options) {
   count(m.token_embd_);
   count(m.output_);
   for (const auto& w : m.layers_) {
-    floats += w.attn_norm.size() + w.bqkv.size() + w.ffn_norm.size();
+    floats += w.attn_norm.size() + w.bqkv.size() + w.ffn_norm.size() + w.q_norm.size() +
+              w.k_norm.size() + w.post_attn_norm.size() + w.post_ffn_norm.size();
     count(w.wqkv);
     count(w.wo);
     count(w.w_gate_up);

@@ -130,8 +130,16 @@ KvSizeBreakdown Session::kv_bytes() const {
   const ModelConfig& c = impl_->model->config();
   KvSizeBreakdown out;
   out.bytes = impl_->backend->cache_bytes();
-  const std::size_t values = impl_->total_tokens() * static_cast<std::size_t>(c.n_layers) *
-                             static_cast<std::size_t>(c.kv_dim()) * 2;
+  // A sliding-window layer holds at most its window, in fp16 as much as in any scheme.
+  std::size_t token_layers = 0;
+  for (const std::size_t held : impl_->positions) {
+    for (int l = 0; l < c.n_layers; ++l) {
+      token_layers += c.is_sliding_layer(l)
+                          ? std::min(held, static_cast<std::size_t>(c.sliding_window))
+                          : held;
+    }
+  }
+  const std::size_t values = token_layers * static_cast<std::size_t>(c.kv_dim()) * 2;
   out.fp16_bytes = values * 2;
   out.bits_per_value = values ? 8.0 * static_cast<double>(out.bytes) / values : 0.0;
   return out;

@@ -68,6 +68,15 @@ void swiglu(const float* gate, const float* up, float* out, int n) {
   }
 }
 
+void geglu_tanh(const float* gate, const float* up, float* out, int n) {
+  // gelu(g) ≈ g/2 · (1 + tanh(√(2/π) · (g + 0.044715 g³))), the approximation Gemma uses.
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
 void softmax(float* x, int n) {
   if (n <= 0) return;
   const float m = *std::max_element(x, x + n);

@@ -26,6 +26,9 @@ void rope(float* x, int n_heads, int head_dim, int rope_dim, const float* cos_ro
 // out[i] = silu(gate[i]) · up[i] (out may alias gate).
 void swiglu(const float* gate, const float* up, float* out, int n);
 
+// out[i] = gelu_tanh(gate[i]) · up[i], GELU in its tanh approximation (out may alias gate).
+void geglu_tanh(const float* gate, const float* up, float* out, int n);
+
 // In-place softmax of n values (max-subtracted).
 void softmax(float* x, int n);
 

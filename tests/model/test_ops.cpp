@@ -130,6 +130,25 @@ TEST(Ops, SwigluMatchesFormula) {
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(out[i], g[i] / (1.0 + std::exp(-g[i])) * u[i], 1e-6);
 }
 
+// GeGLU with GELU's tanh form (Gemma): against the formula in double, and within 1e-3 of the
+// exact erf GELU it approximates (a sigmoid or a plain erf here would miss one of the two).
+TEST(Ops, GegluTanhMatchesFormula) {
+  std::vector<float> g = {-4.0f, -1.0f, 0.0f, 0.3f, 2.0f, 6.0f},
+                     u = {1.5f, -2.0f, 3.0f, 1.0f, 0.5f, -1.0f};
+  std::vector<float> out(g.size());
+  tq::ops::geglu_tanh(g.data(), u.data(), out.data(), static_cast<int>(g.size()));
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double x = g[i];
+    const double tanh_form =
+        0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))) * u[i];
+    EXPECT_NEAR(out[i], tanh_form, 1e-5) << "g = " << x;
+    const double erf_form = 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))) * u[i];
+    EXPECT_NEAR(out[i], erf_form, 1e-3 * std::max(1.0, std::abs(erf_form))) << "g = " << x;
+    EXPECT_GT(std::abs(out[i] - x / (1.0 + std::exp(-x)) * u[i]) + (x == 0.0 ? 1.0 : 0.0), 1e-3)
+        << "g = " << x << ": looks like SiLU";
+  }
+}
+
 TEST(Ops, MatmulMatchesNaive) {
   for (const int rows : {1, 5}) {
     for (const int threads : {1, 2}) {

@@ -35,6 +35,10 @@ enum class TensorType : std::uint32_t;
 // Llama checkpoints. kNeox: pairs (x[i], x[i + rope_dim/2]), as Qwen2 GGUFs expect.
 enum class RopeOrdering { kNormal, kNeox };
 
+// Gate activation of the gated feed-forward block: SiLU (SwiGLU: Llama, Qwen2, Mistral) or the
+// tanh approximation of GELU (GeGLU: Gemma 3).
+enum class FfnActivation { kSilu, kGeluTanh };
+
 struct ModelConfig {
   std::string architecture;  // general.architecture as written in the file
   int n_layers = 0;
@@ -51,6 +55,21 @@ struct ModelConfig {
   RopeOrdering rope = RopeOrdering::kNormal;
   bool qkv_bias = false;         // Q/K/V projections carry a bias (qwen2)
   bool tied_embeddings = false;  // no output.weight: logits use token_embd.weight
+  // Gemma 3 blocks (architecture gemma3); the defaults are the Llama family's.
+  float embedding_scale = 1.0f;  // token embeddings are multiplied by it (√n_embd for gemma3)
+  bool qk_norm = false;  // per-head RMSNorm of Q and K (attn_q_norm / attn_k_norm) before RoPE
+  bool sandwich_norms = false;  // RMSNorm of the attention and FFN outputs before the residual add
+  FfnActivation ffn_activation = FfnActivation::kSilu;
+  // Sliding-window layers attend to their last `sliding_window` tokens only (0: none); every
+  // sliding_window_pattern-th layer (l + 1 ≡ 0 mod pattern) is global. They use their own RoPE
+  // base.
+  int sliding_window = 0;
+  int sliding_window_pattern = 0;
+  double rope_base_sliding = 10000.0;
+  bool is_sliding_layer(int l) const {
+    return sliding_window > 0 && sliding_window_pattern > 0 &&
+           (l + 1) % sliding_window_pattern != 0;
+  }
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
@@ -93,6 +112,8 @@ struct LayerWeights {
   std::vector<float> ffn_norm;   // [n_embd]
   WeightMatrix w_gate_up;        // [2·n_ff][n_embd]: gate rows first, then up rows
   WeightMatrix w_down;           // [n_embd][n_ff]
+  // Gemma 3 only (empty otherwise): Q/K norms [head_dim], post-attention / post-FFN norms [n_embd].
+  std::vector<float> q_norm, k_norm, post_attn_norm, post_ffn_norm;
 };
 
 struct ModelLoadStats {
@@ -131,6 +152,10 @@ class Model {
   // Per-pair inverse frequencies θ_i = base^(−2i/rope_dim) (divided by rope_freqs.weight where
   // the file has one), rope_dim/2 values.
   const std::vector<double>& rope_inv_freq() const { return rope_inv_freq_; }
+  // The frequencies layer `layer` uses: sliding-window layers have their own base.
+  const std::vector<double>& rope_inv_freq(int layer) const {
+    return config_.is_sliding_layer(layer) ? rope_inv_freq_sliding_ : rope_inv_freq_;
+  }
 
   // The model's layer/head shape, in the form kv_cache_size() takes.
   ModelShape kv_shape() const;
@@ -141,7 +166,7 @@ class Model {
   WeightMatrix token_embd_, output_;
   std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
-  std::vector<double> rope_inv_freq_;
+  std::vector<double> rope_inv_freq_, rope_inv_freq_sliding_;
 };
 
 struct SessionOptions {

@@ -75,9 +75,12 @@ class GpuBackend final : public fwd::ForwardBackend {
                 int n) override;
   void matmul(fwd::Act in, fwd::MatrixWeight which, int layer, fwd::Act out, int first, int n,
               bool accumulate) override;
-  void rope(const fwd::StepRows& rows) override;
+  void rope(const fwd::StepRows& rows, int layer) override;
+  // Gemma 3's operations: the constructor refuses such models, so these are never reached.
+  void rms_norm_add(fwd::Act, fwd::NormWeight, int, fwd::Act, int) override { unsupported(); }
+  void qk_norm(int, int) override { unsupported(); }
   void attention(int layer, const fwd::StepRows& rows) override;
-  void swiglu(int n) override;
+  void glu(int n) override;
   void read_logits(int first, int n, float* host) override;
   void decode_step(const TokenId* tokens, const fwd::StepRows& rows, float* logits,
                    const std::function<void()>& step) override;
@@ -123,6 +126,11 @@ class GpuBackend final : public fwd::ForwardBackend {
   int warm_bound_ = -1;  // bound of the last eager step (its workspace sizes are in place)
   int graph_bound_ = -1;
   cudaGraphExec_t graph_exec_ = nullptr;
+  [[noreturn]] void unsupported() const {
+    throw std::logic_error(
+        "GpuBackend: a Gemma 3 operation was called on a backend that refused "
+        "Gemma 3 models");
+  }
   std::vector<bool> active_;  // advance_caches' flags, kept to spare a decode step an allocation
 };
 
@@ -130,6 +138,12 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
                        std::size_t capacity)
     : model_(model), batch_(batch), capacity_(static_cast<int>(capacity)) {
   const ModelConfig& c = model.config();
+  if (c.qk_norm || c.sandwich_norms || c.sliding_window > 0 ||
+      c.ffn_activation != FfnActivation::kSilu || c.embedding_scale != 1.0f) {
+    throw std::invalid_argument("--device cuda: " + c.architecture +
+                                " models (QK-norm, sandwich norms, GeGLU, sliding-window "
+                                "layers) run on the CPU only for now; use --device cpu");
+  }
   if (capacity > static_cast<std::size_t>(1) << 30) {
     throw std::invalid_argument("--device cuda: a context of " + std::to_string(capacity) +
                                 " tokens is more than the GPU caches address (2^30)");
@@ -280,7 +294,8 @@ void GpuBackend::matmul(fwd::Act in, fwd::MatrixWeight which, int layer, fwd::Ac
                   buffer(out) + static_cast<std::size_t>(first) * ldy, ldy, accumulate);
 }
 
-void GpuBackend::rope(const fwd::StepRows& rows) {
+void GpuBackend::rope(const fwd::StepRows& rows, int layer) {
+  (void)layer;  // every layer of the architectures this backend takes has the same frequencies
   const ModelConfig& c = model_.config();
   if (rows.batched()) {
     rope_qk_at(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.n_heads, c.n_kv_heads, c.head_dim,
@@ -306,7 +321,7 @@ void GpuBackend::attention(int layer, const fwd::StepRows& rows) {
   cache.attend(rows.sequence, q_.get(), rows.count, att_.get(), *workspace_, *scratch_, stream_);
 }
 
-void GpuBackend::swiglu(int n) {
+void GpuBackend::glu(int n) {
   gpu::swiglu(gate_up_.get(), n, model_.config().n_ff, stream_);
 }
 
