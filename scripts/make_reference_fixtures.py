@@ -13,6 +13,13 @@ llama.cpp runs fp32 weight x fp32 activation products instead of rounding activa
 
 Usage: .venv-ref/bin/python scripts/make_reference_fixtures.py [--model PATH] [--out PATH]
                                                                [--f32 [--f32-model PATH]]
+        [--n-ctx N] [--long-text FILE --long-tokens N] [--no-chat]
+
+--long-text adds a plain prompt of the first N tokens of FILE (for sliding-window models: longer
+than the window, so that the window is exercised); --no-chat leaves out the ChatML prompts (models
+with another chat format). The Gemma 3 fixture: --model models/gemma-3-270m-q4_k_m.gguf --f32
+--n-ctx 1024 --long-text <haystack>/pride-and-prejudice-pg1342.txt --long-tokens 640 --no-chat
+--out tests/fixtures/gemma3_reference_f32.json (docs/reference_fixtures.md).
 """
 
 from __future__ import annotations
@@ -244,7 +251,16 @@ def main() -> int:
     ap.add_argument(
         "--kv-type", choices=sorted(KV_TYPES), default=KV_TYPE_NAME, help="K and V cache type"
     )
+    ap.add_argument("--n-ctx", type=int, default=N_CTX, help="llama.cpp context (tokens)")
+    ap.add_argument("--long-text", default=None, help="text file for the long prompt")
+    ap.add_argument("--long-tokens", type=int, default=0, help="tokens of the long prompt")
+    ap.add_argument("--no-chat", action="store_true", help="leave out the ChatML prompts")
     args = ap.parse_args()
+    if args.long_tokens and not args.long_text:
+        ap.error("--long-tokens needs --long-text")
+    if args.long_tokens + N_GREEDY + 1 > args.n_ctx:
+        ap.error(f"--long-tokens {args.long_tokens} + {N_GREEDY} greedy steps exceed "
+                 f"--n-ctx {args.n_ctx}")
 
     source = args.model or subprocess.check_output(
         [os.path.join(ROOT, "scripts", "fetch_model.sh")], text=True
@@ -272,7 +288,7 @@ def main() -> int:
 
     llm = Llama(
         model_path=model,
-        n_ctx=N_CTX,
+        n_ctx=args.n_ctx,
         n_batch=N_BATCH,
         n_ubatch=N_BATCH,
         n_threads=N_THREADS,
@@ -330,11 +346,18 @@ def main() -> int:
         back = llm.detokenize(e["ids"], special=e["special"]).decode("utf-8", errors="replace")
         e["roundtrip_ok"] = back == e["text"]
 
-    prompts = [run_prompt(llm, n, t, add_bos, "plain", full_logits) for n, t in PLAIN_PROMPTS]
-    prompts += [
-        run_prompt(llm, n, render_chat(llm, m), add_bos, "chatml", full_logits)
-        for n, m in CHAT_PROMPTS
-    ]
+    plain = list(PLAIN_PROMPTS)
+    if args.long_tokens:
+        with open(args.long_text, encoding="utf-8") as fh:
+            text = fh.read(args.long_tokens * 16)
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[: args.long_tokens]
+        plain.append(("long_text", llm.detokenize(ids).decode("utf-8", errors="replace")))
+    prompts = [run_prompt(llm, n, t, add_bos, "plain", full_logits) for n, t in plain]
+    if not args.no_chat:
+        prompts += [
+            run_prompt(llm, n, render_chat(llm, m), add_bos, "chatml", full_logits)
+            for n, m in CHAT_PROMPTS
+        ]
 
     meta = {
         "generator": "scripts/make_reference_fixtures.py",
@@ -345,7 +368,7 @@ def main() -> int:
         "model_file": os.path.basename(model),
         "model_sha256": sha256_file(model),
         "n_vocab": llm.n_vocab(),
-        "n_ctx": N_CTX,
+        "n_ctx": args.n_ctx,
         "n_batch": N_BATCH,
         "n_threads": N_THREADS,
         "seed": SEED,
