@@ -190,6 +190,12 @@ def write_markdown(path: Path, record: dict[str, Any]) -> None:
         record["command"],
         "```",
         "",
+        "Whole sweep (tq binary from `build/eqbits`, CPU build, resumable):",
+        "",
+        "```",
+        record["sweep_command"],
+        "```",
+        "",
         f"{record['windows']} windows of {record['context']} tokens, second half scored: "
         f"**{record['tokens_scored']} scored tokens**, the same tokens as "
         "`quality_centering.md` (paired differences; ± is the standard error of the mean). "
@@ -250,6 +256,8 @@ def main() -> int:
         "command": (f"OMP_WAIT_POLICY=passive tq perplexity -m models/{MODEL.name} "
                     f"-f /work/shared/data/wikitext-2-raw/wiki.test.raw -c {args.ctx} "
                     f"--chunks {args.chunks} -t {args.threads} --kv SCHEME --kld ref.bin --json"),
+        "sweep_command": "python3 scripts/equal_bits_sweep.py " + " ".join(
+            a if "/tmp/" not in a else "FILE" for a in sys.argv[1:]),
         "model": MODEL.name,
         "context": args.ctx,
         "windows": args.chunks,
