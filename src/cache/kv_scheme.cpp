@@ -310,6 +310,8 @@ const std::vector<ModelShape>& model_shape_presets() {
       {"llama-3.1-8b", 32, 32, 8, 128, 131072},
       {"qwen2.5-7b", 28, 28, 4, 128, 131072},
       {"mistral-7b", 32, 32, 8, 128, 32768},
+      // 15 of its 18 layers are sliding-window (512 tokens), as the GGUF file says.
+      {"gemma3-270m", 18, 4, 1, 256, 32768, 512, 6},
   };
   return presets;
 }
@@ -349,8 +351,19 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
   // Every layer of one kind (protected: all fp16; else window fp16 + compressed rest) stores the
   // same bytes, and with F + L <= layers exactly F + L layers are protected.
   const std::size_t layers = static_cast<std::size_t>(shape.layers);
-  const std::size_t protected_layers = static_cast<std::size_t>(scheme.protect_first) +
-                                       static_cast<std::size_t>(scheme.protect_last);
+  // Global layers among [a, b): with sliding-window layers, those with (l + 1) % pattern == 0.
+  const bool sliding = shape.sliding_window > 0 && shape.sliding_window_pattern > 0;
+  const auto globals_in = [&](std::size_t a, std::size_t b) {
+    if (!sliding) return b - a;
+    const std::size_t p = static_cast<std::size_t>(shape.sliding_window_pattern);
+    return b / p - a / p;
+  };
+  const std::size_t global_layers = globals_in(0, layers);
+  const std::size_t sliding_layers = layers - global_layers;
+  // The scheme's protected layers are counted by index; a sliding layer is exact anyway.
+  const std::size_t protected_layers =
+      globals_in(0, static_cast<std::size_t>(scheme.protect_first)) +
+      globals_in(layers - static_cast<std::size_t>(scheme.protect_last), layers);
   const std::size_t heads = static_cast<std::size_t>(shape.kv_heads);
   // Each product is checked: a shape whose bytes do not fit std::size_t is an error.
   bool overflow = false;
@@ -369,7 +382,7 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
   const std::size_t compressed = context - exact;
   // A scheme whose every layer is protected never compresses (nor needs a codec for the dim).
   const std::size_t compressed_token =
-      layers == protected_layers
+      global_layers == protected_layers
           ? 0
           : kv_side_bytes_per_token(scheme.key, shape.head_dim, scheme.rotation) +
                 kv_side_bytes_per_token(scheme.value, shape.head_dim, scheme.rotation);
@@ -381,19 +394,26 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
       static_cast<std::size_t>(scheme.center_keys) + static_cast<std::size_t>(scheme.center_values);
   const std::size_t mean_head =
       context > 0 ? mul(centered_sides, mul(2, static_cast<std::size_t>(shape.head_dim))) : 0;
+  const std::size_t window_tokens =
+      sliding ? std::min<std::size_t>(context, static_cast<std::size_t>(shape.sliding_window)) : 0;
+  const std::size_t sliding_head = mul(kv_fp16_token, window_tokens);
   KvSizeBreakdown out;
-  out.bytes = mul(add(mul(protected_layers, fp16_head),
-                      mul(layers - protected_layers, add(mixed_head, mean_head))),
+  out.bytes = mul(add(add(mul(protected_layers, fp16_head),
+                          mul(global_layers - protected_layers, add(mixed_head, mean_head))),
+                      mul(sliding_layers, sliding_head)),
                   heads);
-  out.fp16_bytes = mul(mul(layers, fp16_head), heads);
+  out.fp16_bytes =
+      mul(add(mul(global_layers, fp16_head), mul(sliding_layers, sliding_head)), heads);
   if (overflow) {
     throw std::overflow_error("kv size: " + std::to_string(shape.layers) + " layers x " +
                               std::to_string(shape.kv_heads) + " KV heads x head dim " +
                               std::to_string(shape.head_dim) + " x " + std::to_string(context) +
                               " tokens is more bytes than 64 bits count");
   }
-  const double values =
-      2.0 * shape.layers * shape.kv_heads * shape.head_dim * static_cast<double>(context);
+  // Values held: a sliding-window layer holds its window, not the context.
+  const double values = 2.0 * shape.kv_heads * shape.head_dim *
+                        (static_cast<double>(global_layers) * static_cast<double>(context) +
+                         static_cast<double>(sliding_layers) * static_cast<double>(window_tokens));
   out.bits_per_value = values > 0 ? 8.0 * static_cast<double>(out.bytes) / values : 0.0;
   return out;
 }

@@ -289,7 +289,9 @@ ModelShape Model::kv_shape() const {
           .q_heads = config_.n_heads,
           .kv_heads = config_.n_kv_heads,
           .head_dim = config_.head_dim,
-          .max_context = config_.context_length};
+          .max_context = config_.context_length,
+          .sliding_window = config_.sliding_window,
+          .sliding_window_pattern = config_.sliding_window_pattern};
 }
 
 Model Model::load(const std::filesystem::path& path, int threads) {

@@ -175,6 +175,39 @@ TEST(KvSize, MatchesHandComputedBytes) {
   EXPECT_THROW(find_model_shape("gpt-5"), std::invalid_argument);
 }
 
+// Sliding-window layers (Gemma 3 style) hold min(context, window) fp16 tokens whatever the
+// scheme; the other layers follow the scheme, protection counted by layer index. Checked against
+// a per-layer sum of one-layer shapes.
+TEST(KvSize, SlidingWindowLayersHoldTheirWindow) {
+  ModelShape shape{"hybrid", 12, 4, 2, 64, 4096, 100, 4};  // layers 3, 7, 11 global
+  ModelShape one{"one", 1, 4, 2, 64, 4096};
+  for (const char* name : {"fp16", "tq4", "tq3.5:protect=2/1,window=16", "tq4:center=k"}) {
+    const KvScheme scheme = parse_kv_scheme(name);
+    for (const std::size_t ctx :
+         {std::size_t{0}, std::size_t{50}, std::size_t{100}, std::size_t{1000}}) {
+      std::size_t expected = 0, fp16 = 0;
+      for (int l = 0; l < shape.layers; ++l) {
+        const bool sliding = (l + 1) % 4 != 0;
+        const bool prot = l < scheme.protect_first || l >= shape.layers - scheme.protect_last;
+        const std::size_t held = sliding ? std::min<std::size_t>(ctx, 100) : ctx;
+        const std::size_t exact = kv_cache_size(one, parse_kv_scheme("fp16"), held).bytes;
+        KvScheme single = scheme;
+        single.protect_first = single.protect_last = 0;
+        expected += sliding || prot ? exact : kv_cache_size(one, single, ctx).bytes;
+        fp16 += exact;
+      }
+      const KvSizeBreakdown got = kv_cache_size(shape, scheme, ctx);
+      EXPECT_EQ(got.bytes, expected) << name << " at " << ctx;
+      EXPECT_EQ(got.fp16_bytes, fp16) << name << " at " << ctx;
+    }
+  }
+  // The Gemma 3 270M preset at 32k: 3 global layers of 32768 tokens and 15 of 512, fp16.
+  const KvSizeBreakdown g =
+      kv_cache_size(find_model_shape("gemma3-270m"), parse_kv_scheme("fp16"), 32768);
+  EXPECT_EQ(g.bytes, (3ull * 32768 + 15ull * 512) * 2 * 256 * 2);
+  EXPECT_NEAR(g.bits_per_value, 16.0, 1e-12);
+}
+
 TEST(KvSize, FractionalWidthsStoredBits) {
   // Each code part (hi, lo) is packed in whole 32-bit words: tq4.25 at d = 64 holds 16 x 5 bits
   // (80 -> 96 bits, 12 B) + 48 x 4 bits (24 B) + the fp16 norm = 38 B, the same as tq4.5

@@ -95,10 +95,19 @@ TEST(Gemma3, SlidingLayersStoreOnlyTheirWindow) {
   const std::size_t expected = (3u * 560 + 15u * 512) * per_token;
   EXPECT_EQ(session.kv_bytes().bytes, expected);
   EXPECT_EQ(session.kv_bytes().fp16_bytes, expected);  // the fp16 baseline keeps windows too
+  // tq kv-size / tq info count the same bytes from the shape alone.
+  const tq::ModelShape shape = gemma().model->kv_shape();
+  EXPECT_EQ(tq::kv_cache_size(shape, tq::parse_kv_scheme("fp16"), 560).bytes, expected);
   tq::Session compressed(*gemma().model, "tq4", o);
   compressed.eval(prompt);
   EXPECT_LT(compressed.kv_bytes().bytes, expected);
   EXPECT_GT(compressed.kv_bytes().bytes, 15u * 512 * per_token);  // windows stay exact
+  for (const char* scheme : {"tq4", "tq3.5:center=k", "tq4:protect=1/1"}) {
+    tq::Session s(*gemma().model, scheme, o);
+    s.eval(prompt);
+    EXPECT_EQ(s.kv_bytes().bytes, tq::kv_cache_size(shape, tq::parse_kv_scheme(scheme), 560).bytes)
+        << scheme;
+  }
 }
 
 TEST(Gemma3, PrefillChunkDoesNotChangeTheLogits) {

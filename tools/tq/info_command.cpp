@@ -1,6 +1,7 @@
 // `tq info MODEL [--json] [--all]`: summarises a GGUF model — architecture, the shape numbers the
 // KV cache depends on, tensor type counts and the KV-cache bytes per token.
 #include <cstdio>
+#include <exception>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "common_options.hpp"
 #include "turboquant/cache/kv_scheme.hpp"
 #include "turboquant/model/gguf.hpp"
+#include "turboquant/model/model.hpp"
 
 namespace {
 
@@ -60,12 +62,25 @@ void run_info(const InfoOptions& opt) {
     double ratio;
   };
   std::vector<SchemeBytes> kv_bytes_per_token;
+  int sliding_window = 0, sliding_layers = 0;
   if (n_layers > 0 && n_kv_heads > 0 && head_dim > 0) {
     tq::ModelShape shape;
     shape.name = arch;
     shape.layers = static_cast<int>(n_layers);
     shape.kv_heads = static_cast<int>(n_kv_heads);
     shape.head_dim = static_cast<int>(head_dim);
+    // Sliding-window layers (Gemma 3) hold only their window: the runner's reading of the file
+    // says which; a file it cannot run is counted as all global layers.
+    try {
+      const tq::ModelConfig config = tq::Model::read_config(file);
+      shape.sliding_window = config.sliding_window;
+      shape.sliding_window_pattern = config.sliding_window_pattern;
+    } catch (const std::exception&) {
+    }
+    sliding_window = shape.sliding_window;
+    for (int l = 0; l < shape.layers && sliding_window > 0; ++l) {
+      sliding_layers += (l + 1) % shape.sliding_window_pattern != 0;
+    }
     const std::size_t ctx = context > 0 ? static_cast<std::size_t>(context) : 4096;
     for (const std::string& name : tq::kv_scheme_presets()) {
       const tq::KvScheme scheme = tq::parse_kv_scheme(name);
@@ -92,6 +107,8 @@ void run_info(const InfoOptions& opt) {
     j["head_dim"] = head_dim;
     j["context_length"] = context;
     j["rope_freq_base"] = rope_base;
+    j["sliding_window"] = sliding_window;
+    j["sliding_window_layers"] = sliding_layers;
     j["vocab_size"] = vocab;
     j["tokenizer"] = file.find_string("tokenizer.ggml.model").value_or("");
     j["tokenizer_pre"] = file.find_string("tokenizer.ggml.pre").value_or("");
@@ -119,6 +136,10 @@ void run_info(const InfoOptions& opt) {
               static_cast<long long>(head_dim));
   std::printf("context length: %lld\n", static_cast<long long>(context));
   std::printf("rope base:      %g\n", rope_base);
+  if (sliding_window > 0) {
+    std::printf("sliding window: %d tokens on %d of %lld layers (kept exact, counted below)\n",
+                sliding_window, sliding_layers, static_cast<long long>(n_layers));
+  }
   std::printf("vocab size:     %lld (%s, pre=%s)\n", static_cast<long long>(vocab),
               file.find_string("tokenizer.ggml.model").value_or("?").c_str(),
               file.find_string("tokenizer.ggml.pre").value_or("-").c_str());

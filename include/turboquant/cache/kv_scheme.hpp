@@ -92,6 +92,10 @@ struct ModelShape {
   int kv_heads = 0;
   int head_dim = 0;
   int max_context = 0;
+  // Sliding-window layers (Gemma 3): every layer l with (l + 1) % pattern != 0 keeps only its
+  // last sliding_window tokens, exact in fp16 whatever the scheme (0: no such layers).
+  int sliding_window = 0;
+  int sliding_window_pattern = 0;
 };
 
 const std::vector<ModelShape>& model_shape_presets();
