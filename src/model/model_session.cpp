@@ -134,9 +134,8 @@ KvSizeBreakdown Session::kv_bytes() const {
   std::size_t token_layers = 0;
   for (const std::size_t held : impl_->positions) {
     for (int l = 0; l < c.n_layers; ++l) {
-      token_layers += c.is_sliding_layer(l)
-                          ? std::min(held, static_cast<std::size_t>(c.sliding_window))
-                          : held;
+      token_layers +=
+          c.is_sliding_layer(l) ? std::min(held, static_cast<std::size_t>(c.sliding_window)) : held;
     }
   }
   const std::size_t values = token_layers * static_cast<std::size_t>(c.kv_dim()) * 2;
