@@ -57,6 +57,8 @@ nb::dict shape_dict(const ModelShape& s) {
   d["kv_heads"] = s.kv_heads;
   d["head_dim"] = s.head_dim;
   d["max_context"] = s.max_context;
+  d["sliding_window"] = s.sliding_window;
+  d["sliding_window_pattern"] = s.sliding_window_pattern;
   return d;
 }
 

@@ -65,6 +65,10 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     max_context: int
+    # Sliding-window layers (Gemma 3): every layer l with (l + 1) % pattern != 0 keeps only its
+    # last ``sliding_window`` tokens, exact (0: none); kv_size counts them at that window.
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,12 @@ def test_model_shapes():
     assert (s.layers, s.q_heads, s.kv_heads, s.head_dim) == (30, 9, 3, 64)
     with pytest.raises(ValueError, match="is not a known shape; expected one of smollm2-135m"):
         tq.model_shape("gpt-5")
+    g = tq.model_shape("gemma3-270m")
+    assert (g.layers, g.sliding_window, g.sliding_window_pattern) == (18, 512, 6)
+    assert s.sliding_window == 0
+    # 3 global layers of 32768 tokens and 15 sliding ones of 512, K+V fp16, 1 KV head of 256.
+    size = tq.kv_size("fp16", "gemma3-270m", context=32768)
+    assert size.bytes == (3 * 32768 + 15 * 512) * 2 * 256 * 2 == size.fp16_bytes
 
 
 BAD_SCHEMES = {
