@@ -351,7 +351,8 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
   // Every layer of one kind (protected: all fp16; else window fp16 + compressed rest) stores the
   // same bytes, and with F + L <= layers exactly F + L layers are protected.
   const std::size_t layers = static_cast<std::size_t>(shape.layers);
-  // Global layers among [a, b): with sliding-window layers, those with (l + 1) % pattern == 0.
+  // Global layers among [a, b) (!is_sliding_layer), counted in closed form: with sliding-window
+  // layers, the l with (l + 1) % pattern == 0.
   const bool sliding = shape.sliding_window > 0 && shape.sliding_window_pattern > 0;
   const auto globals_in = [&](std::size_t a, std::size_t b) {
     if (!sliding) return b - a;

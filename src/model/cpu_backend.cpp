@@ -197,14 +197,13 @@ void CpuBackend::attention(int layer, const StepRows& rows) {
     std::memcpy(&k_[static_cast<std::size_t>(i) * KV], row + Q, sizeof(float) * KV);
     std::memcpy(&v_[static_cast<std::size_t>(i) * KV], row + Q + KV, sizeof(float) * KV);
   }
-  if (SlidingWindowCache* sliding = nullptr;
-      !rows.batched() &&
-      (sliding = sliding_[static_cast<std::size_t>(rows.sequence)][layer].get())) {
-    sliding->append(k_.data(), v_.data(), static_cast<std::size_t>(rows.count));
-    sliding->attend(q_.data(), rows.count, rows.first_position, att_.data(), threads_);
-    return;
-  }
   if (!rows.batched()) {
+    if (SlidingWindowCache* sliding =
+            sliding_[static_cast<std::size_t>(rows.sequence)][layer].get()) {
+      sliding->append(k_.data(), v_.data(), static_cast<std::size_t>(rows.count));
+      sliding->attend(q_.data(), rows.count, rows.first_position, att_.data(), threads_);
+      return;
+    }
     LayerKvCache& cache = caches_[static_cast<std::size_t>(rows.sequence)][layer];
     cache.append(k_.data(), v_.data(), static_cast<std::size_t>(rows.count));
     cache.attend(q_.data(), rows.count, rows.first_position, att_.data(), attention_options_);

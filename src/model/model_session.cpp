@@ -127,19 +127,16 @@ void Session::reset(int sequence) {
 }
 
 KvSizeBreakdown Session::kv_bytes() const {
-  const ModelConfig& c = impl_->model->config();
   KvSizeBreakdown out;
   out.bytes = impl_->backend->cache_bytes();
-  // A sliding-window layer holds at most its window, in fp16 as much as in any scheme.
-  std::size_t token_layers = 0;
+  // The fp16 baseline of the tokens each sequence holds, as tq kv-size counts it (a
+  // sliding-window layer at most its window); two bytes per value held.
+  const ModelShape shape = impl_->model->kv_shape();
+  const KvScheme fp16 = parse_kv_scheme("fp16");
   for (const std::size_t held : impl_->positions) {
-    for (int l = 0; l < c.n_layers; ++l) {
-      token_layers +=
-          c.is_sliding_layer(l) ? std::min(held, static_cast<std::size_t>(c.sliding_window)) : held;
-    }
+    out.fp16_bytes += kv_cache_size(shape, fp16, held).fp16_bytes;
   }
-  const std::size_t values = token_layers * static_cast<std::size_t>(c.kv_dim()) * 2;
-  out.fp16_bytes = values * 2;
+  const std::size_t values = out.fp16_bytes / 2;
   out.bits_per_value = values ? 8.0 * static_cast<double>(out.bytes) / values : 0.0;
   return out;
 }

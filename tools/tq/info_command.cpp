@@ -78,9 +78,7 @@ void run_info(const InfoOptions& opt) {
     } catch (const std::exception&) {
     }
     sliding_window = shape.sliding_window;
-    for (int l = 0; l < shape.layers && sliding_window > 0; ++l) {
-      sliding_layers += (l + 1) % shape.sliding_window_pattern != 0;
-    }
+    for (int l = 0; l < shape.layers; ++l) sliding_layers += shape.is_sliding_layer(l);
     const std::size_t ctx = context > 0 ? static_cast<std::size_t>(context) : 4096;
     for (const std::string& name : tq::kv_scheme_presets()) {
       const tq::KvScheme scheme = tq::parse_kv_scheme(name);

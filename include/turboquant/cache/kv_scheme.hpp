@@ -85,6 +85,13 @@ std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, Rotati
 // The codec spec a TurboQuant side uses for (layer, K/V): seeds derived from the scheme seed.
 CodecSpec kv_codec_spec(const KvScheme& scheme, KvSide side, int layer, int head_dim);
 
+// Whether layer `layer` is a sliding-window layer (Gemma 3) of a model with the given window and
+// pattern: every layer l with (l + 1) % pattern != 0; none when window or pattern is 0.
+inline bool is_sliding_layer(int layer, int sliding_window, int sliding_window_pattern) {
+  return sliding_window > 0 && sliding_window_pattern > 0 &&
+         (layer + 1) % sliding_window_pattern != 0;
+}
+
 struct ModelShape {
   std::string name;
   int layers = 0;
@@ -92,10 +99,13 @@ struct ModelShape {
   int kv_heads = 0;
   int head_dim = 0;
   int max_context = 0;
-  // Sliding-window layers (Gemma 3): every layer l with (l + 1) % pattern != 0 keeps only its
-  // last sliding_window tokens, exact in fp16 whatever the scheme (0: no such layers).
+  // Sliding-window layers (Gemma 3, see is_sliding_layer) keep only their last sliding_window
+  // tokens, exact in fp16 whatever the scheme (0: no such layers).
   int sliding_window = 0;
   int sliding_window_pattern = 0;
+  bool is_sliding_layer(int l) const {
+    return tq::is_sliding_layer(l, sliding_window, sliding_window_pattern);
+  }
 };
 
 const std::vector<ModelShape>& model_shape_presets();

@@ -67,8 +67,7 @@ struct ModelConfig {
   int sliding_window_pattern = 0;
   double rope_base_sliding = 10000.0;
   bool is_sliding_layer(int l) const {
-    return sliding_window > 0 && sliding_window_pattern > 0 &&
-           (l + 1) % sliding_window_pattern != 0;
+    return tq::is_sliding_layer(l, sliding_window, sliding_window_pattern);
   }
 
   int q_dim() const { return n_heads * head_dim; }
