@@ -181,6 +181,17 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
 void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
                     AttentionWorkspace& workspace, void* stream = nullptr);
 
+// FlashAttention-2-style prefill over a plain fp16 cache (src/cuda/attention_prefill.cu): causal
+// multi-query exactly as above (query i of sequence b sees the first lengths[b] − (n − 1 − i)
+// tokens; none visible ⇒ 0), one CTA per 64 (query, group head) rows of one KV head, no split
+// of the keys. d = 64/128/256; args.window_lengths must be null. attention_fp16 routes to it
+// when n_queries >= kPrefillMinQueries and the grid fills the GPU (prefill_ctas >= SM count).
+void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
+                            void* stream = nullptr);
+constexpr int kPrefillMinQueries = 32;
+// CTAs of that kernel's grid for the shape.
+int prefill_ctas(int batch, int kv_heads, int q_heads, int n_queries);
+
 // Whether the tensor-core path covers this pair of codecs.
 bool tensor_core_path_supports(const CodecSpec& key, const CodecSpec& value);
 
