@@ -185,7 +185,8 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
 // multi-query exactly as above (query i of sequence b sees the first lengths[b] − (n − 1 − i)
 // tokens; none visible ⇒ 0), one CTA per 64 (query, group head) rows of one KV head, no split
 // of the keys. d = 64/128/256; args.window_lengths must be null. attention_fp16 routes to it
-// when n_queries >= kPrefillMinQueries and the grid fills the GPU (prefill_ctas >= SM count).
+// when args.path is Auto, n_queries >= kPrefillMinQueries and the grid fills the GPU
+// (prefill_ctas >= SM count); path TensorCore keeps the split (decode) kernel for any n_queries.
 void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
                             void* stream = nullptr);
 constexpr int kPrefillMinQueries = 32;
