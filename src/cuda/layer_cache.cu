@@ -439,9 +439,11 @@ void GpuLayerKvCache::attend(int seq, const float* q, int n, float* out,
   const int compressed = static_cast<int>(compressed_size(seq));
   const int in_window = static_cast<int>(total) - compressed;
   const GpuKvCache& all = impl_->storage->cache();
-  if (n == 1 || in_window == 0) {
-    // Decode (window folded into the fused kernel) or a chunk with an empty window: the
-    // kernels read the codes directly.
+  static const int sms = device_sm_count();
+  const bool flash = n >= kPrefillMinQueries && prefill_ctas(1, H, shape_.n_q_heads, n) >= sms;
+  if (n == 1 || (in_window == 0 && !flash)) {
+    // Decode (window folded into the fused kernel) or a short chunk with an empty window: the
+    // kernels read the codes directly (a long chunk: decode-to-scratch + flash below).
     GpuKvCache view = all;
     view.batch = 1;
     view.key = side_of(all.key, impl_->key_codec->layout(), slot0);
@@ -461,8 +463,8 @@ void GpuLayerKvCache::attend(int seq, const float* q, int n, float* out,
     attention(*impl_->key_codec, *impl_->value_codec, view, a, workspace, stream);
     return;
   }
-  // A chunk with window tokens: decode the compressed segment to fp16 beside the window tokens
-  // in token order, then the fp16 kernel (query i sees tokens [0, total − n + i]).
+  // A chunk with window tokens, or a long one: decode the compressed segment to fp16 beside the
+  // window tokens in token order, then the fp16 kernel (query i sees tokens [0, total − n + i]).
   check_grid(total, "a decoded prefill copy");
   const std::size_t per_side = static_cast<std::size_t>(H) * total * d;
   std::uint16_t* decoded = scratch.decoded(2 * per_side);
@@ -473,6 +475,7 @@ void GpuLayerKvCache::attend(int seq, const float* q, int n, float* out,
       dequantize_to_half(*s.codec, side_of(*s.side, s.codec->layout(), slot0), 1, H, capacity_, 0,
                          compressed, out, static_cast<int>(total), stream);
     }
+    if (in_window == 0) continue;
     ring_to_linear_kernel<<<dim3(in_window, H), d, 0, stream>>>(
         reinterpret_cast<const __half*>(s.ring) + static_cast<long long>(seq) * H * W * d,
         static_cast<int>(W), H, d, compressed, reinterpret_cast<__half*>(out),

@@ -2,9 +2,12 @@
 // attention over the same fp16 cache on the CPU, on fresh random inputs, the output NaN-poisoned
 // before every launch: lengths 1 / 7 / 1000 / 65,537, GQA 1 / 4 / 8, d = 64 / 128 / 256, chunks
 // of 1..2048 queries (shorter and longer than a 64-row CTA tile, a chunk that is the whole
-// sequence), a batch with different lengths; and attention_fp16's route to it. Skips without a
+// sequence), a batch with different lengths; attention_fp16's route to it; and a compressed
+// layer cache's long chunks (decode-to-scratch + flash) against the CPU cache. Skips without a
 // GPU.
+#include "turboquant/cache/kv_cache.hpp"
 #include "turboquant/cuda/attention.hpp"
+#include "turboquant/cuda/layer_cache.hpp"
 
 #include "turboquant/base/half.hpp"
 #include "turboquant/base/random.hpp"
@@ -154,6 +157,66 @@ TEST(CudaPrefill, Fp16RouteTakesPrefillKernel) {
   ASSERT_GE(tc::prefill_ctas(1, 8, 32, nq), 128);
   check_prefill({128, 8, 4, nq, {nq + 1000}, true}, 3000);
   std::printf("[ route ] prefill CTAs %d vs %d SMs\n", tc::prefill_ctas(1, 8, 32, nq), sms);
+}
+
+// A Llama-3.1-8B-shaped layer (32 q heads, 8 KV heads, d = 128): chunks of 700 and 300 queries
+// fill the GPU, so GpuLayerKvCache::attend decodes the compressed segment to fp16 and runs the
+// flash kernel, with and without an exact window; within 3e-3 of the CPU cache's reference
+// relative to the largest output, as test_gpu_layer_cache.cpp checks the other routes.
+TEST(CudaPrefill, CompressedLayerCacheLongChunks) {
+  REQUIRE_GPU();
+  for (const char* name : {"tq4:window=0", "tq4", "k4v3:window=0"}) {
+    SCOPED_TRACE(name);
+    const tq::KvScheme scheme = tq::parse_kv_scheme(name);
+    const tq::LayerKvShape shape{
+        .layer = 0, .n_layers = 2, .n_q_heads = 32, .n_kv_heads = 8, .head_dim = 128};
+    const int d = 128, H = 8, QH = 32;
+    const std::vector<int> chunks = {700, 300};
+    const int capacity = 1000;
+    ASSERT_GE(tc::prefill_ctas(1, H, QH, 300), tc::device_sm_count());
+    tq::LayerKvCache cpu(scheme, shape);
+    tc::GpuLayerKvCache gpu(scheme, shape, 1, capacity);
+    tc::AttentionWorkspace workspace;
+    tc::LayerCacheScratch scratch;
+    tq::Xoshiro256 rng(0x7777);
+    DevBuf<float> dk(static_cast<std::size_t>(capacity) * H * d);
+    DevBuf<float> dv(static_cast<std::size_t>(capacity) * H * d);
+    DevBuf<float> dq(static_cast<std::size_t>(capacity) * QH * d);
+    DevBuf<float> dout(static_cast<std::size_t>(capacity) * QH * d);
+    ASSERT_TRUE(dk.p && dv.p && dq.p && dout.p);
+    std::size_t pos = 0;
+    for (const int n : chunks) {
+      auto gauss = [&](std::size_t count, float sc) {
+        std::vector<float> v(count);
+        for (auto& x : v) x = static_cast<float>(rng.gaussian()) * sc;
+        return v;
+      };
+      const auto k = gauss(static_cast<std::size_t>(n) * H * d, 2.0f);
+      const auto v = gauss(static_cast<std::size_t>(n) * H * d, 1.0f);
+      const auto q = gauss(static_cast<std::size_t>(n) * QH * d, 1.0f);
+      CK(cudaMemcpy(dk.p, k.data(), k.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dv.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dq.p, q.data(), q.size() * 4, cudaMemcpyHostToDevice));
+      cpu.append(k.data(), v.data(), static_cast<std::size_t>(n));
+      gpu.append(0, dk.p, dv.p, n, scratch, nullptr);
+      poison(dout.p, static_cast<std::size_t>(n) * QH * d * 4);
+      gpu.attend(0, dq.p, n, dout.p, workspace, scratch, nullptr);
+      CK(cudaDeviceSynchronize());
+      std::vector<float> got(static_cast<std::size_t>(n) * QH * d), ref(got.size());
+      CK(cudaMemcpy(got.data(), dout.p, got.size() * 4, cudaMemcpyDeviceToHost));
+      tq::reference_attention(cpu, q.data(), n, pos, ref.data());
+      double worst = 0.0, scale = 0.0;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(got[i])) << "output " << i << " not written";
+        worst = std::max(worst, std::abs(static_cast<double>(got[i]) - ref[i]));
+        scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
+      }
+      EXPECT_LE(worst, 3e-3 * scale) << "chunk " << n << ": max abs error " << worst;
+      std::printf("[ rel err ] layer cache %s chunk %d: max abs %.2e of %.2e\n", name, n, worst,
+                  scale);
+      pos += static_cast<std::size_t>(n);
+    }
+  }
 }
 
 TEST(CudaPrefill, RejectsBadShapes) {
