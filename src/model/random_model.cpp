@@ -33,11 +33,11 @@ namespace {
 using gguf::TensorType;
 
 // How one tensor's values are made.
-enum class Fill { kGaussian, kOnes, kRopeFactors };
+enum class Fill { kGaussian, kOnes, kConstant, kRopeFactors };
 
 struct TensorPlan {
   Fill fill = Fill::kGaussian;
-  float std = 0.0f;
+  float std = 0.0f;  // kGaussian: the spread; kConstant: the value
 };
 
 std::string lower(std::string_view s) {
@@ -183,6 +183,12 @@ Layout make_layout(const RandomModelOptions& o) {
   w.set_u32(a + "rope.dimension_count", u32(s.head_dim));
   w.set_f32(a + "rope.freq_base", static_cast<float>(s.rope_base));
   w.set_u32(a + "vocab_size", u32(s.vocab));
+  const bool gemma3 = s.architecture == "gemma3";
+  if (gemma3) {
+    w.set_u32(a + "attention.sliding_window", u32(s.sliding_window));
+    w.set_u32(a + "attention.sliding_window_pattern", u32(s.sliding_window_pattern));
+    w.set_f32(a + "rope.freq_base_swa", static_cast<float>(s.rope_base_sliding));
+  }
 
   // Tokenizer: the 256 byte tokens (ids 0..255), BOS 256, EOS 257, then filler tokens up to the
   // vocab size. No merges: text encodes byte by byte, which every byte-level BPE loader accepts.
@@ -245,6 +251,14 @@ Layout make_layout(const RandomModelOptions& o) {
     add(b + "ffn_gate.weight", {E, F}, wt, {Fill::kGaussian, inv_sqrt(E)});
     add(b + "ffn_up.weight", {E, F}, wt, {Fill::kGaussian, inv_sqrt(E)});
     add(b + "ffn_down.weight", {F, E}, wt, {Fill::kGaussian, inv_sqrt(F) * residual});
+    if (gemma3) {
+      // QK-norm weights of 1 keep the heads' RMS at 1; the sandwich norms then scale each
+      // branch back to O(1), so the residual scale above is what keeps the stream bounded.
+      add(b + "attn_q_norm.weight", {u64(s.head_dim)}, f32, ones);
+      add(b + "attn_k_norm.weight", {u64(s.head_dim)}, f32, ones);
+      add(b + "post_attention_norm.weight", {E}, f32, {Fill::kConstant, residual});
+      add(b + "post_ffw_norm.weight", {E}, f32, {Fill::kConstant, residual});
+    }
   }
   return l;
 }
@@ -324,7 +338,28 @@ const std::vector<RandomModelShape>& random_model_shapes() {
                             .llama3_rope = false,
                             .add_bos = false,
                             .pre_tokenizer = "smollm"};
-    v = {llama, qwen, mistral, smollm};
+    // Gemma 3 270M (its GGUF conversion: 5 of every 6 layers see the last 512 tokens).
+    RandomModelShape gemma3{.name = "gemma3-270m",
+                            .architecture = "gemma3",
+                            .layers = 18,
+                            .embedding = 640,
+                            .feed_forward = 2048,
+                            .heads = 4,
+                            .kv_heads = 1,
+                            .head_dim = 256,
+                            .vocab = 262144,
+                            .context = 32768,
+                            .rope_base = 1000000.0,
+                            .rms_eps = 1e-6f,
+                            .qkv_bias = false,
+                            .tied_embeddings = true,
+                            .llama3_rope = false,
+                            .add_bos = true,
+                            .pre_tokenizer = "default",
+                            .sliding_window = 512,
+                            .sliding_window_pattern = 6,
+                            .rope_base_sliding = 10000.0};
+    v = {llama, qwen, mistral, smollm, gemma3};
     return v;
   }();
   return shapes;
@@ -381,6 +416,9 @@ void write_random_model(const RandomModelOptions& options, const std::filesystem
         switch (plan.fill) {
           case Fill::kOnes:
             std::fill(row.begin(), row.end(), 1.0f);
+            break;
+          case Fill::kConstant:
+            std::fill(row.begin(), row.end(), plan.std);
             break;
           case Fill::kRopeFactors:
             std::copy(layout.rope_factors.begin(), layout.rope_factors.end(), row.begin());

@@ -12,9 +12,9 @@
 // * Batched decode (decode_batch: a CUDA graph per length bucket, positions on the device, some
 //   sequences sitting steps out) matches one single-sequence GPU session per sequence, and the
 //   recorded graph gives bit-identical logits to the same steps run eagerly (TQ_CUDA_GRAPHS=0).
-// Models: SmolLM2-135M (models/, scripts/fetch_model.sh) and a two-layer random model of the
-// Llama-3.1-8B shape (tq::write_random_model). The measured numbers are printed. Skips without
-// a GPU (and without the model for the SmolLM2 cases).
+// Models: SmolLM2-135M (models/, scripts/fetch_model.sh), a two-layer random model of the
+// Llama-3.1-8B shape and a six-layer one of the Gemma 3 270M shape (tq::write_random_model). The
+// measured numbers are printed. Skips without a GPU (and without the model for the SmolLM2 cases).
 #include "batched_decode.hpp"
 #include "turboquant/model/gguf.hpp"
 #include "turboquant/model/model.hpp"
@@ -311,6 +311,71 @@ TEST(GpuRunner, RandomLlama8BShapeMatchesTheCpuRunner) {
     std::vector<tq::TokenId> prompt;
     for (int i = 0; i < 200; ++i) prompt.push_back(static_cast<tq::TokenId>((i * 7919) % 5000));
     compare_devices(model, prompt, 64, 8, {}, {"tq4", "tq3.5"}, "llama-8b-shape");
+  }
+  std::filesystem::remove(path);
+}
+
+// Gemma 3's block on the GPU (QK-norm, sandwich norms, GeGLU, √n_embd embeddings, sliding-window
+// layers in exact rings with their own RoPE base): a random model of the 270M shape with six
+// layers (five sliding, one global), a prompt longer than the 512-token window, prefill chunks
+// smaller than it. The vocabulary is cut to 4096 to keep the file small.
+tq::RandomModelOptions gemma3_options() {
+  tq::RandomModelOptions o;
+  o.shape = tq::find_random_model_shape("gemma3-270m");
+  o.shape.layers = 6;
+  o.shape.vocab = 4096;
+  o.weights = tq::gguf::TensorType::kQ8_0;
+  o.seed = 5;
+  return o;
+}
+
+TEST(GpuRunner, RandomGemma3ShapeMatchesTheCpuRunner) {
+  REQUIRE_GPU();
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("tq_gpu_runner_gemma3_" + std::to_string(::getpid()) + ".gguf");
+  tq::write_random_model(gemma3_options(), path);
+  {
+    const auto file = tq::gguf::File::open(path);
+    const tq::Model model = tq::Model::from_gguf(file);
+    ASSERT_TRUE(model.config().is_sliding_layer(0));
+    ASSERT_FALSE(model.config().is_sliding_layer(5));
+    std::vector<tq::TokenId> prompt;
+    for (int i = 0; i < 700; ++i) prompt.push_back(static_cast<tq::TokenId>((i * 7919) % 4000));
+    compare_devices(model, prompt, 128, 24, {}, {"tq4", "tq3.5", "k4v3"}, "gemma3-shape");
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(GpuRunner, Gemma3BatchedDecodeMatchesSingleSequences) {
+  REQUIRE_GPU();
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("tq_gpu_runner_gemma3b_" + std::to_string(::getpid()) + ".gguf");
+  tq::write_random_model(gemma3_options(), path);
+  {
+    const auto file = tq::gguf::File::open(path);
+    const tq::Model model = tq::Model::from_gguf(file);
+    tq::SessionOptions options;
+    options.device = tq::Device::Cuda;
+    options.max_context = 700;
+    options.prefill_chunk = 128;
+    // The first sequence crosses the 512-token window during the 30 decode steps (the ring
+    // overwrites its oldest slots inside the recorded graph).
+    std::vector<std::vector<tq::TokenId>> prompts;
+    for (const int length : {500, 120, 7}) {
+      std::vector<tq::TokenId> p;
+      for (int i = 0; i < length; ++i) p.push_back((i * 131 + length) % 4000);
+      prompts.push_back(p);
+    }
+    for (const std::string scheme : {"fp16", "tq4"}) {
+      const auto r =
+          tq::testing::check_batched_decode(model, scheme, options, options, prompts, 30);
+      std::printf("[batched vs single] gemma3 %-6s max|d| %.5f mean|d| %.6f top-1 %.4f over %zu\n",
+                  scheme.c_str(), r.max_abs, r.mean_abs(), r.top1(), r.rows);
+      EXPECT_TRUE(r.positions_ok) << scheme;
+      EXPECT_GT(r.rows, 60u) << scheme;
+      EXPECT_LE(r.mean_abs(), scheme == "fp16" ? 1e-3 : 2e-2) << scheme;
+      EXPECT_GE(r.top1(), 0.97) << scheme;
+    }
   }
   std::filesystem::remove(path);
 }

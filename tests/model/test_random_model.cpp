@@ -64,6 +64,13 @@ TEST(RandomModel, ShapesCarryTheirPublishedHyperParameters) {
   EXPECT_TRUE(smol.tied_embeddings);
   EXPECT_EQ(smol.layers, 30);
   EXPECT_EQ(tq::find_random_model_shape("mistral-7b").vocab, 32768);
+  const RandomModelShape& gemma = tq::find_random_model_shape("gemma3-270m");
+  EXPECT_EQ(gemma.architecture, "gemma3");
+  EXPECT_EQ(gemma.head_dim, 256);
+  EXPECT_EQ(gemma.kv_heads, 1);
+  EXPECT_EQ(gemma.vocab, 262144);
+  EXPECT_EQ(gemma.sliding_window, 512);
+  EXPECT_EQ(gemma.sliding_window_pattern, 6);
   EXPECT_THROW(tq::find_random_model_shape("llama-2"), std::invalid_argument);
   EXPECT_EQ(tq::parse_random_weight_type("Q4_0"), TensorType::kQ4_0);
   EXPECT_THROW(tq::parse_random_weight_type("q4_1"), std::invalid_argument);
@@ -101,8 +108,17 @@ TEST(RandomModel, EveryShapeLoadsWithItsQuirksAndTokenizer) {
     EXPECT_FLOAT_EQ(c.rms_eps, full.rms_eps);
     EXPECT_EQ(c.qkv_bias, full.qkv_bias);
     EXPECT_EQ(c.tied_embeddings, full.tied_embeddings);
-    EXPECT_EQ(c.rope,
-              full.architecture == "qwen2" ? tq::RopeOrdering::kNeox : tq::RopeOrdering::kNormal);
+    const bool neox = full.architecture == "qwen2" || full.architecture == "gemma3";
+    EXPECT_EQ(c.rope, neox ? tq::RopeOrdering::kNeox : tq::RopeOrdering::kNormal);
+    const bool gemma3 = full.architecture == "gemma3";
+    EXPECT_EQ(c.qk_norm, gemma3);
+    EXPECT_EQ(c.sandwich_norms, gemma3);
+    EXPECT_EQ(c.sliding_window, full.sliding_window);
+    if (gemma3) {
+      EXPECT_EQ(c.sliding_window_pattern, full.sliding_window_pattern);
+      EXPECT_EQ(c.rope_base_sliding, full.rope_base_sliding);
+      EXPECT_EQ(c.ffn_activation, tq::FfnActivation::kGeluTanh);
+    }
     EXPECT_EQ(file.find_tensor("rope_freqs.weight") != nullptr, full.llama3_rope);
     if (full.llama3_rope) {
       // Llama 3.1: high frequencies kept (divisor 1), the lowest divided by the factor 8.
@@ -150,9 +166,10 @@ TEST(RandomModel, BytesDependOnTheSeedNotOnThreads) {
 
 // Logits at every position of a 24-layer model: finite, of std between 0.3 and 3, and not the
 // same argmax everywhere (the residual stream still carries the input).
-void expect_sane_logits(TensorType weights) {
+void expect_sane_logits(TensorType weights, const std::string& shape = "llama-3.1-8b") {
+  SCOPED_TRACE(shape);
   RandomModelOptions o;
-  o.shape = shrunk(tq::find_random_model_shape("llama-3.1-8b"), 24);
+  o.shape = shrunk(tq::find_random_model_shape(shape), 24);
   o.weights = weights;
   o.seed = 5;
   const auto path = temp_path("deep.gguf");
@@ -190,6 +207,7 @@ void expect_sane_logits(TensorType weights) {
 TEST(RandomModel, LogitsStayOrderOneThroughManyLayers) {
   expect_sane_logits(TensorType::kF32);
   expect_sane_logits(TensorType::kQ4_0);
+  expect_sane_logits(TensorType::kQ8_0, "gemma3-270m");  // sandwich norms, GeGLU, windows
 }
 
 }  // namespace

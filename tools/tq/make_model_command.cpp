@@ -62,7 +62,7 @@ const CommandRegistrar kRegisterMakeModel([](CLI::App& root) {
   CLI::App* cmd = root.add_subcommand(
       "make-model", "Write a GGUF file with seeded random weights in the shape of a real model");
   cmd->add_option("--shape", opt->shape,
-                  "Model shape: llama-3.1-8b, qwen2.5-7b, mistral-7b or smollm2-135m")
+                  "Model shape: llama-3.1-8b, qwen2.5-7b, mistral-7b, smollm2-135m or gemma3-270m")
       ->required();
   cmd->add_option("--weights", opt->weights, "Matrix type: q4_0, q8_0, f16, bf16 or f32")
       ->capture_default_str();

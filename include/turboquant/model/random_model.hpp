@@ -21,7 +21,7 @@ inline constexpr const char* kRandomWeightsKey = "turboquant.random_weights";
 // The hyper-parameters of one model shape (as in the published configs of the model).
 struct RandomModelShape {
   std::string name;          // "llama-3.1-8b"
-  std::string architecture;  // general.architecture: llama or qwen2
+  std::string architecture;  // general.architecture: llama, qwen2 or gemma3
   int layers = 0;
   int embedding = 0;
   int feed_forward = 0;
@@ -37,9 +37,14 @@ struct RandomModelShape {
   bool llama3_rope = false;      // rope_freqs.weight with Llama 3.1's frequency scaling
   bool add_bos = false;          // tokenizer.ggml.add_bos_token
   std::string pre_tokenizer;     // tokenizer.ggml.pre
+  // gemma3 only: sliding-window layers (window, every pattern-th layer global) with their own
+  // RoPE base; the architecture adds QK-norm and the post-attention / post-FFN norms.
+  int sliding_window = 0;
+  int sliding_window_pattern = 0;
+  double rope_base_sliding = 10000.0;
 };
 
-// llama-3.1-8b, qwen2.5-7b, mistral-7b, smollm2-135m.
+// llama-3.1-8b, qwen2.5-7b, mistral-7b, smollm2-135m, gemma3-270m.
 const std::vector<RandomModelShape>& random_model_shapes();
 // The shape named `name`; throws std::invalid_argument listing the known names.
 const RandomModelShape& find_random_model_shape(std::string_view name);

@@ -27,12 +27,16 @@ void for_row_slices(int rows, F&& launch) {
   }
 }
 
+// Row r (of n values) starts at (r / group) · ld + (r % group) · n: group = 1, ld = n for plain
+// rows; group = heads, ld = the fused row's stride for the per-head norms of QK-norm. In place
+// when x == y (each thread reads its own elements before writing them). accumulate: y += norm.
 __global__ void __launch_bounds__(kNormThreads)
-    rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
-                    int n, float eps) {
+    rms_norm_kernel(const float* x, const float* __restrict__ w, float* y, int n, float eps,
+                    int group, long long ld, bool accumulate) {
   __shared__ double partial[kNormThreads / 32];
   const long long row = blockIdx.x;
-  const float* xr = x + row * n;
+  const long long base = (row / group) * ld + (row % group) * n;
+  const float* xr = x + base;
   double sum = 0.0;
 #pragma unroll 4
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -45,9 +49,12 @@ __global__ void __launch_bounds__(kNormThreads)
   double total = 0.0;
   for (int k = 0; k < kNormThreads / 32; ++k) total += partial[k];
   const float inv = static_cast<float>(1.0 / sqrt(total / n + eps));
-  float* yr = y + row * n;
+  float* yr = y + base;
 #pragma unroll 4
-  for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
+    yr[i] = accumulate ? __fadd_rn(yr[i], v) : v;
+  }
 }
 
 // Row r at position pos0 + r, or positions[r] when positions is given.
@@ -114,12 +121,37 @@ __global__ void swiglu_kernel(float* __restrict__ gu, int n) {
   }
 }
 
+__global__ void geglu_tanh_kernel(float* __restrict__ gu, int n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  float* row = gu + static_cast<long long>(blockIdx.y) * 2 * n;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const float g = row[i];
+    row[i] = 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g))) * row[n + i];
+  }
+}
+
 }  // namespace
 
 void rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps,
               cudaStream_t stream) {
   if (rows <= 0) return;
-  rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(x, w, y, n, eps);
+  rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(x, w, y, n, eps, 1, n, false);
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void rms_norm_add(const float* x, const float* w, float* y, int rows, int n, float eps,
+                  cudaStream_t stream) {
+  if (rows <= 0) return;
+  rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(x, w, y, n, eps, 1, n, true);
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void head_rms_norm(float* x, int rows, int ld, int heads, int head_dim, const float* w, float eps,
+                   cudaStream_t stream) {
+  if (rows <= 0 || heads <= 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows) * heads, kNormThreads, 0, stream>>>(
+      x, w, x, head_dim, eps, heads, ld, false);
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -174,6 +206,15 @@ void swiglu(float* gate_up, int rows, int n, cudaStream_t stream) {
   if (rows <= 0) return;
   for_row_slices(rows, [&](int first, int count) {
     swiglu_kernel<<<dim3(blocks_for(n, kThreads), count), kThreads, 0, stream>>>(
+        gate_up + static_cast<std::size_t>(first) * 2 * n, n);
+    TQ_CUDA_CHECK(cudaGetLastError());
+  });
+}
+
+void geglu_tanh(float* gate_up, int rows, int n, cudaStream_t stream) {
+  if (rows <= 0) return;
+  for_row_slices(rows, [&](int first, int count) {
+    geglu_tanh_kernel<<<dim3(blocks_for(n, kThreads), count), kThreads, 0, stream>>>(
         gate_up + static_cast<std::size_t>(first) * 2 * n, n);
     TQ_CUDA_CHECK(cudaGetLastError());
   });

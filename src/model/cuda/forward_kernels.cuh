@@ -1,6 +1,6 @@
-// The small kernels of the GPU forward pass (RMSNorm, RoPE, the Q/K/V split, SwiGLU), each the
-// device twin of its CPU reference in src/model/ops.hpp, with the same rounding steps where that
-// is cheap (double sums in RMSNorm, angles formed in double, unfused products in RoPE).
+// The small kernels of the GPU forward pass (RMSNorm, RoPE, the Q/K/V split, SwiGLU/GeGLU), each
+// the device twin of its CPU reference in src/model/ops.hpp, with the same rounding steps where
+// that is cheap (double sums in RMSNorm, angles formed in double, unfused products in RoPE).
 // Private to tq_model's CUDA backend.
 #pragma once
 
@@ -16,6 +16,15 @@ namespace tq::gpu {
 // y[r] = x[r] / sqrt(mean(x[r]²) + eps) · w for rows r < rows of n values (row stride n).
 void rms_norm(const float* x, const float* w, float* y, int rows, int n, float eps,
               cudaStream_t stream);
+
+// y[r] += the same normalised row (Gemma 3's norms on each sub-block's output).
+void rms_norm_add(const float* x, const float* w, float* y, int rows, int n, float eps,
+                  cudaStream_t stream);
+
+// QK-norm: in place, RMSNorm of each of `heads` consecutive head_dim-value heads at the start of
+// rows [0, rows) of x (row stride ld), all with the weight w[head_dim].
+void head_rms_norm(float* x, int rows, int ld, int heads, int head_dim, const float* w, float eps,
+                   cudaStream_t stream);
 
 // RoPE in place on the first rope_dim coordinates of each head of rows [0, rows) of x (row
 // stride ld): q heads at offset 0, then kv heads at offset q_dim, token r at position pos0 + r.
@@ -41,5 +50,9 @@ void random_gaussian(float* out, std::size_t n, std::uint64_t seed, std::uint64_
 
 // Rows of [gate | up] (2·n each): the first n values become silu(gate)·up.
 void swiglu(float* gate_up, int rows, int n, cudaStream_t stream);
+
+// Rows of [gate | up]: the first n values become gelu_tanh(gate)·up (Gemma's GeGLU, the same
+// tanh approximation as ops::geglu_tanh).
+void geglu_tanh(float* gate_up, int rows, int n, cudaStream_t stream);
 
 }  // namespace tq::gpu

@@ -12,6 +12,7 @@
 #include "gpu_matmul.cuh"
 #include "gpu_weights.cuh"
 #include "turboquant/cuda/layer_cache.hpp"
+#include "turboquant/cuda/sliding_window_cache.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -57,6 +58,13 @@ class DeviceArray {
 struct GpuLayerWeights {
   DeviceArray<float> attn_norm, ffn_norm, bqkv;
   DeviceMatrix wqkv, wo, gate_up, down;
+  // Gemma 3 only (empty otherwise): QK-norm and the norms on each sub-block's output.
+  DeviceArray<float> q_norm, k_norm, post_attn_norm, post_ffn_norm;
+  std::size_t bytes() const {
+    return attn_norm.bytes() + ffn_norm.bytes() + bqkv.bytes() + wqkv.bytes() + wo.bytes() +
+           gate_up.bytes() + down.bytes() + q_norm.bytes() + k_norm.bytes() +
+           post_attn_norm.bytes() + post_ffn_norm.bytes();
+  }
 };
 
 bool graphs_enabled() {
@@ -76,9 +84,8 @@ class GpuBackend final : public fwd::ForwardBackend {
   void matmul(fwd::Act in, fwd::MatrixWeight which, int layer, fwd::Act out, int first, int n,
               bool accumulate) override;
   void rope(const fwd::StepRows& rows, int layer) override;
-  // Gemma 3's operations: the constructor refuses such models, so these are never reached.
-  void rms_norm_add(fwd::Act, fwd::NormWeight, int, fwd::Act, int) override { unsupported(); }
-  void qk_norm(int, int) override { unsupported(); }
+  void rms_norm_add(fwd::Act in, fwd::NormWeight which, int layer, fwd::Act out, int n) override;
+  void qk_norm(int layer, int n) override;
   void attention(int layer, const fwd::StepRows& rows) override;
   void glu(int n) override;
   void read_logits(int first, int n, float* host) override;
@@ -97,6 +104,7 @@ class GpuBackend final : public fwd::ForwardBackend {
   void drop_graph();
   void advance_caches(const fwd::StepRows& rows);
 
+  const float* norm_weight(fwd::NormWeight which, int layer) const;
   float* buffer(fwd::Act a) const;
   int width(fwd::Act a) const;
 
@@ -105,14 +113,17 @@ class GpuBackend final : public fwd::ForwardBackend {
   std::vector<GpuLayerWeights> layers_;
   DeviceArray<float> output_norm_;
   DeviceMatrix token_embd_, output_;  // output_ empty when the embeddings are tied
-  DeviceArray<double> inv_freq_;
+  DeviceArray<double> inv_freq_, inv_freq_sliding_;
   DeviceArray<float> x_, xn_, qkv_, q_, k_, v_, att_, gate_up_, logits_;
   DeviceArray<int> positions_;     // [batch], the batched step's
   float* embed_host_ = nullptr;    // pinned [chunk][n_embd]
   int* positions_host_ = nullptr;  // pinned [batch]
   float* logits_host_ = nullptr;   // pinned [batch][n_vocab], the recorded step's
   std::unique_ptr<MatmulEngine> engine_;
-  std::vector<cuda::GpuLayerKvCache> caches_;
+  // Per layer: the KV-scheme cache of a global layer, or the exact ring of a sliding-window
+  // layer (Gemma 3's local layers); the other pointer is null.
+  std::vector<std::unique_ptr<cuda::GpuLayerKvCache>> caches_;
+  std::vector<std::unique_ptr<cuda::GpuSlidingWindowCache>> sliding_;
   // Prefill and the recorded decode step use separate scratch, so that a prefill that grows its
   // buffers never frees memory a recorded graph points at.
   std::unique_ptr<cuda::AttentionWorkspace> workspace_, step_workspace_;
@@ -126,11 +137,6 @@ class GpuBackend final : public fwd::ForwardBackend {
   int warm_bound_ = -1;  // bound of the last eager step (its workspace sizes are in place)
   int graph_bound_ = -1;
   cudaGraphExec_t graph_exec_ = nullptr;
-  [[noreturn]] void unsupported() const {
-    throw std::logic_error(
-        "GpuBackend: a Gemma 3 operation was called on a backend that refused "
-        "Gemma 3 models");
-  }
   std::vector<bool> active_;  // advance_caches' flags, kept to spare a decode step an allocation
 };
 
@@ -138,20 +144,22 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
                        std::size_t capacity)
     : model_(model), batch_(batch), capacity_(static_cast<int>(capacity)) {
   const ModelConfig& c = model.config();
-  if (c.qk_norm || c.sandwich_norms || c.sliding_window > 0 ||
-      c.ffn_activation != FfnActivation::kSilu || c.embedding_scale != 1.0f) {
-    throw std::invalid_argument("--device cuda: " + c.architecture +
-                                " models (QK-norm, sandwich norms, GeGLU, sliding-window "
-                                "layers) run on the CPU only for now; use --device cpu");
-  }
   if (capacity > static_cast<std::size_t>(1) << 30) {
     throw std::invalid_argument("--device cuda: a context of " + std::to_string(capacity) +
                                 " tokens is more than the GPU caches address (2^30)");
   }
   // Caches first: a scheme the GPU cannot store is refused before any weight is uploaded.
-  caches_.reserve(static_cast<std::size_t>(c.n_layers));
+  caches_.resize(static_cast<std::size_t>(c.n_layers));
+  sliding_.resize(static_cast<std::size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
-    caches_.emplace_back(scheme, layer_kv_shape(c, l), batch, static_cast<int>(capacity));
+    const std::size_t i = static_cast<std::size_t>(l);
+    if (c.is_sliding_layer(l)) {
+      sliding_[i] = std::make_unique<cuda::GpuSlidingWindowCache>(layer_kv_shape(c, l),
+                                                                  c.sliding_window, chunk, batch);
+    } else {
+      caches_[i] = std::make_unique<cuda::GpuLayerKvCache>(scheme, layer_kv_shape(c, l), batch,
+                                                           static_cast<int>(capacity));
+    }
   }
   TQ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   layers_.reserve(static_cast<std::size_t>(c.n_layers));
@@ -164,7 +172,11 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
                       DeviceMatrix(w.wqkv),
                       DeviceMatrix(w.wo),
                       DeviceMatrix(w.w_gate_up),
-                      DeviceMatrix(w.w_down)};
+                      DeviceMatrix(w.w_down),
+                      DeviceArray<float>(w.q_norm),
+                      DeviceArray<float>(w.k_norm),
+                      DeviceArray<float>(w.post_attn_norm),
+                      DeviceArray<float>(w.post_ffn_norm)};
     layers_.push_back(std::move(g));
     for (const WeightMatrix* m : {&w.wqkv, &w.wo, &w.w_gate_up, &w.w_down}) {
       largest = std::max(largest, static_cast<std::size_t>(m->rows) * m->cols);
@@ -174,11 +186,16 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
   token_embd_ = DeviceMatrix(model.token_embd());
   if (&model.output_weight() != &model.token_embd()) output_ = DeviceMatrix(model.output_weight());
   inv_freq_ = DeviceArray<double>(model.rope_inv_freq());
-  weight_bytes_ = output_norm_.bytes() + token_embd_.bytes() + output_.bytes();
-  for (const GpuLayerWeights& g : layers_) {
-    weight_bytes_ += g.attn_norm.bytes() + g.ffn_norm.bytes() + g.bqkv.bytes() + g.wqkv.bytes() +
-                     g.wo.bytes() + g.gate_up.bytes() + g.down.bytes();
+  if (c.sliding_window > 0) {
+    for (int l = 0; l < c.n_layers; ++l) {
+      if (c.is_sliding_layer(l)) {
+        inv_freq_sliding_ = DeviceArray<double>(model.rope_inv_freq(l));
+        break;
+      }
+    }
   }
+  weight_bytes_ = output_norm_.bytes() + token_embd_.bytes() + output_.bytes();
+  for (const GpuLayerWeights& g : layers_) weight_bytes_ += g.bytes();
   const std::size_t ch = static_cast<std::size_t>(chunk);
   x_ = DeviceArray<float>(ch * c.n_embd);
   xn_ = DeviceArray<float>(ch * c.n_embd);
@@ -240,6 +257,11 @@ void GpuBackend::stage_inputs(const TokenId* tokens, const fwd::StepRows& rows) 
   for (int i = 0; i < rows.count; ++i) {
     qmm::dequantize_rows(model_.token_embd(), tokens[i], 1, embed_host_ + i * E, SimdLevel::Auto);
   }
+  const float scale = model_.config().embedding_scale;  // Gemma: √n_embd, as the CPU applies it
+  if (scale != 1.0f) {
+    for (std::size_t i = 0; i < static_cast<std::size_t>(rows.count) * E; ++i)
+      embed_host_[i] *= scale;
+  }
   if (rows.batched()) std::memcpy(positions_host_, rows.positions, rows.count * sizeof(int));
 }
 
@@ -255,15 +277,45 @@ void GpuBackend::embed(const TokenId* tokens, const fwd::StepRows& rows) {
   }
 }
 
+const float* GpuBackend::norm_weight(fwd::NormWeight which, int layer) const {
+  if (which == fwd::NormWeight::Output) return output_norm_.get();
+  const GpuLayerWeights& L = layers_[static_cast<std::size_t>(layer)];
+  switch (which) {
+    case fwd::NormWeight::Attention:
+      return L.attn_norm.get();
+    case fwd::NormWeight::Ffn:
+      return L.ffn_norm.get();
+    case fwd::NormWeight::PostAttention:
+      return L.post_attn_norm.get();
+    case fwd::NormWeight::PostFfn:
+      return L.post_ffn_norm.get();
+    case fwd::NormWeight::Output:
+      break;
+  }
+  throw std::logic_error("GpuBackend: unknown norm weight");
+}
+
 void GpuBackend::rms_norm(fwd::Act in, fwd::NormWeight which, int layer, fwd::Act out, int first,
                           int n) {
   const ModelConfig& c = model_.config();
-  const float* w = which == fwd::NormWeight::Output ? output_norm_.get()
-                   : which == fwd::NormWeight::Ffn
-                       ? layers_[static_cast<std::size_t>(layer)].ffn_norm.get()
-                       : layers_[static_cast<std::size_t>(layer)].attn_norm.get();
   const std::size_t off = static_cast<std::size_t>(first) * c.n_embd;
-  gpu::rms_norm(buffer(in) + off, w, buffer(out) + off, n, c.n_embd, c.rms_eps, stream_);
+  gpu::rms_norm(buffer(in) + off, norm_weight(which, layer), buffer(out) + off, n, c.n_embd,
+                c.rms_eps, stream_);
+}
+
+void GpuBackend::rms_norm_add(fwd::Act in, fwd::NormWeight which, int layer, fwd::Act out, int n) {
+  const ModelConfig& c = model_.config();
+  gpu::rms_norm_add(buffer(in), norm_weight(which, layer), buffer(out), n, c.n_embd, c.rms_eps,
+                    stream_);
+}
+
+void GpuBackend::qk_norm(int layer, int n) {
+  const ModelConfig& c = model_.config();
+  const GpuLayerWeights& L = layers_[static_cast<std::size_t>(layer)];
+  const int ld = width(fwd::Act::Qkv);
+  head_rms_norm(qkv_.get(), n, ld, c.n_heads, c.head_dim, L.q_norm.get(), c.rms_eps, stream_);
+  head_rms_norm(qkv_.get() + c.q_dim(), n, ld, c.n_kv_heads, c.head_dim, L.k_norm.get(), c.rms_eps,
+                stream_);
 }
 
 void GpuBackend::matmul(fwd::Act in, fwd::MatrixWeight which, int layer, fwd::Act out, int first,
@@ -295,22 +347,32 @@ void GpuBackend::matmul(fwd::Act in, fwd::MatrixWeight which, int layer, fwd::Ac
 }
 
 void GpuBackend::rope(const fwd::StepRows& rows, int layer) {
-  (void)layer;  // every layer of the architectures this backend takes has the same frequencies
   const ModelConfig& c = model_.config();
+  const double* inv_freq = c.is_sliding_layer(layer) ? inv_freq_sliding_.get() : inv_freq_.get();
   if (rows.batched()) {
     rope_qk_at(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.n_heads, c.n_kv_heads, c.head_dim,
-               c.rope_dim, inv_freq_.get(), positions_.get(), c.rope, stream_);
+               c.rope_dim, inv_freq, positions_.get(), c.rope, stream_);
     return;
   }
   rope_qk(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.n_heads, c.n_kv_heads, c.head_dim,
-          c.rope_dim, inv_freq_.get(), rows.first_position, c.rope, stream_);
+          c.rope_dim, inv_freq, rows.first_position, c.rope, stream_);
 }
 
 void GpuBackend::attention(int layer, const fwd::StepRows& rows) {
   const ModelConfig& c = model_.config();
   split_qkv(qkv_.get(), rows.count, width(fwd::Act::Qkv), c.q_dim(), c.kv_dim(), q_.get(), k_.get(),
             v_.get(), stream_);
-  cuda::GpuLayerKvCache& cache = caches_[static_cast<std::size_t>(layer)];
+  if (cuda::GpuSlidingWindowCache* ring = sliding_[static_cast<std::size_t>(layer)].get()) {
+    if (rows.batched()) {
+      ring->append_step(k_.get(), v_.get(), positions_.get(), stream_);
+      ring->attend_step(q_.get(), positions_.get(), att_.get(), stream_);
+    } else {
+      ring->append(rows.sequence, k_.get(), v_.get(), rows.count, stream_);
+      ring->attend(rows.sequence, q_.get(), rows.count, att_.get(), stream_);
+    }
+    return;
+  }
+  cuda::GpuLayerKvCache& cache = *caches_[static_cast<std::size_t>(layer)];
   if (rows.batched()) {
     cache.append_step(k_.get(), v_.get(), positions_.get(), *step_scratch_, stream_);
     cache.attend_step(q_.get(), positions_.get(), step_bound_, att_.get(), *step_workspace_,
@@ -322,7 +384,11 @@ void GpuBackend::attention(int layer, const fwd::StepRows& rows) {
 }
 
 void GpuBackend::glu(int n) {
-  gpu::swiglu(gate_up_.get(), n, model_.config().n_ff, stream_);
+  if (model_.config().ffn_activation == FfnActivation::kGeluTanh) {
+    gpu::geglu_tanh(gate_up_.get(), n, model_.config().n_ff, stream_);
+  } else {
+    gpu::swiglu(gate_up_.get(), n, model_.config().n_ff, stream_);
+  }
 }
 
 void GpuBackend::read_logits(int first, int n, float* host) {
@@ -347,7 +413,12 @@ void GpuBackend::advance_caches(const fwd::StepRows& rows) {
   active_.assign(static_cast<std::size_t>(batch_), false);
   for (int b = 0; b < rows.count; ++b)
     active_[static_cast<std::size_t>(b)] = rows.positions[b] >= 0;
-  for (auto& cache : caches_) cache.advance(active_);
+  for (auto& cache : caches_) {
+    if (cache) cache->advance(active_);
+  }
+  for (auto& ring : sliding_) {
+    if (ring) ring->advance(active_);
+  }
 }
 
 void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, float* logits,
@@ -418,8 +489,12 @@ void GpuBackend::fill_synthetic(int sequence, std::size_t held, std::size_t toke
       const std::uint64_t first = (held + done) * KV;
       random_gaussian(k_.get(), n * KV, layer_seed * 2, first, stream_);
       random_gaussian(v_.get(), n * KV, layer_seed * 2 + 1, first, stream_);
-      caches_[static_cast<std::size_t>(l)].append(sequence, k_.get(), v_.get(), static_cast<int>(n),
-                                                  *scratch_, stream_);
+      if (auto& ring = sliding_[static_cast<std::size_t>(l)]) {
+        ring->append(sequence, k_.get(), v_.get(), static_cast<int>(n), stream_);
+      } else {
+        caches_[static_cast<std::size_t>(l)]->append(sequence, k_.get(), v_.get(),
+                                                     static_cast<int>(n), *scratch_, stream_);
+      }
       done += n;
     }
   }
@@ -427,16 +502,27 @@ void GpuBackend::fill_synthetic(int sequence, std::size_t held, std::size_t toke
 }
 
 void GpuBackend::reset() {
-  for (auto& cache : caches_) cache.clear();
+  for (auto& cache : caches_) {
+    if (cache) cache->clear();
+  }
+  for (auto& ring : sliding_) {
+    if (ring) ring->clear();
+  }
 }
 
 void GpuBackend::reset(int sequence) {
-  for (auto& cache : caches_) cache.clear(sequence);
+  for (auto& cache : caches_) {
+    if (cache) cache->clear(sequence);
+  }
+  for (auto& ring : sliding_) {
+    if (ring) ring->clear(sequence);
+  }
 }
 
 std::size_t GpuBackend::cache_bytes() const {
   std::size_t bytes = 0;
-  for (const auto& cache : caches_) bytes += cache.bytes();
+  for (const auto& cache : caches_) bytes += cache ? cache->bytes() : 0;
+  for (const auto& ring : sliding_) bytes += ring ? ring->bytes() : 0;
   return bytes;
 }
 

@@ -1,0 +1,271 @@
+// GpuSlidingWindowCache (turboquant/cuda/sliding_window_cache.hpp). A window is a few hundred
+// tokens, so the attention is a plain kernel: one block per (query row, query head) holds the
+// row's scores in shared memory — a warp per key for the dot products (coalesced over the head
+// dim), a block-wide max and sum, then one thread per output coordinate summing the values.
+#include "cuda/internal.cuh"
+#include "turboquant/cuda/sliding_window_cache.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace tq::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr std::size_t kMaxShared = 48 * 1024;
+
+// Row r of k/v: sequence `seq` (or r when seq < 0) at position pos0 + r (or positions[r]).
+__global__ void ring_append_kernel(const float* __restrict__ k, const float* __restrict__ v,
+                                   std::uint16_t* __restrict__ keys,
+                                   std::uint16_t* __restrict__ values, int kv_heads, int head_dim,
+                                   int ring, int seq, long long pos0,
+                                   const int* __restrict__ positions) {
+  const int r = blockIdx.x, h = blockIdx.y;
+  const long long pos = positions ? positions[r] : pos0 + r;
+  if (pos < 0) return;
+  const long long s = seq >= 0 ? seq : r;
+  const long long src = (static_cast<long long>(r) * kv_heads + h) * head_dim;
+  const long long dst = ((s * kv_heads + h) * ring + pos % ring) * head_dim;
+  for (int j = threadIdx.x; j < head_dim; j += blockDim.x) {
+    keys[dst + j] = __half_as_ushort(__float2half_rn(k[src + j]));
+    values[dst + j] = __half_as_ushort(__float2half_rn(v[src + j]));
+  }
+}
+
+__device__ float block_reduce(float x, bool take_max, float* scratch) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, x, off);
+    x = take_max ? fmaxf(x, o) : x + o;
+  }
+  __syncthreads();  // scratch may still be read from a previous reduction
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = x;
+  __syncthreads();
+  float total = scratch[0];
+  for (int w = 1; w < kWarps; ++w) total = take_max ? fmaxf(total, scratch[w]) : total + scratch[w];
+  return total;
+}
+
+// Block (r, qh): query row r of sequence `seq` (or r) at position pos0 + r (or positions[r]).
+__global__ void __launch_bounds__(kThreads)
+    window_attend_kernel(const float* __restrict__ q, const std::uint16_t* __restrict__ keys,
+                         const std::uint16_t* __restrict__ values, float* __restrict__ out,
+                         int q_heads, int kv_heads, int head_dim, int window, int ring, int seq,
+                         long long pos0, const int* __restrict__ positions, float scale) {
+  extern __shared__ float shared[];
+  float* qs = shared;                 // [head_dim]
+  float* scores = shared + head_dim;  // [window]
+  __shared__ float red[kWarps];
+  const int r = blockIdx.x, qh = blockIdx.y;
+  const long long pos = positions ? positions[r] : pos0 + r;
+  float* o = out + (static_cast<long long>(r) * q_heads + qh) * head_dim;
+  if (pos < 0) {
+    for (int j = threadIdx.x; j < head_dim; j += blockDim.x) o[j] = 0.0f;
+    return;
+  }
+  const long long s = seq >= 0 ? seq : r;
+  const int h = qh / (q_heads / kv_heads);
+  const long long first = pos + 1 > window ? pos + 1 - window : 0;
+  const int count = static_cast<int>(pos - first + 1);
+  const float* qr = q + (static_cast<long long>(r) * q_heads + qh) * head_dim;
+  for (int j = threadIdx.x; j < head_dim; j += blockDim.x) qs[j] = qr[j];
+  __syncthreads();
+  const long long head = (s * kv_heads + h) * ring;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int t = warp; t < count; t += kWarps) {
+    const std::uint16_t* kr = keys + (head + (first + t) % ring) * head_dim;
+    float dot = 0.0f;
+    for (int j = lane; j < head_dim; j += 32) dot += qs[j] * __half2float(__ushort_as_half(kr[j]));
+    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    if (lane == 0) scores[t] = dot * scale;
+  }
+  __syncthreads();
+  float m = -INFINITY;
+  for (int t = threadIdx.x; t < count; t += blockDim.x) m = fmaxf(m, scores[t]);
+  m = block_reduce(m, true, red);
+  float sum = 0.0f;
+  for (int t = threadIdx.x; t < count; t += blockDim.x) {
+    const float e = expf(scores[t] - m);
+    scores[t] = e;
+    sum += e;
+  }
+  sum = block_reduce(sum, false, red);  // its barrier also publishes the exponentials
+  const float inv = 1.0f / sum;
+  for (int j = threadIdx.x; j < head_dim; j += blockDim.x) {
+    float acc = 0.0f;
+    for (int t = 0; t < count; ++t) {
+      const std::uint16_t* vr = values + (head + (first + t) % ring) * head_dim;
+      acc += scores[t] * inv * __half2float(__ushort_as_half(vr[j]));
+    }
+    o[j] = acc;
+  }
+}
+
+}  // namespace
+
+GpuSlidingWindowCache::GpuSlidingWindowCache(const LayerKvShape& shape, int window, int max_append,
+                                             int batch)
+    : shape_(shape), window_(window), batch_(batch) {
+  if (window <= 0 || max_append <= 0 || batch <= 0) {
+    throw std::invalid_argument("GPU sliding-window cache: window " + std::to_string(window) +
+                                ", max_append " + std::to_string(max_append) + " and batch " +
+                                std::to_string(batch) + " must be positive");
+  }
+  if (shape.n_kv_heads <= 0 || shape.n_q_heads <= 0 || shape.n_q_heads % shape.n_kv_heads != 0 ||
+      shape.head_dim <= 0 || shape.head_dim > 1024) {
+    throw std::invalid_argument("GPU sliding-window cache: bad shape (" +
+                                std::to_string(shape.n_q_heads) + " query heads, " +
+                                std::to_string(shape.n_kv_heads) + " KV heads, head dim " +
+                                std::to_string(shape.head_dim) + ")");
+  }
+  const std::size_t shared = (static_cast<std::size_t>(window) + shape.head_dim) * sizeof(float);
+  if (shared > kMaxShared) {
+    throw std::invalid_argument("GPU sliding-window cache: a window of " + std::to_string(window) +
+                                " tokens needs " + std::to_string(shared) +
+                                " bytes of shared memory per query; at most " +
+                                std::to_string(kMaxShared) + " are used");
+  }
+  if (static_cast<long long>(window) + max_append > (1LL << 30)) {
+    throw std::invalid_argument("GPU sliding-window cache: window + max_append = " +
+                                std::to_string(static_cast<long long>(window) + max_append) +
+                                " is more than 2^30 slots");
+  }
+  ring_ = window + max_append;
+  held_.assign(static_cast<std::size_t>(batch), 0);
+  const std::size_t n = static_cast<std::size_t>(batch) * shape.n_kv_heads * ring_ * shape.head_dim;
+  try {
+    TQ_CUDA_CHECK(cudaMalloc(&keys_, n * sizeof(std::uint16_t)));
+    TQ_CUDA_CHECK(cudaMalloc(&values_, n * sizeof(std::uint16_t)));
+    TQ_CUDA_CHECK(cudaMemset(keys_, 0, n * sizeof(std::uint16_t)));
+    TQ_CUDA_CHECK(cudaMemset(values_, 0, n * sizeof(std::uint16_t)));
+  } catch (...) {
+    if (keys_) cudaFree(keys_);
+    if (values_) cudaFree(values_);
+    throw;
+  }
+}
+
+GpuSlidingWindowCache::~GpuSlidingWindowCache() {
+  if (keys_) cudaFree(keys_);
+  if (values_) cudaFree(values_);
+}
+
+GpuSlidingWindowCache::GpuSlidingWindowCache(GpuSlidingWindowCache&& other) noexcept
+    : shape_(other.shape_),
+      window_(other.window_),
+      ring_(other.ring_),
+      batch_(other.batch_),
+      keys_(other.keys_),
+      values_(other.values_),
+      held_(std::move(other.held_)) {
+  other.keys_ = other.values_ = nullptr;
+}
+
+GpuSlidingWindowCache& GpuSlidingWindowCache::operator=(GpuSlidingWindowCache&& other) noexcept {
+  std::swap(shape_, other.shape_);
+  std::swap(window_, other.window_);
+  std::swap(ring_, other.ring_);
+  std::swap(batch_, other.batch_);
+  std::swap(keys_, other.keys_);
+  std::swap(values_, other.values_);
+  std::swap(held_, other.held_);
+  return *this;
+}
+
+void GpuSlidingWindowCache::check_seq(int seq, const char* what) const {
+  if (seq < 0 || seq >= batch_) {
+    throw std::invalid_argument(std::string("GPU sliding-window cache: ") + what + " sequence " +
+                                std::to_string(seq) + " is not in [0, " + std::to_string(batch_) +
+                                ")");
+  }
+}
+
+std::size_t GpuSlidingWindowCache::size(int seq) const {
+  check_seq(seq, "size of");
+  return held_[static_cast<std::size_t>(seq)];
+}
+
+void GpuSlidingWindowCache::append(int seq, const float* k, const float* v, int n, void* stream) {
+  check_seq(seq, "append to");
+  if (n < 0 || n > ring_ - window_) {
+    throw std::invalid_argument("GPU sliding-window cache: append of " + std::to_string(n) +
+                                " tokens; expected 0.." + std::to_string(ring_ - window_) +
+                                " (max_append)");
+  }
+  if (n == 0) return;
+  const std::size_t pos0 = held_[static_cast<std::size_t>(seq)];
+  ring_append_kernel<<<dim3(n, shape_.n_kv_heads), kThreads, 0, as_stream(stream)>>>(
+      k, v, keys_, values_, shape_.n_kv_heads, shape_.head_dim, ring_, seq,
+      static_cast<long long>(pos0), nullptr);
+  TQ_CUDA_CHECK(cudaGetLastError());
+  held_[static_cast<std::size_t>(seq)] += static_cast<std::size_t>(n);
+}
+
+void GpuSlidingWindowCache::attend(int seq, const float* q, int n, float* out, void* stream) const {
+  check_seq(seq, "attend over");
+  const std::size_t held = held_[static_cast<std::size_t>(seq)];
+  if (n < 0 || static_cast<std::size_t>(n) > held || n > ring_ - window_) {
+    throw std::invalid_argument("GPU sliding-window cache: " + std::to_string(n) +
+                                " queries; expected at most the " + std::to_string(held) +
+                                " tokens held and the " + std::to_string(ring_ - window_) +
+                                " of one append");
+  }
+  if (n == 0) return;
+  const std::size_t shared = (static_cast<std::size_t>(window_) + shape_.head_dim) * sizeof(float);
+  window_attend_kernel<<<dim3(n, shape_.n_q_heads), kThreads, shared, as_stream(stream)>>>(
+      q, keys_, values_, out, shape_.n_q_heads, shape_.n_kv_heads, shape_.head_dim, window_, ring_,
+      seq, static_cast<long long>(held - static_cast<std::size_t>(n)), nullptr,
+      1.0f / sqrtf(static_cast<float>(shape_.head_dim)));
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void GpuSlidingWindowCache::append_step(const float* k, const float* v, const int* positions,
+                                        void* stream) {
+  ring_append_kernel<<<dim3(batch_, shape_.n_kv_heads), kThreads, 0, as_stream(stream)>>>(
+      k, v, keys_, values_, shape_.n_kv_heads, shape_.head_dim, ring_, -1, 0, positions);
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void GpuSlidingWindowCache::attend_step(const float* q, const int* positions, float* out,
+                                        void* stream) const {
+  const std::size_t shared = (static_cast<std::size_t>(window_) + shape_.head_dim) * sizeof(float);
+  window_attend_kernel<<<dim3(batch_, shape_.n_q_heads), kThreads, shared, as_stream(stream)>>>(
+      q, keys_, values_, out, shape_.n_q_heads, shape_.n_kv_heads, shape_.head_dim, window_, ring_,
+      -1, 0, positions, 1.0f / sqrtf(static_cast<float>(shape_.head_dim)));
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void GpuSlidingWindowCache::advance(const std::vector<bool>& active) {
+  if (active.size() != held_.size()) {
+    throw std::invalid_argument("GPU sliding-window cache: advance with " +
+                                std::to_string(active.size()) + " flags for a batch of " +
+                                std::to_string(batch_));
+  }
+  for (std::size_t b = 0; b < held_.size(); ++b) held_[b] += active[b] ? 1 : 0;
+}
+
+void GpuSlidingWindowCache::clear() {
+  std::fill(held_.begin(), held_.end(), 0);
+}
+
+void GpuSlidingWindowCache::clear(int seq) {
+  check_seq(seq, "clear");
+  held_[static_cast<std::size_t>(seq)] = 0;
+}
+
+std::size_t GpuSlidingWindowCache::bytes() const {
+  std::size_t total = 0;
+  for (const std::size_t held : held_) {
+    total += 2 * std::min<std::size_t>(held, static_cast<std::size_t>(window_)) *
+             static_cast<std::size_t>(shape_.n_kv_heads) * shape_.head_dim * sizeof(std::uint16_t);
+  }
+  return total;
+}
+
+std::size_t GpuSlidingWindowCache::capacity_bytes() const {
+  return 2 * static_cast<std::size_t>(batch_) * shape_.n_kv_heads * ring_ * shape_.head_dim *
+         sizeof(std::uint16_t);
+}
+
+}  // namespace tq::cuda
