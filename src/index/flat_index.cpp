@@ -399,6 +399,18 @@ SearchResult FlatIndex::search(const std::vector<float>& queries, int dim, int k
 
 void FlatIndex::save(const std::string& path) const {
   FileWriter w;
+  write(w);
+  w.write_file(path, kFlatIndexMagic, kFlatIndexVersion);
+}
+
+FlatIndex FlatIndex::load(const std::string& path) {
+  FileReader r(path, kFlatIndexMagic, kFlatIndexVersion);
+  FlatIndex idx = read(r);
+  r.finish();
+  return idx;
+}
+
+void FlatIndex::write(FileWriter& w) const {
   w.put_u32(static_cast<std::uint32_t>(options_.dim));
   w.put_f64(options_.bits);
   w.put_u32(options_.kind == CodecKind::Prod ? 1u : 0u);
@@ -419,11 +431,9 @@ void FlatIndex::save(const std::string& path) const {
   w.put_array(y_norm_sq_);
   w.put_array(exact_);
   w.put_array(ids_);
-  w.write_file(path, kFlatIndexMagic, kFlatIndexVersion);
 }
 
-FlatIndex FlatIndex::load(const std::string& path) {
-  FileReader r(path, kFlatIndexMagic, kFlatIndexVersion);
+FlatIndex FlatIndex::read(FileReader& r) {
   FlatIndexOptions o;
   o.dim = static_cast<int>(r.get_u32());
   o.bits = r.get_f64();
@@ -458,15 +468,13 @@ FlatIndex FlatIndex::load(const std::string& path) {
   r.get_array(idx.y_norm_sq_, n, "squared norms");
   r.get_array(idx.exact_, o.rerank > 0 ? n * du : 0, "exact vectors");
   r.get_array(idx.ids_, n, "ids");
-  r.finish();
   if (o.fast_scan) {
     idx.blocks_.assign((n + 31) / 32 * fast_scan_block_bytes(o.dim), 0);
     for (std::size_t i = 0; i < n; ++i) idx.store_fast_scan(i);
   }
   for (std::size_t i = 0; i < idx.ids_.size(); ++i) {
     if (!idx.slot_of_.emplace(idx.ids_[i], i).second) {
-      throw std::runtime_error("index file " + path + ": duplicate id " +
-                               std::to_string(idx.ids_[i]));
+      r.fail("duplicate id " + std::to_string(idx.ids_[i]));
     }
   }
   return idx;

@@ -43,6 +43,12 @@ class FileReader {
   FileReader(const std::string& path, const char* magic, std::uint32_t version);
   std::uint32_t get_u32() { return get<std::uint32_t>(); }
   std::uint64_t get_u64() { return get<std::uint64_t>(); }
+  // The next u64 without consuming it (an array's length, to check before get_array).
+  std::uint64_t peek_u64() {
+    const std::uint64_t v = get_u64();
+    pos_ -= sizeof v;
+    return v;
+  }
   double get_f64() { return get<double>(); }
   template <class T>
   void get_array(std::vector<T>& out, std::uint64_t expected, const char* what) {

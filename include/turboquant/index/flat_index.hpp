@@ -21,6 +21,9 @@
 
 namespace tq::index {
 
+class FileWriter;  // src/index/index_file.hpp
+class FileReader;
+
 enum class Metric { InnerProduct, Cosine, L2 };
 Metric parse_metric(std::string_view name);  // "ip" | "cosine" | "l2"
 std::string to_string(Metric metric);
@@ -62,6 +65,7 @@ class FlatIndex {
   // + 4·dim for exact vectors when rerank is on), not counting the 8-byte id.
   std::size_t bytes_per_vector() const;
   const std::vector<float>& mean() const { return mean_; }
+  const std::vector<std::int64_t>& ids() const { return ids_; }  // in storage order
 
   // Fixes the centering mean (only before the first add; needs options.center).
   void set_mean(const float* mean);
@@ -79,6 +83,9 @@ class FlatIndex {
 
   void save(const std::string& path) const;
   static FlatIndex load(const std::string& path);
+  // The index's fields into / out of an index file's payload (save/load; IvfIndex lists).
+  void write(FileWriter& w) const;
+  static FlatIndex read(FileReader& r);
 
  private:
   void search_one(const float* query, int k, float* dist, std::int64_t* ids,
