@@ -41,12 +41,13 @@ LayerKvCache::LayerKvCache(const KvScheme& scheme, const LayerKvShape& shape)
   }
   if (shape.head_dim <= 0) bad("head_dim must be positive, got " + std::to_string(shape.head_dim));
   if (scheme.window < 0) bad("window must be >= 0, got " + std::to_string(scheme.window));
+  check_scheme_fits_shape(scheme, shape.n_layers, shape.n_kv_heads, shape.head_dim);
 
   const int d = shape.head_dim;
   protected_ = scheme.layer_is_protected(shape.layer, shape.n_layers);
   for (KvSide which : {KvSide::Key, KvSide::Value}) {
     Side& side = sides_[index(which)];
-    side.spec = protected_ ? KvSideSpec{} : (which == KvSide::Key ? scheme.key : scheme.value);
+    side.spec = protected_ ? KvSideSpec{} : scheme.layer_side(which, shape.layer);
     const CodecSpec codec_spec = kv_codec_spec(scheme, which, shape.layer, d);
     switch (side.spec.format) {
       case KvFormat::Fp16:

@@ -6,12 +6,15 @@
 #include "turboquant/base/parse.hpp"
 #include "turboquant/base/random.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
@@ -150,6 +153,11 @@ std::string canonical_name(const KvScheme& s) {
   const int default_window = s.key.format == KvFormat::TurboQuant ? kTurboQuantDefaultWindow : 0;
   if (s.window != default_window) opts.push_back("window=" + std::to_string(s.window));
   if (s.seed != KvScheme{}.seed) opts.push_back("seed=" + std::to_string(s.seed));
+  if (!s.plan_path.empty()) {
+    std::string name = "plan=" + s.plan_path;
+    for (const std::string& o : opts) name += "," + o;
+    return name;
+  }
   std::string name = base;
   for (std::size_t i = 0; i < opts.size(); ++i) name += (i == 0 ? ":" : ",") + opts[i];
   return name;
@@ -164,12 +172,32 @@ const std::vector<std::string>& kv_scheme_presets() {
 }
 
 KvScheme parse_kv_scheme(std::string_view text_in) {
-  const std::string text = lower(text_in);
+  std::string text = lower(text_in);
+  // plan=FILE[,options]: the file name keeps its case; the options follow as after ':'.
+  std::string plan_path;
+  if (text.rfind("plan=", 0) == 0) {
+    const std::size_t comma = text.find(',');
+    plan_path =
+        std::string(text_in.substr(5, comma == std::string::npos ? std::string::npos : comma - 5));
+    if (plan_path.empty()) {
+      throw std::invalid_argument("kv scheme '" + std::string(text_in) +
+                                  "': plan= expects a plan file (tq calibrate -o FILE)");
+    }
+    text = "plan" + (comma == std::string::npos ? std::string() : ":" + text.substr(comma + 1));
+  }
   const std::size_t colon = text.find(':');
   const std::string base = text.substr(0, colon);
   KvScheme scheme;
   KvSideSpec block;
-  if (base == "fp16" || base == "f16") {
+  if (!plan_path.empty()) {
+    const KvPlan plan = read_kv_plan(plan_path);
+    scheme.key = turboquant_side(plan.bits.front().key, text_in);
+    scheme.value = turboquant_side(plan.bits.front().value, text_in);
+    scheme.plan_path = plan_path;
+    scheme.layer_bits = plan.bits;
+    scheme.plan_kv_heads = plan.kv_heads;
+    scheme.plan_head_dim = plan.head_dim;
+  } else if (base == "fp16" || base == "f16") {
     // default sides are fp16
   } else if (block_side(base, block)) {
     scheme.key = scheme.value = block;
@@ -247,14 +275,19 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
       }
     }
   }
-  // prod needs b = 1 or b >= 2 (b−1 mse bits); validate each TurboQuant side now.
-  for (const KvSideSpec* side : {&scheme.key, &scheme.value}) {
-    if (side->format == KvFormat::TurboQuant) {
-      CodecSpec probe;
-      probe.dim = 128;
-      probe.bits = side->bits;
-      probe.kind = side->codec;
-      make_code_layout(probe);
+  // prod needs b = 1 or b >= 2 (b−1 mse bits); validate each TurboQuant side now (every
+  // layer's widths for a plan).
+  const int n_specs = std::max<int>(1, static_cast<int>(scheme.layer_bits.size()));
+  for (int l = 0; l < n_specs; ++l) {
+    for (const KvSide which : {KvSide::Key, KvSide::Value}) {
+      const KvSideSpec side = scheme.layer_side(which, l);
+      if (side.format == KvFormat::TurboQuant) {
+        CodecSpec probe;
+        probe.dim = 128;
+        probe.bits = side.bits;
+        probe.kind = side.codec;
+        make_code_layout(probe);
+      }
     }
   }
   scheme.name = canonical_name(scheme);
@@ -296,8 +329,7 @@ std::size_t kv_side_bytes_per_token(const KvSideSpec& side, int head_dim, Rotati
 }
 
 CodecSpec kv_codec_spec(const KvScheme& scheme, KvSide side, int layer, int head_dim) {
-  CodecSpec spec =
-      side_codec_spec(side == KvSide::Key ? scheme.key : scheme.value, head_dim, scheme.rotation);
+  CodecSpec spec = side_codec_spec(scheme.layer_side(side, layer), head_dim, scheme.rotation);
   spec.norm_correction = scheme.norm_correction;
   spec.seed =
       derive_seed(scheme.seed, static_cast<std::uint32_t>(layer), side, SeedPurpose::Rotation);
@@ -328,7 +360,98 @@ const ModelShape& find_model_shape(std::string_view name) {
                               " (or pass --layers, --kv-heads and --head-dim)");
 }
 
+KvPlan read_kv_plan(const std::string& path) {
+  const auto bad = [&](const std::string& what) {
+    return std::invalid_argument("kv plan '" + path + "': " + what);
+  };
+  std::ifstream in(path);
+  if (!in) throw bad("cannot be read (expected a plan written by tq calibrate -o FILE)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw bad(std::string("is not valid JSON (") + e.what() + ")");
+  }
+  KvPlan plan;
+  try {
+    if (!j.is_object()) throw bad("expected a JSON object");
+    const int version = j.at("version").get<int>();
+    if (version != kKvPlanVersion) {
+      throw bad("version " + std::to_string(version) + "; expected " +
+                std::to_string(kKvPlanVersion));
+    }
+    plan.model = j.at("model").get<std::string>();
+    plan.layers = j.at("layers").get<int>();
+    plan.kv_heads = j.at("kv_heads").get<int>();
+    plan.head_dim = j.at("head_dim").get<int>();
+    plan.budget_bits = j.value("budget_bits", 0.0);
+    plan.predicted_kld = j.value("predicted_kld", 0.0);
+    plan.base = j.value("base", std::string());
+    for (const auto& row : j.at("bits")) {
+      plan.bits.push_back({row.at("k").get<double>(), row.at("v").get<double>()});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw bad(std::string("missing or mistyped field (") + e.what() +
+              "); expected version, model, layers, kv_heads, head_dim and bits [{k, v}...]");
+  }
+  if (plan.layers < 1 || plan.kv_heads < 1 || plan.head_dim < 1) {
+    throw bad("layers, kv_heads and head_dim must be positive");
+  }
+  if (static_cast<int>(plan.bits.size()) != plan.layers) {
+    throw bad("has " + std::to_string(plan.bits.size()) + " layer widths; expected " +
+              std::to_string(plan.layers) + " (its layers field)");
+  }
+  for (std::size_t l = 0; l < plan.bits.size(); ++l) {
+    for (const double b : {plan.bits[l].key, plan.bits[l].value}) {
+      const double cells = b * plan.head_dim;
+      if (!(b >= 1.0 && b <= 8.0) || std::fabs(cells - std::round(cells)) > 1e-9) {
+        std::ostringstream msg;
+        msg << "layer " << l << " width " << b << " is not supported; expected 1..8 bits, a "
+            << "multiple of 1/" << plan.head_dim << " (head dim " << plan.head_dim << ")";
+        throw bad(msg.str());
+      }
+    }
+  }
+  return plan;
+}
+
+std::string kv_plan_json(const KvPlan& plan) {
+  nlohmann::json j;
+  j["version"] = kKvPlanVersion;
+  j["model"] = plan.model;
+  j["layers"] = plan.layers;
+  j["kv_heads"] = plan.kv_heads;
+  j["head_dim"] = plan.head_dim;
+  j["budget_bits"] = plan.budget_bits;
+  j["predicted_kld"] = plan.predicted_kld;
+  j["base"] = plan.base;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const KvLayerBits& b : plan.bits) rows.push_back({{"k", b.key}, {"v", b.value}});
+  j["bits"] = rows;
+  return j.dump(2) + "\n";
+}
+
+void check_scheme_fits_shape(const KvScheme& scheme, int n_layers, int kv_heads, int head_dim) {
+  if (scheme.layer_bits.empty()) return;
+  if (static_cast<int>(scheme.layer_bits.size()) != n_layers || scheme.plan_kv_heads != kv_heads ||
+      scheme.plan_head_dim != head_dim) {
+    throw std::invalid_argument("kv plan '" + scheme.plan_path + "' was made for a model with " +
+                                std::to_string(scheme.layer_bits.size()) + " layers, " +
+                                std::to_string(scheme.plan_kv_heads) + " KV heads, head dim " +
+                                std::to_string(scheme.plan_head_dim) + "; this model has " +
+                                std::to_string(n_layers) + ", " + std::to_string(kv_heads) + ", " +
+                                std::to_string(head_dim) +
+                                " (calibrate a plan for it with tq calibrate)");
+  }
+}
+
 void check_scheme_fits_layers(const KvScheme& scheme, int n_layers) {
+  if (!scheme.layer_bits.empty() && static_cast<int>(scheme.layer_bits.size()) != n_layers) {
+    throw std::invalid_argument("kv plan '" + scheme.plan_path + "' has " +
+                                std::to_string(scheme.layer_bits.size()) +
+                                " layers; this model has " + std::to_string(n_layers) +
+                                " (calibrate a plan for it with tq calibrate)");
+  }
   const long long named = static_cast<long long>(scheme.protect_first) + scheme.protect_last;
   if (named > n_layers) {
     throw std::invalid_argument(
@@ -403,6 +526,25 @@ KvSizeBreakdown kv_cache_size(const ModelShape& shape, const KvScheme& scheme,
                           mul(global_layers - protected_layers, add(mixed_head, mean_head))),
                       mul(sliding_layers, sliding_head)),
                   heads);
+  if (!scheme.layer_bits.empty()) {
+    // Per-layer widths: each compressed layer counted with its own code bytes.
+    check_scheme_fits_shape(scheme, shape.layers, shape.kv_heads, shape.head_dim);
+    std::size_t total = 0;
+    for (int l = 0; l < shape.layers; ++l) {
+      if (shape.is_sliding_layer(l)) {
+        total = add(total, sliding_head);
+      } else if (scheme.layer_is_protected(l, shape.layers)) {
+        total = add(total, fp16_head);
+      } else {
+        const std::size_t token = kv_side_bytes_per_token(scheme.layer_side(KvSide::Key, l),
+                                                          shape.head_dim, scheme.rotation) +
+                                  kv_side_bytes_per_token(scheme.layer_side(KvSide::Value, l),
+                                                          shape.head_dim, scheme.rotation);
+        total = add(total, add(add(mul(kv_fp16_token, exact), mul(compressed, token)), mean_head));
+      }
+    }
+    out.bytes = mul(total, heads);
+  }
   out.fp16_bytes =
       mul(add(mul(global_layers, fp16_head), mul(sliding_layers, sliding_head)), heads);
   if (overflow) {

@@ -15,8 +15,11 @@
 //          center=0|k|v|kv (subtract a per-(layer, KV head) mean from keys and/or values before
 //          storing; exact by construction, see LayerKvCache; its fp16 vectors are counted)
 // Example: "tq3.5:protect=1/1,window=64", "k4v3:kcodec=prod".
+// plan=FILE[,option...]: per-layer TurboQuant widths from a `tq calibrate` plan (KvPlan, JSON);
+//          the options above follow after commas, e.g. "plan=p.json,center=k,window=0".
 #pragma once
 
+#include "turboquant/base/kv_side.hpp"
 #include "turboquant/base/random.hpp"
 #include "turboquant/codec/codec.hpp"
 
@@ -49,6 +52,12 @@ struct KvSideSpec {
   double bits = 16.0;  // TurboQuant: code bits per coordinate; block formats: nominal width
 };
 
+// One layer's TurboQuant widths (bits per coordinate) for keys and values.
+struct KvLayerBits {
+  double key = 0.0, value = 0.0;
+  bool operator==(const KvLayerBits&) const = default;
+};
+
 struct KvScheme {
   std::string name;  // canonical string, parseable again
   KvSideSpec key, value;
@@ -62,11 +71,42 @@ struct KvScheme {
   bool center_keys = false;
   bool center_values = false;
   std::uint64_t seed = 0x5eed;
+  // plan=FILE: per-layer widths (one entry per model layer) and the shape the plan was made for
+  // (checked by check_scheme_fits_layers / LayerKvCache). Empty: key / value apply to every layer.
+  std::string plan_path;
+  std::vector<KvLayerBits> layer_bits;
+  int plan_kv_heads = 0, plan_head_dim = 0;
 
   bool layer_is_protected(int layer, int n_layers) const {
     return layer < protect_first || layer >= n_layers - protect_last;
   }
+  // The side spec layer `layer` stores (before protection): key / value with the plan's width
+  // for that layer when the scheme has per-layer widths. Every cache (CPU and GPU) builds from it.
+  KvSideSpec layer_side(KvSide side, int layer) const {
+    KvSideSpec s = side == KvSide::Key ? key : value;
+    if (!layer_bits.empty() && layer >= 0 && layer < static_cast<int>(layer_bits.size())) {
+      const KvLayerBits& b = layer_bits[static_cast<std::size_t>(layer)];
+      s.bits = side == KvSide::Key ? b.key : b.value;
+    }
+    return s;
+  }
 };
+
+// A per-layer width plan (`tq calibrate` writes it, plan=FILE reads it): versioned JSON with the
+// model it was measured on. Widths must be TurboQuant widths parse_kv_scheme accepts (1..8).
+inline constexpr int kKvPlanVersion = 1;
+struct KvPlan {
+  std::string model;  // model name (GGUF general.name or file name)
+  int layers = 0, kv_heads = 0, head_dim = 0;
+  double budget_bits = 0.0;       // the budget it was chosen under (bits per stored value)
+  double predicted_kld = 0.0;     // the chooser's additive prediction, nats
+  std::string base;               // options of the sensitivity runs, e.g. "window=0"
+  std::vector<KvLayerBits> bits;  // one per layer
+};
+// Throws std::invalid_argument naming the file and what is wrong (missing, not JSON, wrong
+// version, missing fields, layer count != layers, widths out of range or not 1/64 multiples).
+KvPlan read_kv_plan(const std::string& path);
+std::string kv_plan_json(const KvPlan& plan);
 
 // The most layers protect=F/L accepts on either side; a model's own count bounds F + L further
 // (check_scheme_fits_layers).
@@ -75,8 +115,12 @@ inline constexpr int kMaxProtectedLayers = 65536;
 // Parses a scheme string (grammar above); throws std::invalid_argument naming the bad part.
 KvScheme parse_kv_scheme(std::string_view text);
 // Throws std::invalid_argument when protect=F/L names more layers (F + L) than the model's
-// n_layers: such a scheme would silently keep every layer fp16.
+// n_layers: such a scheme would silently keep every layer fp16; or when a plan= scheme's layer
+// count is not n_layers.
 void check_scheme_fits_layers(const KvScheme& scheme, int n_layers);
+// Throws std::invalid_argument when a plan= scheme was made for another shape (layers, KV heads,
+// head dim); no-op for schemes without a plan.
+void check_scheme_fits_shape(const KvScheme& scheme, int n_layers, int kv_heads, int head_dim);
 // The preset names accepted by parse_kv_scheme, in report order.
 const std::vector<std::string>& kv_scheme_presets();
 
