@@ -2,7 +2,8 @@
 // Llama-3.1-8B layer (32 q heads, 8 KV heads, d = 128), batch 1, a causal chunk of n queries
 // that are the last n of `ctx` cached tokens. Median µs over --reps launches (L2 rewritten with
 // 256 MiB before each) of
-//   fp16_flash   attention_prefill_fp16 over an fp16 cache
+//   fp16_flash   attention_prefill_fp16 over an fp16 cache (version 2: ldmatrix.x4; _v1 the
+//                first version, K by 32-bit shared loads)
 //   fp16_split   attention_fp16 with path TensorCore: the split multi-query kernel of before
 //   tq4 / tq3.5 / k4v3 _deq_flash  dequantize_to_half of K and V into an fp16 scratch + the
 //                flash kernel, timed together (what a compressed layer's prefill costs)
@@ -170,6 +171,8 @@ int main(int argc, char** argv) {
         a.n_queries = nq;
         row("fp16_flash", ctx, nq,
             timer.median_us([&] { tc::attention_prefill_fp16(fc, a); }, reps));
+        row("fp16_flash_v1", ctx, nq,
+            timer.median_us([&] { tc::attention_prefill_fp16(fc, a, nullptr, 1); }, reps));
         if (nq <= 512) {
           a.path = tc::AttentionPath::TensorCore;
           row("fp16_split", ctx, nq, timer.median_us([&] { tc::attention_fp16(fc, a, ws); }, reps));

@@ -50,7 +50,24 @@ __device__ __forceinline__ uint32_t lds32(const __half* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-template <int D>
+// Four 8×8 fp16 matrices from shared memory, plain and transposed (lane l gives row l % 8 of
+// matrix l / 8). Local to this kernel; ptx.cuh has the x2 transposed form only.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t saddr, uint32_t& r0, uint32_t& r1,
+                                            uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(saddr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t saddr, uint32_t& r0, uint32_t& r1,
+                                                  uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(saddr));
+}
+
+// X4: K and V fragments by ldmatrix.x4 (two k-steps / n-tiles per instruction, version 2);
+// otherwise K by 32-bit shared loads and V by ldmatrix.x2.trans (version 1).
+template <int D, bool X4>
 __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
   constexpr int BN = key_tile<D>();
   constexpr int S = row_stride<D>();
@@ -150,15 +167,36 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-      const __half* krow = sK + (j * 8 + g) * S + tig * 2;
+      if constexpr (X4) {
+        const uint32_t krow = static_cast<uint32_t>(
+            __cvta_generic_to_shared(sK + (j * 8 + (lane & 7)) * S + (lane >> 3) * 8));
 #pragma unroll
-      for (int kk = 0; kk < KT; ++kk) {
-        const uint32_t b0 = lds32(krow + kk * 16), b1 = lds32(krow + kk * 16 + 8);
-        if constexpr (kQInRegs) {
-          ptx::mma_m16n8k16(s[j], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b0, b1);
-        } else {
-          ptx::mma_m16n8k16(s[j], lds32(qrow + kk * 16), lds32(qrow + 8 * S + kk * 16),
-                            lds32(qrow + kk * 16 + 8), lds32(qrow + 8 * S + kk * 16 + 8), b0, b1);
+        for (int kk = 0; kk < KT; kk += 2) {  // one ldmatrix.x4: K fragments of two k-steps
+          uint32_t b[4];
+          ldmatrix_x4(krow + kk * 32, b[0], b[1], b[2], b[3]);
+#pragma unroll
+          for (int u = 0; u < 2; ++u) {
+            if constexpr (kQInRegs) {
+              ptx::mma_m16n8k16(s[j], qf[kk + u][0], qf[kk + u][1], qf[kk + u][2], qf[kk + u][3],
+                                b[2 * u], b[2 * u + 1]);
+            } else {
+              const __half* qk = qrow + (kk + u) * 16;
+              ptx::mma_m16n8k16(s[j], lds32(qk), lds32(qk + 8 * S), lds32(qk + 8),
+                                lds32(qk + 8 * S + 8), b[2 * u], b[2 * u + 1]);
+            }
+          }
+        }
+      } else {
+        const __half* krow = sK + (j * 8 + g) * S + tig * 2;
+#pragma unroll
+        for (int kk = 0; kk < KT; ++kk) {
+          const uint32_t b0 = lds32(krow + kk * 16), b1 = lds32(krow + kk * 16 + 8);
+          if constexpr (kQInRegs) {
+            ptx::mma_m16n8k16(s[j], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b0, b1);
+          } else {
+            ptx::mma_m16n8k16(s[j], lds32(qrow + kk * 16), lds32(qrow + 8 * S + kk * 16),
+                              lds32(qrow + kk * 16 + 8), lds32(qrow + 8 * S + kk * 16 + 8), b0, b1);
+          }
         }
       }
     }
@@ -204,13 +242,25 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
       const uint32_t a1 = pack_half2(s[2 * kk][2], s[2 * kk][3]);
       const uint32_t a2 = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
       const uint32_t a3 = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      const uint32_t vrow =
-          static_cast<uint32_t>(__cvta_generic_to_shared(sV + (kk * 16 + (lane & 15)) * S));
+      if constexpr (X4) {
+        const uint32_t vrow = static_cast<uint32_t>(__cvta_generic_to_shared(
+            sV + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + (lane >> 4) * 8));
 #pragma unroll
-      for (int n = 0; n < DN; ++n) {
-        uint32_t b0, b1;
-        ptx::ldmatrix_x2_trans(vrow + n * 16, b0, b1);
-        ptx::mma_m16n8k16(o[n], a0, a1, a2, a3, b0, b1);
+        for (int n = 0; n < DN; n += 2) {  // one ldmatrix.x4.trans: V fragments of two n-tiles
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4_trans(vrow + n * 16, b0, b1, b2, b3);
+          ptx::mma_m16n8k16(o[n], a0, a1, a2, a3, b0, b1);
+          ptx::mma_m16n8k16(o[n + 1], a0, a1, a2, a3, b2, b3);
+        }
+      } else {
+        const uint32_t vrow =
+            static_cast<uint32_t>(__cvta_generic_to_shared(sV + (kk * 16 + (lane & 15)) * S));
+#pragma unroll
+        for (int n = 0; n < DN; ++n) {
+          uint32_t b0, b1;
+          ptx::ldmatrix_x2_trans(vrow + n * 16, b0, b1);
+          ptx::mma_m16n8k16(o[n], a0, a1, a2, a3, b0, b1);
+        }
       }
     }
     __syncthreads();  // the buffer is refilled by the next iteration's copies
@@ -237,18 +287,19 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PrefillParams p) {
   }
 }
 
-template <int D>
+template <int D, bool X4>
 void launch(const PrefillParams& p, int batch, cudaStream_t stream) {
   const std::size_t smem = prefill_smem_bytes<D>();
   static bool attr_set = false;  // once per process and instantiation
   if (!attr_set) {
-    TQ_CUDA_CHECK(cudaFuncSetAttribute(
-        prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<D, X4>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
     attr_set = true;
   }
   const int row_tiles = (p.n_queries * p.group + kRows - 1) / kRows;
   const dim3 grid(row_tiles, p.kv_heads, batch);
-  prefill_kernel<D><<<grid, kThreads, smem, stream>>>(p);
+  prefill_kernel<D, X4><<<grid, kThreads, smem, stream>>>(p);
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -259,7 +310,13 @@ int prefill_ctas(int batch, int kv_heads, int q_heads, int n_queries) {
   return batch * kv_heads * ((n_queries * group + kRows - 1) / kRows);
 }
 
-void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, void* stream) {
+void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, void* stream,
+                            int version) {
+  if (version < 0 || version > 2) {
+    throw std::invalid_argument("attention_prefill_fp16: version " + std::to_string(version) +
+                                " unknown; expected 0 (default), 1 or 2");
+  }
+  const bool x4 = version != 1;
   const int D = cache.head_dim;
   if (!a.q || !a.out || !a.lengths || !cache.keys || !cache.values) {
     throw std::invalid_argument(
@@ -302,13 +359,13 @@ void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, v
   cudaStream_t s = as_stream(stream);
   switch (D) {
     case 64:
-      launch<64>(p, a.batch, s);
+      x4 ? launch<64, true>(p, a.batch, s) : launch<64, false>(p, a.batch, s);
       break;
     case 128:
-      launch<128>(p, a.batch, s);
+      x4 ? launch<128, true>(p, a.batch, s) : launch<128, false>(p, a.batch, s);
       break;
     case 256:
-      launch<256>(p, a.batch, s);
+      x4 ? launch<256, true>(p, a.batch, s) : launch<256, false>(p, a.batch, s);
       break;
     default:
       throw std::invalid_argument("attention_prefill_fp16: head dim " + std::to_string(D) +

@@ -60,8 +60,6 @@ void check_prefill(const PCase& c, std::uint64_t seed) {
   CK(cudaMemcpy(dv.p, v16.data(), kvn * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(dq.p, q.data(), qn * 4, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(dlen.p, c.lengths.data(), batch * 4, cudaMemcpyHostToDevice));
-  poison(dout.p, qn * 4);
-
   tc::GpuFp16Cache cache{batch, H, d, cap, dk.p, dv.p};
   tc::AttentionArgs a;
   a.q = dq.p;
@@ -71,20 +69,27 @@ void check_prefill(const PCase& c, std::uint64_t seed) {
   a.n_queries = nq;
   a.lengths = dlen.p;
   a.max_length = cap - 3;
-  if (c.via_route) {
-    tc::AttentionWorkspace ws;
-    tc::attention_fp16(cache, a, ws);
-  } else {
-    tc::attention_prefill_fp16(cache, a);
+  // Both numbered versions of the kernel (or the route), each on a freshly poisoned output.
+  const std::vector<int> versions = c.via_route ? std::vector<int>{0} : std::vector<int>{1, 2};
+  std::vector<std::vector<float>> outs;
+  for (int version : versions) {
+    poison(dout.p, qn * 4);
+    if (c.via_route) {
+      tc::AttentionWorkspace ws;
+      tc::attention_fp16(cache, a, ws);
+    } else {
+      tc::attention_prefill_fp16(cache, a, nullptr, version);
+    }
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    outs.emplace_back(qn);
+    CK(cudaMemcpy(outs.back().data(), dout.p, qn * 4, cudaMemcpyDeviceToHost));
   }
-  CK(cudaGetLastError());
-  CK(cudaDeviceSynchronize());
-  std::vector<float> out(qn);
-  CK(cudaMemcpy(out.data(), dout.p, qn * 4, cudaMemcpyDeviceToHost));
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  double err2 = 0.0, ref2 = 0.0;
-  int nonfinite = 0;
+  std::vector<double> err2(outs.size(), 0.0);
+  double ref2 = 0.0;
+  std::vector<int> nonfinite(outs.size(), 0);
   std::vector<double> s, o(d);
   for (int b = 0; b < batch; ++b) {
     for (int i = 0; i < nq; ++i) {
@@ -107,21 +112,27 @@ void check_prefill(const PCase& c, std::uint64_t seed) {
           l += w;
           for (int j = 0; j < d; ++j) o[j] += w * tq::half_to_float(v16[(slot0 + t) * d + j]);
         }
-        const float* got = &out[((static_cast<std::size_t>(b) * nq + i) * qheads + qh) * d];
+        const std::size_t at = ((static_cast<std::size_t>(b) * nq + i) * qheads + qh) * d;
         for (int j = 0; j < d; ++j) {
           const double ref = l > 0 ? o[j] / l : 0.0;
-          if (!std::isfinite(got[j])) ++nonfinite;
-          err2 += (got[j] - ref) * (got[j] - ref);
           ref2 += ref * ref;
+          for (std::size_t v = 0; v < outs.size(); ++v) {
+            const float got = outs[v][at + j];
+            if (!std::isfinite(got)) ++nonfinite[v];
+            err2[v] += (got - ref) * (got - ref);
+          }
         }
       }
     }
   }
-  const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
-  EXPECT_EQ(nonfinite, 0);
-  EXPECT_LT(rel, 1e-3) << "d=" << d << " G=" << G << " nq=" << nq << " len0=" << c.lengths[0];
-  std::printf("[ rel err ] prefill d=%d H=%d G=%d nq=%d len0=%d batch=%d%s: %.2e\n", d, H, G, nq,
-              c.lengths[0], batch, c.via_route ? " (route)" : "", rel);
+  for (std::size_t v = 0; v < outs.size(); ++v) {
+    const double rel = std::sqrt(err2[v] / std::max(ref2, 1e-300));
+    EXPECT_EQ(nonfinite[v], 0) << "version " << versions[v];
+    EXPECT_LT(rel, 1e-3) << "version " << versions[v] << " d=" << d << " G=" << G << " nq=" << nq
+                         << " len0=" << c.lengths[0];
+    std::printf("[ rel err ] prefill v%d d=%d H=%d G=%d nq=%d len0=%d batch=%d%s: %.2e\n",
+                versions[v], d, H, G, nq, c.lengths[0], batch, c.via_route ? " (route)" : "", rel);
+  }
 }
 
 TEST(CudaPrefill, LengthsGroupsAndDims) {
@@ -240,6 +251,8 @@ TEST(CudaPrefill, RejectsBadShapes) {
   cache.head_dim = 64;
   a.q = nullptr;
   EXPECT_THROW(tc::attention_prefill_fp16(cache, a), std::invalid_argument);  // null
+  a.q = q.p;
+  EXPECT_THROW(tc::attention_prefill_fp16(cache, a, nullptr, 3), std::invalid_argument);
 }
 
 }  // namespace

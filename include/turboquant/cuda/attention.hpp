@@ -187,8 +187,10 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
 // of the keys. d = 64/128/256; args.window_lengths must be null. attention_fp16 routes to it
 // when args.path is Auto, n_queries >= kPrefillMinQueries and the grid fills the GPU
 // (prefill_ctas >= SM count); path TensorCore keeps the split (decode) kernel for any n_queries.
+// version: 1 = K by 32-bit shared loads, V by ldmatrix.x2.trans; 2 = both by ldmatrix.x4;
+// 0 = the default (2). Numbered for the benchmark and the tests, same results either way.
 void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
-                            void* stream = nullptr);
+                            void* stream = nullptr, int version = 0);
 constexpr int kPrefillMinQueries = 32;
 // CTAs of that kernel's grid for the shape.
 int prefill_ctas(int batch, int kv_heads, int q_heads, int n_queries);
