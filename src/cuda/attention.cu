@@ -564,6 +564,7 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, Attention
     throw std::invalid_argument("attention_fp16: null cache or batch/max_length beyond the cache");
   }
   if (a.path == AttentionPath::Auto && a.n_queries >= kPrefillMinQueries &&
+      prefill_flash_routes_enabled() &&
       prefill_ctas(a.batch, cache.kv_heads, a.q_heads, a.n_queries) >= sm_count_cached()) {
     attention_prefill_fp16(cache, a, stream_ptr);
     return;

@@ -9,6 +9,8 @@
 #include "ptx.cuh"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -371,6 +373,11 @@ void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, v
       throw std::invalid_argument("attention_prefill_fp16: head dim " + std::to_string(D) +
                                   " unsupported; expected 64, 128 or 256");
   }
+}
+
+bool prefill_flash_routes_enabled() {
+  const char* v = std::getenv("TQ_CUDA_PREFILL");
+  return v != nullptr && std::strcmp(v, "flash") == 0;
 }
 
 }  // namespace tq::cuda

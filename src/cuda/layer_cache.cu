@@ -440,7 +440,8 @@ void GpuLayerKvCache::attend(int seq, const float* q, int n, float* out,
   const int in_window = static_cast<int>(total) - compressed;
   const GpuKvCache& all = impl_->storage->cache();
   static const int sms = device_sm_count();
-  const bool flash = n >= kPrefillMinQueries && prefill_ctas(1, H, shape_.n_q_heads, n) >= sms;
+  const bool flash = n >= kPrefillMinQueries && prefill_flash_routes_enabled() &&
+                     prefill_ctas(1, H, shape_.n_q_heads, n) >= sms;
   if (n == 1 || (in_window == 0 && !flash)) {
     // Decode (window folded into the fused kernel) or a short chunk with an empty window: the
     // kernels read the codes directly (a long chunk: decode-to-scratch + flash below).

@@ -181,6 +181,12 @@ void attention(const DeviceCodec& key_codec, const DeviceCodec& value_codec,
 void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
                     AttentionWorkspace& workspace, void* stream = nullptr);
 
+// The routes to the flash prefill kernel (attention_fp16 with path Auto and a long chunk;
+// GpuLayerKvCache::attend of a long chunk with an empty window) are taken only when the
+// environment sets TQ_CUDA_PREFILL=flash: the kernel has not yet been validated on a GPU, so by
+// default prefill keeps the routes the GPU runner was validated with. Read on every call.
+bool prefill_flash_routes_enabled();
+
 // FlashAttention-2-style prefill over a plain fp16 cache (src/cuda/attention_prefill.cu): causal
 // multi-query exactly as above (query i of sequence b sees the first lengths[b] − (n − 1 − i)
 // tokens; none visible ⇒ 0), one CTA per 64 (query, group head) rows of one KV head, no split
