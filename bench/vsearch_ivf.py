@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """TurboQuant IvfIndex (`tq vsearch bench --ivf`) against faiss-cpu IVF indexes, same run (issue 15).
 
-Matched nlist and nprobe: faiss IndexIVFScalarQuantizer (4 bit), IndexIVFRaBitQ (1 bit) and
-IndexIVFPQFastScan (M = d/2 x 4 bit) against tq 4-bit mse (+fast scan) lists. Inner product,
-k = 100, exact ground truth by IndexFlatIP. Encode = train + add. Data: scripts/vsearch_data.py.
-Writes bench/results/vector_search_ivf.json and .md.
+Matched nlist and nprobe: faiss IndexIVFScalarQuantizer (4 bit; IP and L2 coarse quantizers),
+IndexIVFRaBitQ (1 bit) and IndexIVFPQFastScan (M = d/2 x 4 bit) against tq 4-bit mse (+fast scan)
+lists. Inner product, k = 100, exact ground truth by IndexFlatIP. Encode = train + add. Data:
+scripts/vsearch_data.py. Writes bench/results/vector_search_ivf.json and .md.
 """
 from __future__ import annotations
 
@@ -88,6 +88,9 @@ def main() -> None:
         makers: dict[str, Callable[[], Any]] = {
             "IVF SQ 4bit": lambda: faiss.IndexIVFScalarQuantizer(
                 faiss.IndexFlatIP(d), d, args.nlist, faiss.ScalarQuantizer.QT_4bit, ip),
+            # The same codes with an L2 coarse quantizer (k-means, assignment and probing by L2).
+            "IVF SQ 4bit (L2 quantizer)": lambda: faiss.IndexIVFScalarQuantizer(
+                faiss.IndexFlatL2(d), d, args.nlist, faiss.ScalarQuantizer.QT_4bit, ip),
             f"IVFPQFastScan M={d // 2} x 4 bit": lambda: faiss.IndexIVFPQFastScan(
                 faiss.IndexFlatIP(d), d, args.nlist, d // 2, 4, ip),
         }

@@ -351,7 +351,7 @@ TEST(TqCli, MakeModelRefusesBadArguments) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"make-model --shape llama-2 -o /tmp/x.gguf",
        "unknown model shape 'llama-2' (expected one of llama-3.1-8b, qwen2.5-7b, mistral-7b, "
-       "smollm2-135m)"},
+       "smollm2-135m, gemma3-270m)"},
       {"make-model --shape smollm2-135m --weights q5_k -o /tmp/x.gguf",
        "unknown weights type 'q5_k' (expected q4_0, q8_0, f16, bf16 or f32)"},
       {"make-model --shape smollm2-135m --layers 1 -o /nonexistent/dir/x.gguf",
