@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""TurboQuant IvfIndex (`tq vsearch bench --ivf`) against faiss-cpu IVF indexes, same run (issue 15).
+"""TurboQuant IvfIndex (`tq vsearch bench --ivf`) vs faiss-cpu IVF indexes, same run (issue 15).
 
 Matched nlist and nprobe: faiss IndexIVFScalarQuantizer (4 bit; IP and L2 coarse quantizers),
 IndexIVFRaBitQ (1 bit) and IndexIVFPQFastScan (M = d/2 x 4 bit) against tq 4-bit mse (+fast scan)
