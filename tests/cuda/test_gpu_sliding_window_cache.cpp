@@ -43,7 +43,8 @@ class SlidingWindowOnGpu : public ::testing::TestWithParam<Case> {};
 TEST_P(SlidingWindowOnGpu, PrefillAndDecodeMatchTheCpuCache) {
   REQUIRE_GPU();
   const Case c = GetParam();
-  const tq::LayerKvShape shape{c.q_heads, c.kv_heads, c.head_dim};
+  const tq::LayerKvShape shape{
+      .n_q_heads = c.q_heads, .n_kv_heads = c.kv_heads, .head_dim = c.head_dim};
   constexpr int kBatch = 3;
   const std::size_t KV = static_cast<std::size_t>(c.kv_heads) * c.head_dim;
   const std::size_t Q = static_cast<std::size_t>(c.q_heads) * c.head_dim;
@@ -130,11 +131,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SlidingWindowOnGpu,
 
 TEST(SlidingWindowOnGpuArgs, BadArgumentsAreClearErrors) {
   REQUIRE_GPU();
-  const tq::LayerKvShape shape{4, 1, 256};
+  const tq::LayerKvShape shape{.n_q_heads = 4, .n_kv_heads = 1, .head_dim = 256};
   EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(shape, 0, 8, 1), std::invalid_argument);
   EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(shape, 8, 0, 1), std::invalid_argument);
   EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(shape, 8, 8, 0), std::invalid_argument);
-  EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(tq::LayerKvShape{3, 2, 64}, 8, 8, 1),
+  EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(
+                   tq::LayerKvShape{.n_q_heads = 3, .n_kv_heads = 2, .head_dim = 64}, 8, 8, 1),
                std::invalid_argument);
   EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(shape, 1 << 20, 8, 1), std::invalid_argument);
   tq::cuda::GpuSlidingWindowCache cache(shape, 16, 8, 2);
