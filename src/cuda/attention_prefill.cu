@@ -377,7 +377,7 @@ void attention_prefill_fp16(const GpuFp16Cache& cache, const AttentionArgs& a, v
 
 bool prefill_flash_routes_enabled() {
   const char* v = std::getenv("TQ_CUDA_PREFILL");
-  return v != nullptr && std::strcmp(v, "flash") == 0;
+  return v == nullptr || std::strcmp(v, "split") != 0;
 }
 
 }  // namespace tq::cuda

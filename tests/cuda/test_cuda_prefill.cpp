@@ -164,13 +164,12 @@ TEST(CudaPrefill, Fp16RouteTakesPrefillKernel) {
   REQUIRE_GPU();
   // Enough CTAs to fill the GPU: attention_fp16 takes the flash kernel (result checked either
   // way, so the route cannot change the answer).
-  ::setenv("TQ_CUDA_PREFILL", "flash", 1);  // the route is opt-in until validated
+  ::unsetenv("TQ_CUDA_PREFILL");  // the default: routes on
   const int sms = tc::device_sm_count();
   const int nq = 512;
   ASSERT_GE(tc::prefill_ctas(1, 8, 32, nq), 128);
   check_prefill({128, 8, 4, nq, {nq + 1000}, true}, 3000);
   std::printf("[ route ] prefill CTAs %d vs %d SMs\n", tc::prefill_ctas(1, 8, 32, nq), sms);
-  ::unsetenv("TQ_CUDA_PREFILL");
 }
 
 // A Llama-3.1-8B-shaped layer (32 q heads, 8 KV heads, d = 128): chunks of 700 and 300 queries
@@ -179,7 +178,7 @@ TEST(CudaPrefill, Fp16RouteTakesPrefillKernel) {
 // relative to the largest output, as test_gpu_layer_cache.cpp checks the other routes.
 TEST(CudaPrefill, CompressedLayerCacheLongChunks) {
   REQUIRE_GPU();
-  ::setenv("TQ_CUDA_PREFILL", "flash", 1);  // the route is opt-in until validated
+  ::unsetenv("TQ_CUDA_PREFILL");  // the default: routes on
   for (const char* name : {"tq4:window=0", "tq4", "k4v3:window=0"}) {
     SCOPED_TRACE(name);
     const tq::KvScheme scheme = tq::parse_kv_scheme(name);
@@ -232,7 +231,17 @@ TEST(CudaPrefill, CompressedLayerCacheLongChunks) {
       pos += static_cast<std::size_t>(n);
     }
   }
+}
+
+// TQ_CUDA_PREFILL=split turns the flash routes off (A/B timing, fallback); anything else or
+// nothing leaves them on.
+TEST(CudaPrefill, EnvironmentSwitchesTheRoutes) {
+  ::setenv("TQ_CUDA_PREFILL", "split", 1);
+  EXPECT_FALSE(tc::prefill_flash_routes_enabled());
+  ::setenv("TQ_CUDA_PREFILL", "flash", 1);
+  EXPECT_TRUE(tc::prefill_flash_routes_enabled());
   ::unsetenv("TQ_CUDA_PREFILL");
+  EXPECT_TRUE(tc::prefill_flash_routes_enabled());
 }
 
 TEST(CudaPrefill, RejectsBadShapes) {

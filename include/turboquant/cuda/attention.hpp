@@ -182,9 +182,9 @@ void attention_fp16(const GpuFp16Cache& cache, const AttentionArgs& args,
                     AttentionWorkspace& workspace, void* stream = nullptr);
 
 // The routes to the flash prefill kernel (attention_fp16 with path Auto and a long chunk;
-// GpuLayerKvCache::attend of a long chunk with an empty window) are taken only when the
-// environment sets TQ_CUDA_PREFILL=flash: the kernel has not yet been validated on a GPU, so by
-// default prefill keeps the routes the GPU runner was validated with. Read on every call.
+// GpuLayerKvCache::attend of a long chunk with an empty window) are taken unless the environment
+// sets TQ_CUDA_PREFILL=split, which keeps the split / multi-query kernels for every chunk (for A/B
+// timing and as a fallback). Read on every call.
 bool prefill_flash_routes_enabled();
 
 // FlashAttention-2-style prefill over a plain fp16 cache (src/cuda/attention_prefill.cu): causal
