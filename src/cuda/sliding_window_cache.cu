@@ -1,7 +1,9 @@
 // GpuSlidingWindowCache (turboquant/cuda/sliding_window_cache.hpp). A window is a few hundred
-// tokens, so the attention is a plain kernel: one block per (query row, query head) holds the
-// row's scores in shared memory — a warp per key for the dot products (coalesced over the head
-// dim), a block-wide max and sum, then one thread per output coordinate summing the values.
+// tokens, so the attention is one block of 16 warps per (query row, query head) holding the row's
+// scores in shared memory: the warps split the window's keys (a key's dot product spread over a
+// warp's lanes, 16-byte loads of fp16), a block-wide max and sum, then the warps split the
+// tokens again for the value sums and meet in shared memory. Decode has only batch × query-head
+// blocks, so what bounds it is how many loads each warp keeps in flight (see the kernel).
 #include "cuda/internal.cuh"
 #include "turboquant/cuda/sliding_window_cache.hpp"
 
@@ -12,7 +14,8 @@
 namespace tq::cuda {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 512;        // attention block
+constexpr int kAppendThreads = 128;  // ring append block (one row of head_dim values)
 constexpr int kWarps = kThreads / 32;
 constexpr std::size_t kMaxShared = 48 * 1024;
 
@@ -47,15 +50,33 @@ __device__ float block_reduce(float x, bool take_max, float* scratch) {
   return total;
 }
 
+// 8 fp16 values (one 16-byte load) as floats.
+__device__ __forceinline__ void widen8(const uint4& v, float (&f)[8]) {
+  const std::uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+    f[2 * i] = p.x, f[2 * i + 1] = p.y;
+  }
+}
+
 // Block (r, qh): query row r of sequence `seq` (or r) at position pos0 + r (or positions[r]).
+// A lane holds 8-value chunks lane, lane + 32, … of a row (kChunks of them: head_dim ≤ 256 ·
+// kChunks). Scores: each warp takes every kWarps-th key, kKeys keys' loads in flight at once, a
+// lane dotting its chunks and the warp summing. Values: each warp sums every kWarps-th token's
+// value row over its chunks (again kKeys rows in flight), and the warps' partial rows meet in
+// shared memory. A window of W tokens costs ~W / (kWarps · kKeys) dependent load rounds per
+// pass instead of W.
+template <int kChunks>
 __global__ void __launch_bounds__(kThreads)
     window_attend_kernel(const float* __restrict__ q, const std::uint16_t* __restrict__ keys,
                          const std::uint16_t* __restrict__ values, float* __restrict__ out,
                          int q_heads, int kv_heads, int head_dim, int window, int ring, int seq,
                          long long pos0, const int* __restrict__ positions, float scale) {
+  constexpr int kKeys = kChunks == 1 ? 8 : 4;  // 16-byte loads in flight per lane: 8
   extern __shared__ float shared[];
-  float* qs = shared;                 // [head_dim]
-  float* scores = shared + head_dim;  // [window]
+  float* scores = shared;            // [window]
+  float* partial = shared + window;  // [kWarps][head_dim]
   __shared__ float red[kWarps];
   const int r = blockIdx.x, qh = blockIdx.y;
   const long long pos = positions ? positions[r] : pos0 + r;
@@ -68,17 +89,47 @@ __global__ void __launch_bounds__(kThreads)
   const int h = qh / (q_heads / kv_heads);
   const long long first = pos + 1 > window ? pos + 1 - window : 0;
   const int count = static_cast<int>(pos - first + 1);
-  const float* qr = q + (static_cast<long long>(r) * q_heads + qh) * head_dim;
-  for (int j = threadIdx.x; j < head_dim; j += blockDim.x) qs[j] = qr[j];
-  __syncthreads();
-  const long long head = (s * kv_heads + h) * ring;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int t = warp; t < count; t += kWarps) {
-    const std::uint16_t* kr = keys + (head + (first + t) % ring) * head_dim;
-    float dot = 0.0f;
-    for (int j = lane; j < head_dim; j += 32) dot += qs[j] * __half2float(__ushort_as_half(kr[j]));
-    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-    if (lane == 0) scores[t] = dot * scale;
+  const int chunks = head_dim / 8;
+  const float* qr = q + (static_cast<long long>(r) * q_heads + qh) * head_dim;
+  float qv[kChunks][8];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int idx = lane + 32 * c;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) qv[c][i] = idx < chunks ? qr[8 * idx + i] : 0.0f;
+  }
+  const uint4* kbase = reinterpret_cast<const uint4*>(keys + (s * kv_heads + h) * ring * head_dim);
+  const uint4* vbase =
+      reinterpret_cast<const uint4*>(values + (s * kv_heads + h) * ring * head_dim);
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+
+  for (int t0 = warp; t0 < count; t0 += kKeys * kWarps) {  // warp-uniform bounds
+    uint4 kv[kKeys][kChunks];
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int t = t0 + u * kWarps;
+      const long long row = ((first + t) % ring) * chunks;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const int idx = lane + 32 * c;
+        kv[u][c] = t < count && idx < chunks ? __ldg(kbase + row + idx) : zero;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        float kf[8];
+        widen8(kv[u][c], kf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) dot = fmaf(qv[c][i], kf[i], dot);
+      }
+      for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      const int t = t0 + u * kWarps;
+      if (lane == 0 && t < count) scores[t] = dot * scale;
+    }
   }
   __syncthreads();
   float m = -INFINITY;
@@ -91,15 +142,73 @@ __global__ void __launch_bounds__(kThreads)
     sum += e;
   }
   sum = block_reduce(sum, false, red);  // its barrier also publishes the exponentials
+
+  float acc[kChunks][8] = {};
+  for (int t0 = warp; t0 < count; t0 += kKeys * kWarps) {
+    uint4 vv[kKeys][kChunks];
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int t = t0 + u * kWarps;
+      const long long row = ((first + t) % ring) * chunks;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        const int idx = lane + 32 * c;
+        vv[u][c] = t < count && idx < chunks ? __ldg(vbase + row + idx) : zero;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      const int t = t0 + u * kWarps;
+      const float p = t < count ? scores[t] : 0.0f;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        float vf[8];
+        widen8(vv[u][c], vf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[c][i] = fmaf(p, vf[i], acc[c][i]);
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int idx = lane + 32 * c;
+    if (idx < chunks) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) partial[warp * head_dim + 8 * idx + i] = acc[c][i];
+    }
+  }
+  __syncthreads();
   const float inv = 1.0f / sum;
   for (int j = threadIdx.x; j < head_dim; j += blockDim.x) {
-    float acc = 0.0f;
-    for (int t = 0; t < count; ++t) {
-      const std::uint16_t* vr = values + (head + (first + t) % ring) * head_dim;
-      acc += scores[t] * inv * __half2float(__ushort_as_half(vr[j]));
-    }
-    o[j] = acc;
+    float total = 0.0f;
+    for (int w = 0; w < kWarps; ++w) total += partial[w * head_dim + j];
+    o[j] = total * inv;
   }
+}
+
+// Shared bytes of one attention block: the window's scores and the warps' partial value rows.
+std::size_t attend_shared_bytes(int window, int head_dim) {
+  return (static_cast<std::size_t>(window) + static_cast<std::size_t>(kWarps) * head_dim) *
+         sizeof(float);
+}
+
+// Launches window_attend_kernel over `rows` query rows with the chunk count head_dim needs.
+void launch_attend(int rows, const LayerKvShape& shape, int window, int ring, int seq,
+                   long long pos0, const int* positions, const float* q, const std::uint16_t* keys,
+                   const std::uint16_t* values, float* out, cudaStream_t stream) {
+  const dim3 grid(rows, shape.n_q_heads);
+  const std::size_t shared = attend_shared_bytes(window, shape.head_dim);
+  const float scale = 1.0f / sqrtf(static_cast<float>(shape.head_dim));
+  if (shape.head_dim <= 256) {
+    window_attend_kernel<1><<<grid, kThreads, shared, stream>>>(
+        q, keys, values, out, shape.n_q_heads, shape.n_kv_heads, shape.head_dim, window, ring, seq,
+        pos0, positions, scale);
+  } else {
+    window_attend_kernel<2><<<grid, kThreads, shared, stream>>>(
+        q, keys, values, out, shape.n_q_heads, shape.n_kv_heads, shape.head_dim, window, ring, seq,
+        pos0, positions, scale);
+  }
+  TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
@@ -113,13 +222,15 @@ GpuSlidingWindowCache::GpuSlidingWindowCache(const LayerKvShape& shape, int wind
                                 std::to_string(batch) + " must be positive");
   }
   if (shape.n_kv_heads <= 0 || shape.n_q_heads <= 0 || shape.n_q_heads % shape.n_kv_heads != 0 ||
-      shape.head_dim <= 0 || shape.head_dim > 1024) {
+      shape.head_dim <= 0 || shape.head_dim > 512 || shape.head_dim % 8 != 0) {
     throw std::invalid_argument("GPU sliding-window cache: bad shape (" +
                                 std::to_string(shape.n_q_heads) + " query heads, " +
                                 std::to_string(shape.n_kv_heads) + " KV heads, head dim " +
-                                std::to_string(shape.head_dim) + ")");
+                                std::to_string(shape.head_dim) +
+                                "; expected query heads a multiple of KV heads and a head dim "
+                                "that is a multiple of 8 in 8..512)");
   }
-  const std::size_t shared = (static_cast<std::size_t>(window) + shape.head_dim) * sizeof(float);
+  const std::size_t shared = attend_shared_bytes(window, shape.head_dim);
   if (shared > kMaxShared) {
     throw std::invalid_argument("GPU sliding-window cache: a window of " + std::to_string(window) +
                                 " tokens needs " + std::to_string(shared) +
@@ -195,7 +306,7 @@ void GpuSlidingWindowCache::append(int seq, const float* k, const float* v, int 
   }
   if (n == 0) return;
   const std::size_t pos0 = held_[static_cast<std::size_t>(seq)];
-  ring_append_kernel<<<dim3(n, shape_.n_kv_heads), kThreads, 0, as_stream(stream)>>>(
+  ring_append_kernel<<<dim3(n, shape_.n_kv_heads), kAppendThreads, 0, as_stream(stream)>>>(
       k, v, keys_, values_, shape_.n_kv_heads, shape_.head_dim, ring_, seq,
       static_cast<long long>(pos0), nullptr);
   TQ_CUDA_CHECK(cudaGetLastError());
@@ -212,28 +323,22 @@ void GpuSlidingWindowCache::attend(int seq, const float* q, int n, float* out, v
                                 " of one append");
   }
   if (n == 0) return;
-  const std::size_t shared = (static_cast<std::size_t>(window_) + shape_.head_dim) * sizeof(float);
-  window_attend_kernel<<<dim3(n, shape_.n_q_heads), kThreads, shared, as_stream(stream)>>>(
-      q, keys_, values_, out, shape_.n_q_heads, shape_.n_kv_heads, shape_.head_dim, window_, ring_,
-      seq, static_cast<long long>(held - static_cast<std::size_t>(n)), nullptr,
-      1.0f / sqrtf(static_cast<float>(shape_.head_dim)));
-  TQ_CUDA_CHECK(cudaGetLastError());
+  launch_attend(n, shape_, window_, ring_, seq,
+                static_cast<long long>(held - static_cast<std::size_t>(n)), nullptr, q, keys_,
+                values_, out, as_stream(stream));
 }
 
 void GpuSlidingWindowCache::append_step(const float* k, const float* v, const int* positions,
                                         void* stream) {
-  ring_append_kernel<<<dim3(batch_, shape_.n_kv_heads), kThreads, 0, as_stream(stream)>>>(
+  ring_append_kernel<<<dim3(batch_, shape_.n_kv_heads), kAppendThreads, 0, as_stream(stream)>>>(
       k, v, keys_, values_, shape_.n_kv_heads, shape_.head_dim, ring_, -1, 0, positions);
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
 void GpuSlidingWindowCache::attend_step(const float* q, const int* positions, float* out,
                                         void* stream) const {
-  const std::size_t shared = (static_cast<std::size_t>(window_) + shape_.head_dim) * sizeof(float);
-  window_attend_kernel<<<dim3(batch_, shape_.n_q_heads), kThreads, shared, as_stream(stream)>>>(
-      q, keys_, values_, out, shape_.n_q_heads, shape_.n_kv_heads, shape_.head_dim, window_, ring_,
-      -1, 0, positions, 1.0f / sqrtf(static_cast<float>(shape_.head_dim)));
-  TQ_CUDA_CHECK(cudaGetLastError());
+  launch_attend(batch_, shape_, window_, ring_, -1, 0, positions, q, keys_, values_, out,
+                as_stream(stream));
 }
 
 void GpuSlidingWindowCache::advance(const std::vector<bool>& active) {

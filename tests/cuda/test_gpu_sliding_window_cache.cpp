@@ -127,7 +127,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SlidingWindowOnGpu,
                          ::testing::Values(Case{4, 1, 256, 512, 128},  // Gemma 3 270M
                                            Case{8, 2, 128, 100, 37},   // GQA 4, odd sizes
                                            Case{8, 8, 64, 33, 64},     // MHA, chunk > window
-                                           Case{16, 2, 64, 1, 8}));    // window of one token
+                                           Case{16, 2, 64, 1, 8},      // window of one token
+                                           Case{2, 1, 512, 40, 16}));  // two chunks per lane
 
 TEST(SlidingWindowOnGpuArgs, BadArgumentsAreClearErrors) {
   REQUIRE_GPU();
@@ -139,6 +140,13 @@ TEST(SlidingWindowOnGpuArgs, BadArgumentsAreClearErrors) {
                    tq::LayerKvShape{.n_q_heads = 3, .n_kv_heads = 2, .head_dim = 64}, 8, 8, 1),
                std::invalid_argument);
   EXPECT_THROW(tq::cuda::GpuSlidingWindowCache(shape, 1 << 20, 8, 1), std::invalid_argument);
+  for (const int bad_dim : {60, 1024}) {  // not a multiple of 8; more than 512
+    EXPECT_THROW(
+        tq::cuda::GpuSlidingWindowCache(
+            tq::LayerKvShape{.n_q_heads = 2, .n_kv_heads = 1, .head_dim = bad_dim}, 8, 8, 1),
+        std::invalid_argument)
+        << "head dim " << bad_dim;
+  }
   tq::cuda::GpuSlidingWindowCache cache(shape, 16, 8, 2);
   DevBuf<float> buf(64 * 256);
   ASSERT_TRUE(buf.p);

@@ -22,7 +22,8 @@ namespace tq::cuda {
 class GpuSlidingWindowCache {
  public:
   // Throws std::invalid_argument for a non-positive window, max_append or batch, or a bad shape
-  // (query heads not a multiple of KV heads, head dim not in 1..1024).
+  // (query heads not a multiple of KV heads, head dim not a multiple of 8 in 8..512), or a window
+  // whose scores and partial sums exceed 48 KiB of shared memory (window + 16 · head_dim floats).
   GpuSlidingWindowCache(const LayerKvShape& shape, int window, int max_append, int batch);
   ~GpuSlidingWindowCache();
   GpuSlidingWindowCache(GpuSlidingWindowCache&& other) noexcept;
