@@ -60,6 +60,24 @@ __device__ __forceinline__ void widen8(const uint4& v, float (&f)[8]) {
   }
 }
 
+// Tokens t0 + u · kWarps (u < kKeys) of one head's ring rows (chunks 16-byte pieces each, ring
+// slot (first + t) mod ring): the lane's pieces lane + 32c, zeros past count or the row's end.
+template <int kKeys, int kChunks>
+__device__ __forceinline__ void load_window_rows(const uint4* __restrict__ base, int t0, int count,
+                                                 long long first, int ring, int chunks, int lane,
+                                                 uint4 (&out)[kKeys][kChunks]) {
+#pragma unroll
+  for (int u = 0; u < kKeys; ++u) {
+    const int t = t0 + u * kWarps;
+    const long long row = ((first + t) % ring) * chunks;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int idx = lane + 32 * c;
+      out[u][c] = t < count && idx < chunks ? __ldg(base + row + idx) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
 // Block (r, qh): query row r of sequence `seq` (or r) at position pos0 + r (or positions[r]).
 // A lane holds 8-value chunks lane, lane + 32, … of a row (kChunks of them: head_dim ≤ 256 ·
 // kChunks). Scores: each warp takes every kWarps-th key, kKeys keys' loads in flight at once, a
@@ -102,20 +120,10 @@ __global__ void __launch_bounds__(kThreads)
   const uint4* kbase = reinterpret_cast<const uint4*>(keys + (s * kv_heads + h) * ring * head_dim);
   const uint4* vbase =
       reinterpret_cast<const uint4*>(values + (s * kv_heads + h) * ring * head_dim);
-  const uint4 zero = make_uint4(0, 0, 0, 0);
 
   for (int t0 = warp; t0 < count; t0 += kKeys * kWarps) {  // warp-uniform bounds
     uint4 kv[kKeys][kChunks];
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int t = t0 + u * kWarps;
-      const long long row = ((first + t) % ring) * chunks;
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        const int idx = lane + 32 * c;
-        kv[u][c] = t < count && idx < chunks ? __ldg(kbase + row + idx) : zero;
-      }
-    }
+    load_window_rows<kKeys, kChunks>(kbase, t0, count, first, ring, chunks, lane, kv);
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
       float dot = 0.0f;
@@ -146,16 +154,7 @@ __global__ void __launch_bounds__(kThreads)
   float acc[kChunks][8] = {};
   for (int t0 = warp; t0 < count; t0 += kKeys * kWarps) {
     uint4 vv[kKeys][kChunks];
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int t = t0 + u * kWarps;
-      const long long row = ((first + t) % ring) * chunks;
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        const int idx = lane + 32 * c;
-        vv[u][c] = t < count && idx < chunks ? __ldg(vbase + row + idx) : zero;
-      }
-    }
+    load_window_rows<kKeys, kChunks>(vbase, t0, count, first, ring, chunks, lane, vv);
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
       const int t = t0 + u * kWarps;
