@@ -92,7 +92,7 @@ std::vector<Shape> shapes_for(TensorType t) {
   if (t == TensorType::kF32) s.push_back({45, 30, "unaligned rows (narrow loads)"});
   if (t == TensorType::kF16) s.push_back({45, 36, "unaligned rows (narrow loads)"});
   if (t == TensorType::kBF16) s.push_back({45, 20, "unaligned rows (narrow loads)"});
-  if (t == TensorType::kQ4_0) s.push_back({45, 160, "rows of 5 blocks (not 256-column groups)"});
+  if (t == TensorType::kQ4_0) s.push_back({45, 160, "short rows (20 units: fewer than a warp)"});
   return s;
 }
 
