@@ -1,12 +1,13 @@
 // GPU weight matrices (src/model/cuda/gpu_weights.cuh, gpu_matmul.cuh) against the CPU references
 // on fresh random GGUF rows of every device type (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K):
 // fp16 dequantization, the direct gemv at 1, 2, 5 and 8 tokens (tolerance 1e-5 of Σ|x·w|: fp32
-// products and sums), MatmulEngine at 1 (gemv), 9 and 64 tokens (cuBLAS on fp16 weights and
-// activations: 2e-3 of Σ|x·w|), over shapes that exercise one row per CTA with split warps, many
-// rows per CTA, activation chunks, and the one-element loads of dense rows that are not 16-byte
-// multiples; with leading dimensions, bias and accumulation, graph capture, and bad inputs.
-// Outputs are poisoned (0xff = NaN) first. Skips without a CUDA device; compiles to nothing
-// GPU-specific without CUDA.
+// products and sums; Q4_0's tensor-core gemv rounds the activations to fp16 once, so 2^-11 of
+// Σ|x·w| plus fp32 sums: 6e-4), with activations 16-byte aligned and not, MatmulEngine at 1 (gemv),
+// 9 and 64 tokens (cuBLAS on fp16 weights and activations: 2e-3 of Σ|x·w|), over shapes that
+// exercise one row per CTA with split warps, many rows per CTA, activation chunks, and the
+// one-element loads of dense rows that are not 16-byte multiples; with leading dimensions, bias and
+// accumulation, graph capture, and bad inputs. Outputs are poisoned (0xff = NaN) first. Skips
+// without a CUDA device; compiles to nothing GPU-specific without CUDA.
 #include <gtest/gtest.h>
 
 #ifdef TQ_HAVE_CUDA
@@ -122,7 +123,12 @@ double max_rel_error(const std::vector<float>& got, const std::vector<float>& w,
 }
 
 constexpr double kGemvTol = 1e-5;
+constexpr double kGemvHalfTol = 6e-4;  // fp16 activations: ≤ 2^-11 = 4.9e-4 relative each
 constexpr double kCublasTol = 2e-3;
+
+double gemv_tol(TensorType t) {
+  return t == TensorType::kQ4_0 ? kGemvHalfTol : kGemvTol;
+}
 
 class GpuWeights : public ::testing::Test {
  protected:
@@ -132,11 +138,12 @@ class GpuWeights : public ::testing::Test {
 };
 
 // Runs one product (gemv directly, or through an engine) with poisoned / accumulated y and checks
-// it against the double reference.
+// it against the double reference. Odd variants give x a leading dimension of a multiple of 4
+// (16-byte aligned rows), even ones not.
 void check_product(const TestMatrix& m, int rows, int variant, tq::gpu::MatmulEngine* engine,
                    double tol, const std::string& label, unsigned seed) {
   const int n = m.host.rows, cols = m.host.cols;
-  const int ldx = cols + 3, ldy = n + 5;
+  const int ldx = cols + (variant % 2 ? 4 : 3), ldy = n + 5;
   const auto x = random_normal_vector(static_cast<std::size_t>(rows) * ldx, seed);
   const auto bias = random_normal_vector(n, seed + 1);
   const auto y0 = random_normal_vector(static_cast<std::size_t>(rows) * ldy, seed + 2);
@@ -200,8 +207,8 @@ TEST_F(GpuWeights, GemvMatchesReference) {
       for (int rows : {1, 2, 5, 8}) {
         for (int variant = 0; variant < 4; ++variant) {  // plain, bias, accumulate, both
           if (sh.cols > 8192 && variant != 3) continue;  // long rows: the full variant only
-          check_product(m, rows, variant, nullptr, kGemvTol, std::string(tc.name) + " " + sh.what,
-                        300 + rows * 10 + variant);
+          check_product(m, rows, variant, nullptr, gemv_tol(tc.type),
+                        std::string(tc.name) + " " + sh.what, 300 + rows * 10 + variant);
         }
       }
     }
@@ -218,7 +225,7 @@ TEST_F(GpuWeights, MatmulEngineMatchesReference) {
         if (sh.cols > 8192) continue;
         const TestMatrix m(tc.type, sh.rows, sh.cols, 404);
         for (int rows : {1, 9, 64}) {
-          const double tol = rows <= tq::gpu::kGemvMaxRows ? kGemvTol : kCublasTol;
+          const double tol = rows <= tq::gpu::kGemvMaxRows ? gemv_tol(tc.type) : kCublasTol;
           for (int variant = 0; variant < 4; ++variant) {
             check_product(m, rows, variant, &engine, tol, std::string(tc.name) + " " + sh.what,
                           500 + rows * 10 + variant);
@@ -265,7 +272,7 @@ TEST_F(GpuWeights, ProductsCaptureInAGraph) {
       CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
       CUDA_OK(cudaGraphLaunch(exec, stream));
       CUDA_OK(cudaStreamSynchronize(stream));
-      const double tol = rows <= tq::gpu::kGemvMaxRows ? kGemvTol : kCublasTol;
+      const double tol = rows <= tq::gpu::kGemvMaxRows ? kGemvHalfTol : kCublasTol;
       EXPECT_LE(max_rel_error(dy.download(), m.deq, n, cols, x, rows, cols, nullptr, nullptr, n),
                 tol)
           << "graph rows " << rows;
@@ -313,6 +320,24 @@ TEST_F(GpuWeights, BadInputsThrow) {
   EXPECT_THROW(engine.matmul(m.dev, x.p, 20, 60, nullptr, y.p, 40, false), std::invalid_argument);
   EXPECT_THROW(engine.matmul(m.dev, x.p, -1, 64, nullptr, y.p, 40, false), std::invalid_argument);
   EXPECT_THROW(engine.reserve(-1, 64), std::invalid_argument);
+}
+
+// Q4_0's tensor-core gemv rounds activations to fp16: large ones (to 4e4, below fp16's 65504) and
+// small ones (fp16 subnormals) keep the same relative bound.
+TEST_F(GpuWeights, Q4_0GemvKeepsLargeAndSmallActivations) {
+  const TestMatrix m(TensorType::kQ4_0, 300, 4096, 1201);
+  for (float scale : {8000.0f, 1e-3f}) {
+    auto x = random_normal_vector(static_cast<std::size_t>(2) * 4096, 1202);
+    for (float& v : x) v *= scale;
+    DeviceBuffer<float> dx(x.size()), dy(static_cast<std::size_t>(2) * 300);
+    dx.upload(x);
+    dy.poison();
+    tq::gpu::gemv(m.dev, dx.p, 2, 4096, nullptr, dy.p, 300, false, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_LE(max_rel_error(dy.download(), m.deq, 300, 4096, x, 2, 4096, nullptr, nullptr, 300),
+              kGemvHalfTol)
+        << "activations scaled by " << scale;
+  }
 }
 
 // The comparison must notice one wrong output: perturb one gemv result by 1e-4 of its magnitude.

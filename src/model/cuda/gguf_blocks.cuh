@@ -7,9 +7,10 @@
 // decode() is both.
 // The gemv (gpu_gemv.cu) dots q with the activations and applies a and b once per run; the fp16
 // dequantizer (gpu_weights.cu) writes a·q + b. Layouts follow the scalar references in
-// src/model/dequantize.cpp. Rows start at a multiple of row_bytes from a cudaMalloc base, so
-// Q4_K (144-byte blocks) and Q4_1 (20) are 16- / 4-byte aligned, the 18-, 34- and 210-byte blocks
-// only 2-byte aligned (read in 2-byte pieces), and the dense types load 16 bytes at a time when
+// src/model/dequantize.cpp, except Q4_0's, which DeviceMatrix regroups on upload (below). Rows
+// start at a multiple of row_bytes from a cudaMalloc base, so Q4_K (144-byte blocks), Q4_0's
+// groups (144) and Q4_1 (20) are 16- / 4-byte aligned, the 34- and 210-byte blocks only 2-byte
+// aligned (read in 2-byte pieces), and the dense types load 16 bytes at a time when
 // the row length allows it (else their kNarrow unit of one element).
 #pragma once
 
@@ -17,6 +18,7 @@
 
 #include <cuda_fp16.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -127,9 +129,31 @@ struct Unit<Kind::kF16, kNarrow> : HalfUnit<Kind::kF16, kNarrow> {};
 template <bool kNarrow>
 struct Unit<Kind::kBF16, kNarrow> : HalfUnit<Kind::kBF16, kNarrow> {};
 
-// Q4_0 (18 bytes: fp16 d, 16 bytes of nibbles; element i < 16 is the low nibble of byte i, i + 16
-// the high nibble; weight (q − 8)·d). Unit j of a block: bytes 4j..4j+3, i.e. columns 4j..4j+3
-// (low nibbles) and 16 + 4j.. (high nibbles). Only 6 bytes a unit: unrolled 16 deep.
+// Q4_0 on the device (GGUF: 18-byte blocks of fp16 d and 16 nibble bytes; element i < 16 is the
+// low nibble of byte i, i + 16 the high nibble; weight (q − 8)·d). DeviceMatrix regroups each row
+// into groups of 8 blocks (256 columns, 144 bytes, padded with zero blocks to a whole group):
+// bytes 32j..32j+31 hold nibble bytes 4j..4j+3 of the 8 blocks in turn (j = 0..3), bytes 128..143
+// the 8 scales. Every field is then aligned, and the tensor-core gemv (gpu_gemv_q4_0.cu) gives
+// each of a row's 4 lanes two 16-byte loads per group: byte quad j of every block, which is what
+// its mma fragments take. Unit j of block b: nibble bytes 4j..4j+3 of b, i.e. columns 4j..4j+3
+// (low nibbles) and 16 + 4j.. (high), one aligned 4-byte load plus the scale.
+inline constexpr int kQ4_0GroupBlocks = 8;
+inline constexpr int kQ4_0GroupBytes = 18 * kQ4_0GroupBlocks;
+inline constexpr int kQ4_0ScaleOffset = 16 * kQ4_0GroupBlocks;
+// Bytes of one device row of `cols` (a multiple of 32) columns.
+inline std::size_t q4_0_device_row_bytes(int cols) {
+  const int blocks = cols / 32;
+  return static_cast<std::size_t>((blocks + kQ4_0GroupBlocks - 1) / kQ4_0GroupBlocks) *
+         kQ4_0GroupBytes;
+}
+// Offset in a device row of nibble byte quad j (0..3) of block b, and of block b's scale.
+__host__ __device__ __forceinline__ int q4_0_quad_offset(int b, int j) {
+  return (b / kQ4_0GroupBlocks) * kQ4_0GroupBytes + 32 * j + 4 * (b % kQ4_0GroupBlocks);
+}
+__host__ __device__ __forceinline__ int q4_0_scale_offset(int b) {
+  return (b / kQ4_0GroupBlocks) * kQ4_0GroupBytes + kQ4_0ScaleOffset + 2 * (b % kQ4_0GroupBlocks);
+}
+
 template <>
 struct Unit<Kind::kQ4_0> : UnitBase<Unit<Kind::kQ4_0>> {
   static constexpr int kElems = 8, kGroups = 2, kWidth = 4, kUnroll = 16;
@@ -139,8 +163,9 @@ struct Unit<Kind::kQ4_0> : UnitBase<Unit<Kind::kQ4_0>> {
     std::uint32_t w;
   };
   __device__ __forceinline__ static Raw load(const std::uint8_t* row, int u) {
-    const std::uint8_t* p = row + (u >> 2) * 18;
-    return {__ldg(reinterpret_cast<const unsigned short*>(p)), u32_a2(p + 2 + 4 * (u & 3))};
+    const int b = u >> 2;
+    return {__ldg(reinterpret_cast<const unsigned short*>(row + q4_0_scale_offset(b))),
+            __ldg(reinterpret_cast<const std::uint32_t*>(row + q4_0_quad_offset(b, u & 3)))};
   }
   __device__ __forceinline__ static void unpack(const Raw& r, int u, TQ_UNIT_OUTPUTS) {
 #pragma unroll

@@ -1,5 +1,6 @@
 // The few-token gemv of gpu_weights.cuh: y[r] (+)= W·x[r] (+ bias) for 1..kGemvMaxRows activation
-// rows, reading each GGUF weight byte once for all of them.
+// rows, reading each GGUF weight byte once for all of them. Q4_0 goes to its tensor-core kernel
+// (gpu_gemv_q4_0.cu); this file's fp32 kernel serves the other types.
 //
 // Layout of the work: a CTA of 16 warps owns a contiguous range of output rows and stages the
 // activations ([rows][kc] fp32, kc columns at a time) in shared memory once for all of them, so
@@ -14,17 +15,20 @@
 // what the occupancy calculator says is resident at once (1..4 per SM).
 //
 // Measured on the H200 (bench/cuda/bench_gemv.cu, 4096-column shapes of Llama-3.1-8B): F16
-// reaches the copy bandwidth at 1-2 tokens on the large matrices; Q8_0 ~55 %, Q4_0 ~35 % of it at
-// one token. The quantized types are bound by issue / shared-memory work per weight, not DRAM.
+// reaches the copy bandwidth at 1-2 tokens on the large matrices; Q8_0 ~55 % of it at one token
+// (Q4_0 ~30 % here, before its own kernel). The quantized types are bound by issue /
+// shared-memory work per weight, not DRAM.
 #include "gpu_weights.cuh"
 
 #include "cuda/internal.cuh"
 #include "gguf_blocks.cuh"
+#include "gpu_gemv_q4_0.cuh"
 
 #include <algorithm>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace tq::gpu {
@@ -245,9 +249,11 @@ static_assert(kGemvMaxRows == 8, "prepare_unit and launch_rows instantiate rows 
 struct DeviceState {
   bool prepared = false;
   int sms = 0;
+  int q4_0_smem = 0;  // what prepare_gemv_q4_0 opted in to
 };
 
-// Per device: the opt-in to > 48 KB of shared memory for every instantiation, and the SM count.
+// Per device: the opt-in to > 48 KB of shared memory for every instantiation (Q4_0's tensor-core
+// kernel included), and the SM count.
 // Done once per device outside any graph capture (DeviceMatrix's constructor calls it first).
 const DeviceState& device_state() {
   static std::mutex mutex;
@@ -265,7 +271,7 @@ const DeviceState& device_state() {
     prepare_unit<Unit<Kind::kF16, true>>();
     prepare_unit<Unit<Kind::kBF16>>();
     prepare_unit<Unit<Kind::kBF16, true>>();
-    prepare_unit<Unit<Kind::kQ4_0>>();
+    st.q4_0_smem = detail::prepare_gemv_q4_0();
     prepare_unit<Unit<Kind::kQ4_1>>();
     prepare_unit<Unit<Kind::kQ8_0>>();
     prepare_unit<Unit<Kind::kQ4_K>>();
@@ -367,8 +373,15 @@ void gemv(const DeviceMatrix& w, const float* x, int rows, int ldx, const float*
   }
   if (w.rows() == 0) return;
   if (!x || !y) throw std::invalid_argument("gemv: null activation or output pointer");
+  if (w.type() == gguf::TensorType::kQ4_0) {
+    const DeviceState& st = device_state();
+    return detail::gemv_q4_0(w, x, rows, ldx, bias, y, ldy, accumulate, s, st.sms, st.q4_0_smem);
+  }
   blocks::with_unit(w.type(), w.cols(), [&](auto unit) {
-    launch_rows<decltype(unit)>(rows, w, x, ldx, bias, y, ldy, accumulate, s);
+    using U = decltype(unit);
+    if constexpr (!std::is_same_v<U, blocks::Unit<blocks::Kind::kQ4_0>>) {
+      launch_rows<U>(rows, w, x, ldx, bias, y, ldy, accumulate, s);
+    }
   });
 }
 

@@ -1,4 +1,5 @@
-// DeviceMatrix (gpu_weights.cuh): upload of a WeightMatrix's GGUF bytes, and the fp16
+// DeviceMatrix (gpu_weights.cuh): upload of a WeightMatrix's GGUF bytes (Q4_0 rows regrouped into
+// the device layout of gguf_blocks.cuh on the way), and the fp16
 // dequantization of a row range that feeds cuBLAS in the prefill path (one thread per decode
 // unit, gguf_blocks.cuh).
 #include "gpu_weights.cuh"
@@ -6,15 +7,42 @@
 #include "cuda/internal.cuh"
 #include "gguf_blocks.cuh"
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace tq::gpu {
 
 namespace detail {
 void prepare_gemv_kernels();  // gpu_gemv.cu
 }  // namespace detail
+
+namespace {
+
+// GGUF Q4_0 rows (18-byte blocks: fp16 d, 16 nibble bytes) in the device layout of
+// gguf_blocks.cuh: per group of 8 blocks, nibble byte quad j of each block at 32j + 4·(block in
+// group), the scales at 128; a last partial group padded with zero blocks.
+std::vector<std::uint8_t> regroup_q4_0(const std::uint8_t* src, int rows, int cols) {
+  const int blocks = cols / 32;
+  const std::size_t in_row = static_cast<std::size_t>(blocks) * 18;
+  const std::size_t out_row = blocks::q4_0_device_row_bytes(cols);
+  std::vector<std::uint8_t> out(out_row * static_cast<std::size_t>(rows), 0);
+  for (int r = 0; r < rows; ++r) {
+    const std::uint8_t* in = src + static_cast<std::size_t>(r) * in_row;
+    std::uint8_t* dst = out.data() + static_cast<std::size_t>(r) * out_row;
+    for (int b = 0; b < blocks; ++b) {
+      const std::uint8_t* blk = in + static_cast<std::size_t>(b) * 18;
+      std::memcpy(dst + blocks::q4_0_scale_offset(b), blk, 2);
+      for (int j = 0; j < 4; ++j)
+        std::memcpy(dst + blocks::q4_0_quad_offset(b, j), blk + 2 + 4 * j, 4);
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 bool device_supported(gguf::TensorType type) {
   using gguf::TensorType;
@@ -51,19 +79,29 @@ DeviceMatrix::DeviceMatrix(const WeightMatrix& w) {
                                 std::to_string(rb * static_cast<std::size_t>(w.rows)) + ")");
   }
   detail::prepare_gemv_kernels();  // outside any graph capture: the first upload comes first
-  if (!w.data.empty()) {
-    TQ_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), w.data.size()));
+  std::vector<std::uint8_t> regrouped;
+  const std::uint8_t* src = w.data.data();
+  std::size_t stride = rb;
+  if (w.type == gguf::TensorType::kQ4_0) {
+    regrouped = regroup_q4_0(w.data.data(), w.rows, w.cols);
+    src = regrouped.data();
+    stride = blocks::q4_0_device_row_bytes(w.cols);
+  }
+  const std::size_t total = stride * static_cast<std::size_t>(w.rows);
+  if (total > 0) {
+    TQ_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), total));
     try {
-      TQ_CUDA_CHECK(cudaMemcpy(data_, w.data.data(), w.data.size(), cudaMemcpyHostToDevice));
+      TQ_CUDA_CHECK(cudaMemcpy(data_, src, total, cudaMemcpyHostToDevice));
     } catch (...) {
       cudaFree(data_);
+      data_ = nullptr;
       throw;
     }
   }
   type_ = w.type;
   rows_ = w.rows;
   cols_ = w.cols;
-  row_bytes_ = rb;
+  row_bytes_ = stride;
 }
 
 void DeviceMatrix::release() noexcept {

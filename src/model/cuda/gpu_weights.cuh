@@ -1,8 +1,9 @@
 // GGUF weight matrices on the GPU (DeviceMatrix: the stored bytes of a tq::WeightMatrix, uploaded
-// as they are) and the kernels that read them directly: fp16 dequantization of a row range (for
-// the cuBLAS prefill path, gpu_matmul.cuh) and the few-token gemv of decode (gpu_gemv.cu). Types:
-// F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K (what qmm::has_kernel keeps raw). Private to
-// tq_model; includable from host C++ (no device code here).
+// as they are except for Q4_0, regrouped for aligned loads: gguf_blocks.cuh) and the kernels that
+// read them directly: fp16 dequantization of a row range (for the cuBLAS prefill path,
+// gpu_matmul.cuh) and the few-token gemv of decode (gpu_gemv.cu). Types: F32, F16, BF16, Q4_0,
+// Q4_1, Q8_0, Q4_K, Q6_K (what qmm::has_kernel keeps raw). Private to tq_model; includable from
+// host C++ (no device code here).
 #pragma once
 
 #include "turboquant/model/gguf.hpp"
@@ -23,7 +24,9 @@ inline constexpr int kGemvMaxRows = 8;
 bool device_supported(gguf::TensorType type);
 
 // One weight matrix [rows][cols] (rows = outputs) in device memory, row r at data() + r·row_bytes()
-// in its GGUF block format. Move-only; owns its allocation.
+// in its GGUF block format (Q4_0: the device layout of gguf_blocks.cuh, whose rows are a whole
+// number of 256-column groups, so bytes() exceeds the GGUF size for rows of other lengths).
+// Move-only; owns its allocation.
 class DeviceMatrix {
  public:
   DeviceMatrix() = default;
@@ -62,7 +65,10 @@ void dequantize_half(const DeviceMatrix& w, int r0, int n, __half* dst, cudaStre
 // [rows][w.cols()] fp32 with leading dimension ldx, y [rows][w.rows()] fp32 with leading dimension
 // ldy (ldx >= cols, ldy >= w.rows() even for one row), bias (optional) [w.rows()]; y must not
 // overlap x or bias. 1 <= rows <= kGemvMaxRows. The GGUF blocks are read directly
-// (each weight byte once for all `rows` tokens) with fp32 products and fp32 accumulation. No
+// (each weight byte once for all `rows` tokens) with fp32 products and fp32 accumulation, except
+// Q4_0, which goes through the tensor cores (gpu_gemv_q4_0.cu): activations rounded to fp16 once
+// (a relative error of at most 2^-11 each; |x| beyond fp16's 65504 becomes infinite), exact
+// weights, fp32 accumulation. No
 // allocation or synchronization: capturable in a CUDA graph. Throws std::invalid_argument for bad
 // rows / leading dimensions / null pointers.
 void gemv(const DeviceMatrix& w, const float* x, int rows, int ldx, const float* bias, float* y,
