@@ -1,6 +1,6 @@
 // Every inline-PTX instruction the CUDA kernels use, one wrapper each: the fast exp2, the fp16
-// tensor-core mma and the transposing ldmatrix, cp.async copies into shared memory, and the
-// %globaltimer / %smid reads of the diagnostics timeline. (PRMT needs no asm: __byte_perm.)
+// tensor-core mma and the transposing ldmatrix, cp.async copies into shared memory, L2 prefetch,
+// and the %globaltimer / %smid reads of the diagnostics timeline. (PRMT needs no asm: __byte_perm.)
 // Not a public header.
 #pragma once
 
@@ -69,6 +69,12 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Asks L2 to fetch the line holding g (no register, no wait): streaming kernels run it a few
+// steps ahead of their loads, which then hit L2.
+__device__ __forceinline__ void prefetch_l2(const void* g) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(g));
 }
 
 // Nanoseconds of the GPU's global timer, and the SM this thread runs on (diagnostics).

@@ -12,12 +12,13 @@
 //
 // Layout of the work: rows in tiles of 16; a CTA of 16 warps owns a contiguous range of tiles
 // (grid = CTAs resident at once, so each CTA stages the activations once per column chunk, not
-// once per tile) and its warps take (tile, column slice) items, slices only as many as it takes
-// to give every warp an item. The activations of a column chunk sit in shared memory as fp16,
-// already in mma B-fragment order (one conflict-free 16-byte load per lane per block); weights
-// come from the device layout of gguf_blocks.cuh (two 16-byte loads of nibbles and one of scales
-// per lane per row per 256 columns, the next group's loads in flight while one is computed). The
-// warps' partial sums meet in shared memory (fp32 atomics), then y is written once.
+// once per tile); its (tile, 256-column group) work units are split evenly over its warps, each
+// walking a contiguous run (along rows, then to the next tile) with the next unit's loads in
+// flight and the one kPrefetchAhead further on asked of L2. The activations of a column chunk sit
+// in shared memory as fp16, already in mma B-fragment order (one conflict-free 16-byte load per
+// lane per block); weights come from the device layout of gguf_blocks.cuh (two 16-byte loads of
+// nibbles and one of scales per lane per row per 256 columns). The warps' partial sums meet in
+// shared memory (fp32 atomics), then y is written once.
 #include "gpu_gemv_q4_0.cuh"
 
 #include "cuda/internal.cuh"
@@ -39,6 +40,7 @@ constexpr int kGroupCols = 32 * kGroupBlocks;
 constexpr int kXBytesMax = 96 * 1024;     // fp16 activations of one column chunk
 constexpr int kAccBytesMax = 120 * 1024;  // the CTA's partial sums [tokens][its rows]
 constexpr int kStage = 2;                 // activation entries a thread stages per step
+constexpr int kPrefetchAhead = 4;         // work units between a unit's L2 prefetch and its load
 
 struct Args {
   const std::uint8_t* w;
@@ -111,6 +113,24 @@ __device__ __forceinline__ GroupRaw load_group(const std::uint8_t* row0, const s
   return r;
 }
 
+// Asks L2 for the group's bytes of the lane's two rows (lane t: its 32 nibble bytes; lane 0 of
+// each row also the scales).
+__device__ __forceinline__ void prefetch_group(const std::uint8_t* row0, const std::uint8_t* row1,
+                                               int group, int t) {
+  const std::size_t off = static_cast<std::size_t>(group) * blocks::kQ4_0GroupBytes;
+  tq::cuda::ptx::prefetch_l2(row0 + off + 32 * t);
+  tq::cuda::ptx::prefetch_l2(row1 + off + 32 * t);
+  if (t == 0) {
+    tq::cuda::ptx::prefetch_l2(row0 + off + blocks::kQ4_0ScaleOffset);
+    tq::cuda::ptx::prefetch_l2(row1 + off + blocks::kQ4_0ScaleOffset);
+  }
+}
+
+// A work unit's place: tile of the CTA, group of the chunk.
+struct Pos {
+  int tile, group;
+};
+
 // acc += d · (W_block · X_block) for one block: w0 / w1 the lane's nibble quad of rows g / g + 8
 // (its columns 4t..4t+3 low, 16 + 4t.. high), xb its B fragments (x at 4t, 4t+2 | 4t+1, 4t+3 |
 // the same + 16, for token g). The mma's k order is a permutation of the block's columns that A
@@ -147,25 +167,24 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_q4_0_kernel(Args p) {
     const int kn = min(p.kc, p.cols - k0);
     const int nb = kn / 32, ng = (nb + kGroupBlocks - 1) / kGroupBlocks;  // blocks, groups
     const int g0 = k0 / kGroupCols;
-    // Column slices: as many as give every warp an item, each at least one group.
-    const int slices = max(1, min(ng, (kWarps + ntiles - 1) / ntiles));
-    const int items = ntiles * slices;
-    const std::uint8_t* rows[2] = {nullptr, nullptr};
-    auto locate = [&](int item) {
-      const int tile = tile0 + item / slices;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = min(tile * kTileRows + g + 8 * h, p.wrows - 1);  // past the end: dropped
-        rows[h] = p.w + static_cast<std::size_t>(r) * p.row_bytes;
-      }
+    // Work units: (tile, group) pairs of this CTA and chunk, tile-major; warp w walks units
+    // [w·U/16, (w+1)·U/16) in order, so its loads stream along rows and never wait for a
+    // restart, and its sums leave for shared memory when the tile changes.
+    const int units = ntiles * ng;
+    const int ub = static_cast<int>(static_cast<long long>(warp) * units / kWarps);
+    const int ue = static_cast<int>(static_cast<long long>(warp + 1) * units / kWarps);
+    auto row_ptr = [&](const Pos& q, int h) {
+      const int r = min((tile0 + q.tile) * kTileRows + g + 8 * h, p.wrows - 1);  // past: dropped
+      return p.w + static_cast<std::size_t>(r) * p.row_bytes;
     };
+    auto advance = [&](Pos& q) {
+      if (++q.group == ng) q.group = 0, ++q.tile;
+    };
+    Pos pc{ub / ng, ub % ng};
     __syncthreads();  // the previous chunk's fragment readers are done
     // The warp's first weight loads go out before the activations are staged.
     GroupRaw cur;
-    if (warp < items) {
-      locate(warp);
-      cur = load_group(rows[0], rows[1], g0 + warp % slices, t);
-    }
+    if (ub < ue) cur = load_group(row_ptr(pc, 0), row_ptr(pc, 1), g0 + pc.group, t);
     // Stage the chunk's activations as B fragments: entry e = (block, token, t) holds fp16 x at
     // columns 4t, 4t+2 | 4t+1, 4t+3 | 16 + those, of that block and token. kStage entries per
     // thread per step, so that their loads are in flight together.
@@ -206,35 +225,38 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_q4_0_kernel(Args p) {
     for (int e = entries + threadIdx.x; e < ng * kGroupBlocks * R * 4; e += kThreads) xs[e] = zero4;
     __syncthreads();
 
-    for (int item = warp; item < items; item += kWarps) {
-      const int slice = item % slices;
-      if (item != warp) {
-        locate(item);
-        cur = load_group(rows[0], rows[1], g0 + slice, t);
-      }
-      float a4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int gi = slice; gi < ng; gi += slices) {
-        const bool more = gi + slices < ng;
-        GroupRaw next;
-        if (more) next = load_group(rows[0], rows[1], g0 + gi + slices, t);
+    Pos pn = pc, pf = pc;  // the unit being loaded, the one being prefetched into L2
+    advance(pn);
+    for (int i = 0; i < kPrefetchAhead; ++i) advance(pf);
+    float a4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int u = ub; u < ue; ++u) {
+      const bool more = u + 1 < ue;
+      GroupRaw next;
+      if (more) next = load_group(row_ptr(pn, 0), row_ptr(pn, 1), g0 + pn.group, t);
+      if (u + kPrefetchAhead < ue) prefetch_group(row_ptr(pf, 0), row_ptr(pf, 1), g0 + pf.group, t);
 #pragma unroll
-        for (int jb = 0; jb < kGroupBlocks; ++jb) {
-          const uint4 xb = g < R ? xs[((gi * kGroupBlocks + jb) * R + g) * 4 + t] : zero4;
-          block_product(word(cur.q[0][jb >> 2], jb & 3), word(cur.q[1][jb >> 2], jb & 3), xb,
-                        scale_of(cur.s[0], jb), scale_of(cur.s[1], jb), a4);
+      for (int jb = 0; jb < kGroupBlocks; ++jb) {
+        const uint4 xb = g < R ? xs[((pc.group * kGroupBlocks + jb) * R + g) * 4 + t] : zero4;
+        block_product(word(cur.q[0][jb >> 2], jb & 3), word(cur.q[1][jb >> 2], jb & 3), xb,
+                      scale_of(cur.s[0], jb), scale_of(cur.s[1], jb), a4);
+      }
+      if (!more || pn.tile != pc.tile) {
+        // a4: rows g, g + 8 of the tile × tokens 2t, 2t + 1.
+        const int lr = pc.tile * kTileRows + g;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int n = 2 * t + c;
+            if (n < R && lr + 8 * h < nrows) atomicAdd(&acc[n * nrows + lr + 8 * h], a4[2 * h + c]);
+            a4[2 * h + c] = 0.0f;
+          }
         }
-        if (more) cur = next;
       }
-      // a4: rows g, g + 8 of the tile × tokens 2t, 2t + 1.
-      const int lr = (item / slices) * kTileRows + g;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int n = 2 * t + c;
-          if (n < R && lr + 8 * h < nrows) atomicAdd(&acc[n * nrows + lr + 8 * h], a4[2 * h + c]);
-        }
-      }
+      if (more) cur = next;
+      pc = pn;
+      advance(pn);
+      advance(pf);
     }
   }
   __syncthreads();
