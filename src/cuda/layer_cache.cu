@@ -83,19 +83,15 @@ struct StepSides {
   __half* dst[2];  // the ring (W > 0) or the fp16 layer's rows
 };
 
-// Decode step, W > 0: the new token of sequence b into ring slot pos mod W, and, for sequences
-// whose ring is full, the token leaving that slot into staging[side][b][h] first (the others'
-// staging rows are not read). Each element is read and then written by the same thread.
-__global__ void ring_step_kernel(const int* __restrict__ positions, const StepSides sides, int W,
-                                 int kv_heads, int d, __half* __restrict__ staging) {
+// Decode step, W > 0: the new token of sequence b into ring slot pos mod W (the token it
+// replaces was encoded from there by encode_evicted_step first).
+__global__ void ring_write_step_kernel(const int* __restrict__ positions, const StepSides sides,
+                                       int W, int kv_heads, int d) {
   const int b = blockIdx.x, h = blockIdx.y, side = blockIdx.z, j = threadIdx.x;
   const int pos = positions[b];
   if (pos < 0) return;  // inactive sequence
   const long long head = static_cast<long long>(b) * kv_heads + h;
-  __half* slot = sides.dst[side] + (head * W + pos % W) * d + j;
-  if (pos >= W)
-    staging[(static_cast<long long>(side) * gridDim.x * kv_heads + head) * d + j] = *slot;
-  *slot = __float2half_rn(sides.x[side][head * d + j]);
+  sides.dst[side][(head * W + pos % W) * d + j] = __float2half_rn(sides.x[side][head * d + j]);
 }
 
 // Decode step, fp16 layers: the new token of sequence b at its position.
@@ -257,10 +253,24 @@ void GpuLayerKvCache::advance(const std::vector<bool>& active) {
   }
 }
 
-void GpuLayerKvCache::append_step(const float* k, const float* v, const int* positions,
-                                  LayerCacheScratch& scratch, void* stream_ptr) {
+bool GpuLayerKvCache::step_encodes_evicted() const {
+  return !fp16_ && window_ > 0;
+}
+
+void GpuLayerKvCache::encode_evicted_step(const int* positions, void* stream_ptr) {
+  if (!positions)
+    throw std::invalid_argument("GPU layer cache encode_evicted_step: null positions");
+  if (!step_encodes_evicted()) return;
+  const auto all = impl_->sides();
+  quantize_ring_evicted_pair(*all[0].codec, all[0].ring, *all[0].side, *all[1].codec, all[1].ring,
+                             *all[1].side, batch_, shape_.n_kv_heads, capacity_, positions, window_,
+                             as_stream(stream_ptr));
+}
+
+void GpuLayerKvCache::write_step(const float* k, const float* v, const int* positions,
+                                 void* stream_ptr) {
   if (!k || !v || !positions) {
-    throw std::invalid_argument("GPU layer cache append_step: null key, value or positions");
+    throw std::invalid_argument("GPU layer cache write_step: null key, value or positions");
   }
   cudaStream_t stream = as_stream(stream_ptr);
   const int d = shape_.head_dim, H = shape_.n_kv_heads, B = batch_;
@@ -282,12 +292,17 @@ void GpuLayerKvCache::append_step(const float* k, const float* v, const int* pos
   }
   const StepSides sides{
       {k, v}, {reinterpret_cast<__half*>(all[0].ring), reinterpret_cast<__half*>(all[1].ring)}};
-  const std::size_t per_side = static_cast<std::size_t>(B) * H * d;
-  auto* staging = reinterpret_cast<__half*>(scratch.staging(2 * per_side));
-  ring_step_kernel<<<grid, d, 0, stream>>>(positions, sides, W, H, d, staging);
+  ring_write_step_kernel<<<grid, d, 0, stream>>>(positions, sides, W, H, d);
   TQ_CUDA_CHECK(cudaGetLastError());
-  quantize_append_pair(*all[0].codec, staging, *all[0].side, *all[1].codec, staging + per_side,
-                       *all[1].side, InputType::F16, B, 1, H, capacity_, positions, W, stream);
+}
+
+void GpuLayerKvCache::append_step(const float* k, const float* v, const int* positions,
+                                  void* stream_ptr) {
+  if (!k || !v || !positions) {
+    throw std::invalid_argument("GPU layer cache append_step: null key, value or positions");
+  }
+  encode_evicted_step(positions, stream_ptr);
+  write_step(k, v, positions, stream_ptr);
 }
 
 void GpuLayerKvCache::attend_step(const float* q, const int* positions, int max_tokens, float* out,

@@ -16,11 +16,13 @@ namespace tq::cuda {
 namespace {
 
 constexpr int kMaxDim = 256;
+constexpr int kMaxLevels = 256;  // 8-bit codes
 
 struct QuantizeParams {
   int dim, count, kv_heads, capacity;
   const int* start;
   int step_window;  // >= 0: start holds the step's token positions (see quantize_append_pair)
+  int ring_window;  // > 0: x is a ring [batch][kv_heads][ring_window][dim], token p at p mod W
   bool hadamard, prod, norm_correction;
   float hadamard_scale;
   const float* pi;     // Π row-major (haar)
@@ -76,7 +78,25 @@ __device__ __forceinline__ void quantize_token(const T* __restrict__ x, const Qu
   }
   const int pos = start + t;
   if (pos < 0 || pos >= p.capacity) return;  // whole CTA leaves together
-  const T* src = x + ((static_cast<long long>(b) * p.count + t) * p.kv_heads + h) * d;
+  // The codebook's thresholds and centroids into shared memory first (their loads overlap the
+  // row's; the barriers below publish them), so that the binary search waits on shared memory.
+  __shared__ float thr[2][kMaxLevels], cent[2][kMaxLevels];
+  if (p.layout.code_bytes > 0) {
+    for (int e = j; e < 2 * kMaxLevels; e += d) {
+      const int side = e / kMaxLevels, i = e % kMaxLevels;
+      const bool present = side ? p.layout.hi_count > 0 : p.layout.hi_count < d;
+      const int levels = 1 << (side ? p.layout.hi_bits : p.layout.lo_bits);
+      if (present && i < levels) {
+        cent[side][i] = side ? p.cent_hi[i] : p.cent_lo[i];
+        if (i + 1 < levels) thr[side][i] = side ? p.thr_hi[i] : p.thr_lo[i];
+      }
+    }
+  }
+  const T* src = p.ring_window > 0
+                     ? x + ((static_cast<long long>(b) * p.kv_heads + h) * p.ring_window +
+                            pos % p.ring_window) *
+                               d
+                     : x + ((static_cast<long long>(b) * p.count + t) * p.kv_heads + h) * d;
   const float xj = load_as_float(src + j);
 
   // y = Π x
@@ -109,18 +129,18 @@ __device__ __forceinline__ void quantize_token(const T* __restrict__ x, const Qu
   float rj = 0.0f;
   if (p.layout.code_bytes > 0) {
     const int bits = hi ? p.layout.hi_bits : p.layout.lo_bits;
-    const float* thr = hi ? p.thr_hi : p.thr_lo;
+    const float* th = thr[hi ? 1 : 0];
     const int levels = (1 << bits) - 1;
     int lo = 0, up = levels;  // number of thresholds < y (binary search as on the CPU)
     while (lo < up) {
       const int mid = (lo + up) >> 1;
-      if (thr[mid] < yj)
+      if (th[mid] < yj)
         lo = mid + 1;
       else
         up = mid;
     }
     idx[j] = static_cast<unsigned char>(lo);
-    rj = hi ? p.cent_hi[lo] : p.cent_lo[lo];
+    rj = cent[hi ? 1 : 0][lo];
   }
   recon[j] = rj;
   __syncthreads();
@@ -211,6 +231,7 @@ QuantizeParams make_params(const DeviceCodec& codec, const void* x, int batch, i
   p.capacity = capacity;
   p.start = start_positions;
   p.step_window = -1;
+  p.ring_window = 0;
   p.hadamard = d.hadamard;
   p.prod = d.prod;
   p.norm_correction = codec.spec().norm_correction;
@@ -275,6 +296,29 @@ void quantize_append_pair(const DeviceCodec& key_codec, const void* keys,
                                   start_positions);
   pk.step_window = pv.step_window = step_window;
   launch_quantize(keys, values, pk, pv, type, batch, 2, stream);
+}
+
+void quantize_ring_evicted_pair(const DeviceCodec& key_codec, const std::uint16_t* key_ring,
+                                const GpuCacheSide& key_side, const DeviceCodec& value_codec,
+                                const std::uint16_t* value_ring, const GpuCacheSide& value_side,
+                                int batch, int kv_heads, int capacity, const int* positions,
+                                int window, void* stream) {
+  if (window <= 0) {
+    throw std::invalid_argument("quantize_ring_evicted_pair: window " + std::to_string(window) +
+                                " must be positive");
+  }
+  if (key_codec.impl().dim != value_codec.impl().dim) {
+    throw std::invalid_argument("quantize_ring_evicted_pair: key dim " +
+                                std::to_string(key_codec.impl().dim) + " != value dim " +
+                                std::to_string(value_codec.impl().dim));
+  }
+  QuantizeParams pk =
+      make_params(key_codec, key_ring, batch, 1, kv_heads, key_side, capacity, positions);
+  QuantizeParams pv =
+      make_params(value_codec, value_ring, batch, 1, kv_heads, value_side, capacity, positions);
+  pk.step_window = pv.step_window = window;
+  pk.ring_window = pv.ring_window = window;
+  launch_quantize(key_ring, value_ring, pk, pv, InputType::F16, batch, 2, stream);
 }
 
 void quantize_append(const DeviceCodec& codec, const void* x, InputType type, int batch, int count,

@@ -146,8 +146,10 @@ TEST(GpuLayerKvCache, MatchesCpuCacheByteForByteAndInAttention) {
 }
 
 // B sequences decode T steps through append_step (each sitting out some steps, so their lengths
-// differ); a second cache gets the same tokens through per-sequence append. Every stored byte
-// (codes, signs, norms, residual norms, fp16 rows, the ring's window) must match.
+// differ; every other step through its two halves instead: encode_evicted_step on one stream,
+// write_step on another after an event, as the GPU runner forks them); a second cache gets the
+// same tokens through per-sequence append. Every stored byte (codes, signs, norms, residual
+// norms, fp16 rows, the ring's window) must match.
 void run_step_case(const std::string& scheme_name, int head_dim) {
   SCOPED_TRACE(scheme_name + " d " + std::to_string(head_dim));
   const tq::KvScheme scheme = tq::parse_kv_scheme(scheme_name);
@@ -156,8 +158,13 @@ void run_step_case(const std::string& scheme_name, int head_dim) {
   const int d = head_dim, H = shape.n_kv_heads, B = 3, T = 45;
   tc::GpuLayerKvCache stepped(scheme, shape, B, T);
   tc::GpuLayerKvCache appended(scheme, shape, B, T);
-  tc::LayerCacheScratch step_scratch, scratch;
+  tc::LayerCacheScratch scratch;
   tq::Xoshiro256 rng(0x5151 + static_cast<std::uint64_t>(d));
+  cudaStream_t main_stream = nullptr, side_stream = nullptr;
+  cudaEvent_t encoded = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&main_stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&side_stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreateWithFlags(&encoded, cudaEventDisableTiming), cudaSuccess);
   DevBuf<float> dk(static_cast<std::size_t>(B) * H * d), dv(static_cast<std::size_t>(B) * H * d);
   DevBuf<int> dpos(B);
   ASSERT_TRUE(dk.p && dv.p && dpos.p);
@@ -174,7 +181,14 @@ void run_step_case(const std::string& scheme_name, int head_dim) {
     ASSERT_EQ(cudaMemcpy(dk.p, k.data(), k.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(dv.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(dpos.p, positions.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    stepped.append_step(dk.p, dv.p, dpos.p, step_scratch, nullptr);
+    if (s % 2 == 0) {
+      stepped.append_step(dk.p, dv.p, dpos.p, nullptr);
+    } else {
+      stepped.encode_evicted_step(dpos.p, side_stream);
+      ASSERT_EQ(cudaEventRecord(encoded, side_stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamWaitEvent(main_stream, encoded, 0), cudaSuccess);
+      stepped.write_step(dk.p, dv.p, dpos.p, main_stream);
+    }
     stepped.advance(active);
     const std::size_t row = static_cast<std::size_t>(H) * d;
     for (int b = 0; b < B; ++b) {
@@ -202,6 +216,9 @@ void run_step_case(const std::string& scheme_name, int head_dim) {
     }
   }
   EXPECT_EQ(stepped.bytes(), appended.bytes());
+  cudaEventDestroy(encoded);
+  cudaStreamDestroy(side_stream);
+  cudaStreamDestroy(main_stream);
 }
 
 TEST(GpuLayerKvCache, DecodeStepStoresWhatAppendStores) {

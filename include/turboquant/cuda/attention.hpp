@@ -123,6 +123,18 @@ void quantize_append_pair(const DeviceCodec& key_codec, const void* keys,
                           int batch, int count, int kv_heads, int capacity,
                           const int* start_positions, int step_window = -1, void* stream = nullptr);
 
+// The decode step's tokens leaving a `window`-token fp16 ring, keys and values in one launch: for
+// each sequence whose position p = positions[b] is >= window, the token at p − window, read from
+// slot p mod window of key_ring / value_ring (fp16 bits, [batch][kv_heads][window][head_dim]),
+// encoded at position p − window of its side. The codes equal quantize_append_pair's (step_window
+// = window) on a copy of those rows; the ring is only read, so this must run before the step's
+// new token overwrites that slot.
+void quantize_ring_evicted_pair(const DeviceCodec& key_codec, const std::uint16_t* key_ring,
+                                const GpuCacheSide& key_side, const DeviceCodec& value_codec,
+                                const std::uint16_t* value_ring, const GpuCacheSide& value_side,
+                                int batch, int kv_heads, int capacity, const int* positions,
+                                int window, void* stream = nullptr);
+
 // Plain fp16 cache for the baseline kernel: [batch][kv_heads][capacity][head_dim] fp16 bits.
 struct GpuFp16Cache {
   int batch = 0, kv_heads = 0, head_dim = 0, capacity = 0;

@@ -83,9 +83,19 @@ class GpuLayerKvCache {
   // token (k, v: device fp32 [batch][kv_heads][head_dim]) at device position positions[b]
   // (tokens it held before the step), or sits the step out when positions[b] < 0. Nothing is
   // checked on the device: positions must stay below the capacity. The host mirror of the sizes
-  // is not touched; call advance() once the step is issued.
-  void append_step(const float* k, const float* v, const int* positions, LayerCacheScratch& scratch,
-                   void* stream);
+  // is not touched; call advance() once the step is issued. It is encode_evicted_step, then
+  // write_step, on one stream.
+  void append_step(const float* k, const float* v, const int* positions, void* stream);
+  // The two halves of append_step, for a caller that runs the first on a side stream (it reads
+  // only the ring and the positions, not this step's keys and values, so it can overlap the
+  // step's earlier work; write_step must wait for it). encode_evicted_step: layers with a window
+  // encode the token that leaves it this step (position p − W, once p >= W) into the compressed
+  // segment; a no-op where step_encodes_evicted() is false (fp16 layers, no window).
+  // write_step: the step's token into the window ring (or the fp16 rows; with no window it is
+  // encoded directly).
+  bool step_encodes_evicted() const;
+  void encode_evicted_step(const int* positions, void* stream);
+  void write_step(const float* k, const float* v, const int* positions, void* stream);
   // Attention of one query per sequence (q: device [batch][q_heads][head_dim]) after
   // append_step with the same positions; sequences with positions[b] < 0 read nothing (their
   // output rows are unspecified). max_tokens: host bound of every sequence's tokens after the

@@ -101,6 +101,10 @@ class GpuBackend final : public fwd::ForwardBackend {
  private:
   // Host side of embed(): the rows' embeddings (and, batched, the positions) into pinned memory.
   void stage_inputs(const TokenId* tokens, const fwd::StepRows& rows);
+  // Decode step: starts the layer's encoding of the tokens leaving its window on the side
+  // stream, so that it overlaps the layer's norm (attention() waits for it before the window
+  // write).
+  void begin_evicted_encode(int layer);
   void drop_graph();
   void advance_caches(const fwd::StepRows& rows);
 
@@ -110,6 +114,10 @@ class GpuBackend final : public fwd::ForwardBackend {
 
   const Model& model_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t side_stream_ = nullptr;  // the decode step's window-eviction encodes
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  bool in_decode_step_ = false;
+  int encoding_layer_ = -1;  // the layer whose eviction encode is on the side stream
   std::vector<GpuLayerWeights> layers_;
   DeviceArray<float> output_norm_;
   DeviceMatrix token_embd_, output_;  // output_ empty when the embeddings are tied
@@ -162,6 +170,9 @@ GpuBackend::GpuBackend(const Model& model, const KvScheme& scheme, int batch, in
     }
   }
   TQ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  TQ_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
+  TQ_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+  TQ_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
   layers_.reserve(static_cast<std::size_t>(c.n_layers));
   std::size_t largest = static_cast<std::size_t>(c.n_vocab) * c.n_embd;  // elements
   for (int l = 0; l < c.n_layers; ++l) {
@@ -227,6 +238,9 @@ GpuBackend::~GpuBackend() {
   if (logits_host_) cudaFreeHost(logits_host_);
   caches_.clear();
   engine_.reset();
+  if (fork_) cudaEventDestroy(fork_);
+  if (join_) cudaEventDestroy(join_);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -297,6 +311,7 @@ const float* GpuBackend::norm_weight(fwd::NormWeight which, int layer) const {
 
 void GpuBackend::rms_norm(fwd::Act in, fwd::NormWeight which, int layer, fwd::Act out, int first,
                           int n) {
+  if (which == fwd::NormWeight::Attention && in_decode_step_) begin_evicted_encode(layer);
   const ModelConfig& c = model_.config();
   const std::size_t off = static_cast<std::size_t>(first) * c.n_embd;
   gpu::rms_norm(buffer(in) + off, norm_weight(which, layer), buffer(out) + off, n, c.n_embd,
@@ -374,13 +389,33 @@ void GpuBackend::attention(int layer, const fwd::StepRows& rows) {
   }
   cuda::GpuLayerKvCache& cache = *caches_[static_cast<std::size_t>(layer)];
   if (rows.batched()) {
-    cache.append_step(k_.get(), v_.get(), positions_.get(), *step_scratch_, stream_);
+    if (encoding_layer_ == layer) {  // the eviction encode ran on the side stream
+      TQ_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_, 0));
+      encoding_layer_ = -1;
+      cache.write_step(k_.get(), v_.get(), positions_.get(), stream_);
+    } else {
+      cache.append_step(k_.get(), v_.get(), positions_.get(), stream_);
+    }
     cache.attend_step(q_.get(), positions_.get(), step_bound_, att_.get(), *step_workspace_,
                       *step_scratch_, stream_);
     return;
   }
   cache.append(rows.sequence, k_.get(), v_.get(), rows.count, *scratch_, stream_);
   cache.attend(rows.sequence, q_.get(), rows.count, att_.get(), *workspace_, *scratch_, stream_);
+}
+
+void GpuBackend::begin_evicted_encode(int layer) {
+  cuda::GpuLayerKvCache* cache = caches_[static_cast<std::size_t>(layer)].get();
+  if (!cache || !cache->step_encodes_evicted()) return;
+  if (encoding_layer_ >= 0) {
+    throw std::logic_error("GpuBackend: layer " + std::to_string(encoding_layer_) +
+                           "'s eviction encode was never joined");
+  }
+  TQ_CUDA_CHECK(cudaEventRecord(fork_, stream_));
+  TQ_CUDA_CHECK(cudaStreamWaitEvent(side_stream_, fork_, 0));
+  cache->encode_evicted_step(positions_.get(), side_stream_);
+  TQ_CUDA_CHECK(cudaEventRecord(join_, side_stream_));
+  encoding_layer_ = layer;
 }
 
 void GpuBackend::glu(int n) {
@@ -445,6 +480,15 @@ void GpuBackend::decode_step(const TokenId* tokens, const fwd::StepRows& rows, f
     advance_caches(rows);
     return;
   }
+  // The forward pass below is this step's: layers may fork their eviction encodes.
+  struct StepScope {
+    GpuBackend& b;
+    explicit StepScope(GpuBackend& backend) : b(backend) { b.in_decode_step_ = true; }
+    ~StepScope() {
+      b.in_decode_step_ = false;
+      b.encoding_layer_ = -1;
+    }
+  } scope(*this);
   if (!use_graphs_ || warm_bound_ != bound) {
     // First step at this bound: run it eagerly, which sizes the step's workspace for this plan
     // (a recorded graph must not allocate); the next step records the graph.

@@ -21,6 +21,7 @@
 #include "gpu_weights.cuh"
 
 #include "cuda/internal.cuh"
+#include "gemv_rows.cuh"
 #include "gguf_blocks.cuh"
 #include "gpu_gemv_q4_0.cuh"
 
@@ -235,16 +236,8 @@ void set_smem_attribute() {
 
 template <class U>
 void prepare_unit() {
-  set_smem_attribute<U, 1>();
-  set_smem_attribute<U, 2>();
-  set_smem_attribute<U, 3>();
-  set_smem_attribute<U, 4>();
-  set_smem_attribute<U, 5>();
-  set_smem_attribute<U, 6>();
-  set_smem_attribute<U, 7>();
-  set_smem_attribute<U, 8>();
+  detail::for_each_gemv_rows([](auto r) { set_smem_attribute<U, decltype(r)::value>(); });
 }
-static_assert(kGemvMaxRows == 8, "prepare_unit and launch_rows instantiate rows 1..8");
 
 struct DeviceState {
   bool prepared = false;
@@ -329,24 +322,8 @@ void launch(const DeviceMatrix& w, const float* x, int ldx, const float* bias, f
 template <class U>
 void launch_rows(int rows, const DeviceMatrix& w, const float* x, int ldx, const float* bias,
                  float* y, int ldy, bool accumulate, cudaStream_t s) {
-  switch (rows) {
-    case 1:
-      return launch<U, 1>(w, x, ldx, bias, y, ldy, accumulate, s);
-    case 2:
-      return launch<U, 2>(w, x, ldx, bias, y, ldy, accumulate, s);
-    case 3:
-      return launch<U, 3>(w, x, ldx, bias, y, ldy, accumulate, s);
-    case 4:
-      return launch<U, 4>(w, x, ldx, bias, y, ldy, accumulate, s);
-    case 5:
-      return launch<U, 5>(w, x, ldx, bias, y, ldy, accumulate, s);
-    case 6:
-      return launch<U, 6>(w, x, ldx, bias, y, ldy, accumulate, s);
-    case 7:
-      return launch<U, 7>(w, x, ldx, bias, y, ldy, accumulate, s);
-    default:
-      return launch<U, 8>(w, x, ldx, bias, y, ldy, accumulate, s);
-  }
+  detail::with_gemv_rows(
+      rows, [&](auto r) { launch<U, decltype(r)::value>(w, x, ldx, bias, y, ldy, accumulate, s); });
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include "cuda/internal.cuh"
 #include "cuda/ptx.cuh"
+#include "gemv_rows.cuh"
 #include "gguf_blocks.cuh"
 
 #include <algorithm>
@@ -312,38 +313,15 @@ int prepare_gemv_q4_0() {
   TQ_CUDA_CHECK(cudaGetDevice(&dev));
   TQ_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   const int bytes = std::min(kXBytesMax + kAccBytesMax, optin);
-  set_attribute<1>(bytes);
-  set_attribute<2>(bytes);
-  set_attribute<3>(bytes);
-  set_attribute<4>(bytes);
-  set_attribute<5>(bytes);
-  set_attribute<6>(bytes);
-  set_attribute<7>(bytes);
-  set_attribute<8>(bytes);
+  for_each_gemv_rows([&](auto r) { set_attribute<decltype(r)::value>(bytes); });
   return bytes;
 }
-static_assert(kGemvMaxRows == 8, "prepare_gemv_q4_0 and gemv_q4_0 instantiate rows 1..8");
 
 void gemv_q4_0(const DeviceMatrix& w, const float* x, int rows, int ldx, const float* bias,
                float* y, int ldy, bool accumulate, cudaStream_t s, int sms, int smem_bytes) {
-  switch (rows) {
-    case 1:
-      return launch<1>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    case 2:
-      return launch<2>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    case 3:
-      return launch<3>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    case 4:
-      return launch<4>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    case 5:
-      return launch<5>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    case 6:
-      return launch<6>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    case 7:
-      return launch<7>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-    default:
-      return launch<8>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
-  }
+  with_gemv_rows(rows, [&](auto r) {
+    launch<decltype(r)::value>(w, x, ldx, bias, y, ldy, accumulate, s, sms, smem_bytes);
+  });
 }
 
 }  // namespace tq::gpu::detail
