@@ -2,14 +2,14 @@
 """Kernel times of one repeating run of kernels (a decode step, or a layer) from an ncu log.
 
 Input: the log of `ncu --metrics gpu__time_duration.sum --csv --log-file LOG.csv tq bench ...`
-(or LOG.csv.gz). The run is the shortest sequence of kernels (name, grid, block) that the log's
-end repeats twice in a row (with identical layers, one layer's kernels), unless --marker names
-the kernel that closes a step (a regex on the kernel name): then the kernels after its
-second-to-last occurrence up to its last. It is summarised per kernel name and grid: calls,
-summed microseconds, and the share of the run. ncu serialises kernels and flushes caches between
-them, so the sums exceed wall time; the per-kernel split is what it is for.
+(or LOG.csv.gz). The run is the shortest sequence of at least --min-period kernels (name, grid,
+block) that the log's end repeats twice in a row (with identical layers, one layer's kernels),
+unless --marker names the kernel that closes a step (a regex on the kernel name): then the
+kernels after its second-to-last occurrence up to its last. It is summarised per kernel name and
+grid: calls, summed microseconds, and the share of the run. ncu serialises kernels and flushes
+caches between them, so the sums exceed wall time; the per-kernel split is what it is for.
 
-Usage: ncu_step.py LOG.csv [LOG2.csv ...] [--marker REGEX] [--top N]
+Usage: ncu_step.py LOG.csv [LOG2.csv ...] [--marker REGEX] [--top N] [--min-period N]
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def short_name(name: str) -> str:
     return text
 
 
-def last_step(kernels: list[Kernel], marker: str | None) -> list[Kernel]:
+def last_step(kernels: list[Kernel], marker: str | None, min_period: int = 8) -> list[Kernel]:
     """The kernels of the log's last complete step (see the module docstring)."""
     if marker:
         pattern = re.compile(marker)
@@ -77,14 +77,14 @@ def last_step(kernels: list[Kernel], marker: str | None) -> list[Kernel]:
             raise SystemExit(f"fewer than two kernels match {marker!r}: no complete step")
         return kernels[closing[-2] + 1: closing[-1] + 1]
     keys = [(k.name, k.grid, k.block) for k in kernels]
-    for period in range(8, len(keys) // 2 + 1):
+    for period in range(max(1, min_period), len(keys) // 2 + 1):
         if keys[-period:] == keys[-2 * period: -period]:
             return kernels[-period:]
     raise SystemExit("the log's end does not repeat: no complete step found (give --marker)")
 
 
-def summarise(path: str, marker: str | None, top: int) -> None:
-    step = last_step(read_kernels(path), marker)
+def summarise(path: str, marker: str | None, top: int, min_period: int) -> None:
+    step = last_step(read_kernels(path), marker, min_period)
     groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for k in step:
         groups[(short_name(k.name), k.grid, k.block)].append(k.us)
@@ -105,9 +105,11 @@ def main() -> int:
     ap.add_argument("logs", nargs="+")
     ap.add_argument("--marker", help="regex of the kernel that closes a step")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--min-period", type=int, default=8,
+                    help="fewest kernels in a repeating run (default 8)")
     args = ap.parse_args()
     for path in args.logs:
-        summarise(path, args.marker, args.top)
+        summarise(path, args.marker, args.top, args.min_period)
     return 0
 
 
