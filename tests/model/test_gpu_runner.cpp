@@ -248,7 +248,10 @@ const SmolFixture& smol() {
 
 TEST(GpuRunner, SmolLM2LogitsMatchTheCpuRunner) {
   REQUIRE_GPU();
-  if (!smol().model) GTEST_SKIP() << kModelPath << " missing; run scripts/fetch_model.sh";
+  if (!smol().model) {
+    GTEST_SKIP() << "no SmolLM2 file at \"" << kModelPath
+                 << "\" (TQ_MODEL; scripts/fetch_model.sh fetches it)";
+  }
   const std::vector<tq::TokenId>& prompt = smol().prompt;
   ASSERT_GT(prompt.size(), 300u);  // several chunks, and past the 128-token window
   compare_devices(*smol().model, prompt, 96, 24, {},
