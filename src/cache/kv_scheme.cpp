@@ -126,7 +126,10 @@ bool block_side(const std::string& base, KvSideSpec& side) {
   return false;
 }
 
-std::string canonical_name(const KvScheme& s) {
+// The scheme's name: its base, then every option whose value differs from `d`, the scheme its
+// base alone gives (a plan's: with the plan's own base options applied), so that parsing the
+// name again rebuilds the scheme.
+std::string canonical_name(const KvScheme& s, const KvScheme& d) {
   std::string base;
   if (s.key.format == KvFormat::TurboQuant) {
     base = s.key.bits == s.value.bits
@@ -137,22 +140,23 @@ std::string canonical_name(const KvScheme& s) {
   }
   std::vector<std::string> opts;
   if (s.key.format == KvFormat::TurboQuant) {
-    if (s.key.codec == CodecKind::Prod) opts.push_back("kcodec=prod");
-    if (s.value.codec == CodecKind::Prod) opts.push_back("vcodec=prod");
-    if (s.rotation == RotationKind::Haar) opts.push_back("rot=haar");
-    if (s.norm_correction) opts.push_back("normcorr=1");
+    if (s.key.codec != d.key.codec) opts.push_back("kcodec=" + to_string(s.key.codec));
+    if (s.value.codec != d.value.codec) opts.push_back("vcodec=" + to_string(s.value.codec));
+    if (s.rotation != d.rotation) opts.push_back("rot=" + to_string(s.rotation));
+    if (s.norm_correction != d.norm_correction) {
+      opts.push_back(std::string("normcorr=") + (s.norm_correction ? "1" : "0"));
+    }
   }
-  if (s.center_keys || s.center_values) {
-    opts.push_back(std::string("center=") + (s.center_keys ? "k" : "") +
-                   (s.center_values ? "v" : ""));
+  if (s.center_keys != d.center_keys || s.center_values != d.center_values) {
+    const std::string which = std::string(s.center_keys ? "k" : "") + (s.center_values ? "v" : "");
+    opts.push_back("center=" + (which.empty() ? std::string("0") : which));
   }
-  if (s.protect_first || s.protect_last) {
+  if (s.protect_first != d.protect_first || s.protect_last != d.protect_last) {
     opts.push_back("protect=" + std::to_string(s.protect_first) + "/" +
                    std::to_string(s.protect_last));
   }
-  const int default_window = s.key.format == KvFormat::TurboQuant ? kTurboQuantDefaultWindow : 0;
-  if (s.window != default_window) opts.push_back("window=" + std::to_string(s.window));
-  if (s.seed != KvScheme{}.seed) opts.push_back("seed=" + std::to_string(s.seed));
+  if (s.window != d.window) opts.push_back("window=" + std::to_string(s.window));
+  if (s.seed != d.seed) opts.push_back("seed=" + std::to_string(s.seed));
   if (!s.plan_path.empty()) {
     std::string name = "plan=" + s.plan_path;
     for (const std::string& o : opts) name += "," + o;
@@ -161,6 +165,66 @@ std::string canonical_name(const KvScheme& s) {
   std::string name = base;
   for (std::size_t i = 0; i < opts.size(); ++i) name += (i == 0 ? ":" : ",") + opts[i];
   return name;
+}
+
+// Applies comma-separated key=value options to `scheme` (errors name text_in, and `from` when
+// the options came from somewhere else than the scheme string).
+void apply_options(KvScheme& scheme, const std::string& list, std::string_view text_in,
+                   const std::string& from) {
+  const std::string where = std::string(text_in) + (from.empty() ? "" : " (" + from + ")");
+  std::stringstream options(list);
+  std::string option;
+  while (std::getline(options, option, ',')) {
+    const std::size_t eq = option.find('=');
+    if (eq == std::string::npos) {
+      throw std::invalid_argument("kv scheme '" + where + "': option '" + option +
+                                  "' must be key=value");
+    }
+    const std::string key = option.substr(0, eq);
+    const std::string value = option.substr(eq + 1);
+    const bool tq_side = scheme.key.format == KvFormat::TurboQuant;
+    if ((key == "kcodec" || key == "vcodec" || key == "rot" || key == "normcorr") && !tq_side) {
+      throw std::invalid_argument("kv scheme '" + where + "': option '" + key +
+                                  "' applies to TurboQuant schemes only");
+    }
+    if (key == "kcodec") {
+      scheme.key.codec = parse_codec_kind(value);
+    } else if (key == "vcodec") {
+      scheme.value.codec = parse_codec_kind(value);
+    } else if (key == "rot") {
+      scheme.rotation = parse_rotation_kind(value);
+    } else if (key == "protect") {
+      const std::size_t slash = value.find('/');
+      if (slash == std::string::npos) {
+        throw std::invalid_argument("kv scheme '" + where +
+                                    "': protect expects F/L (first/last layers), got '" + value +
+                                    "'");
+      }
+      const std::string_view first = std::string_view(value).substr(0, slash);
+      const std::string_view last = std::string_view(value).substr(slash + 1);
+      scheme.protect_first =
+          scheme_integer<int>(first, "protect first", where, 0, kMaxProtectedLayers);
+      scheme.protect_last =
+          scheme_integer<int>(last, "protect last", where, 0, kMaxProtectedLayers);
+    } else if (key == "window") {
+      scheme.window = scheme_integer<int>(value, "window", where, 0, INT_MAX);
+    } else if (key == "normcorr") {
+      scheme.norm_correction = scheme_integer<int>(value, "normcorr", where, 0, 1) != 0;
+    } else if (key == "center") {
+      if (value != "0" && value != "k" && value != "v" && value != "kv") {
+        throw std::invalid_argument("kv scheme '" + where + "': center='" + value +
+                                    "'; expected 0, k, v or kv");
+      }
+      scheme.center_keys = value == "k" || value == "kv";
+      scheme.center_values = value == "v" || value == "kv";
+    } else if (key == "seed") {
+      scheme.seed = scheme_integer<std::uint64_t>(value, "seed", where, 0, UINT64_MAX);
+    } else {
+      throw std::invalid_argument("kv scheme '" + where + "': unknown option '" + key +
+                                  "'; expected kcodec, vcodec, rot, protect, window, "
+                                  "normcorr, center or seed");
+    }
+  }
 }
 
 }  // namespace
@@ -189,8 +253,10 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
   const std::string base = text.substr(0, colon);
   KvScheme scheme;
   KvSideSpec block;
+  std::string plan_base;
   if (!plan_path.empty()) {
     const KvPlan plan = read_kv_plan(plan_path);
+    plan_base = lower(plan.base);
     scheme.key = turboquant_side(plan.bits.front().key, text_in);
     scheme.value = turboquant_side(plan.bits.front().value, text_in);
     scheme.plan_path = plan_path;
@@ -219,62 +285,14 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
                                 "by :options");
   }
   if (scheme.key.format == KvFormat::TurboQuant) scheme.window = kTurboQuantDefaultWindow;
-  if (colon != std::string::npos) {
-    std::stringstream options(text.substr(colon + 1));
-    std::string option;
-    while (std::getline(options, option, ',')) {
-      const std::size_t eq = option.find('=');
-      if (eq == std::string::npos) {
-        throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': option '" + option +
-                                    "' must be key=value");
-      }
-      const std::string key = option.substr(0, eq);
-      const std::string value = option.substr(eq + 1);
-      const bool tq_side = scheme.key.format == KvFormat::TurboQuant;
-      if ((key == "kcodec" || key == "vcodec" || key == "rot" || key == "normcorr") && !tq_side) {
-        throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': option '" + key +
-                                    "' applies to TurboQuant schemes only");
-      }
-      if (key == "kcodec") {
-        scheme.key.codec = parse_codec_kind(value);
-      } else if (key == "vcodec") {
-        scheme.value.codec = parse_codec_kind(value);
-      } else if (key == "rot") {
-        scheme.rotation = parse_rotation_kind(value);
-      } else if (key == "protect") {
-        const std::size_t slash = value.find('/');
-        if (slash == std::string::npos) {
-          throw std::invalid_argument("kv scheme '" + std::string(text_in) +
-                                      "': protect expects F/L (first/last layers), got '" + value +
-                                      "'");
-        }
-        const std::string_view first = std::string_view(value).substr(0, slash);
-        const std::string_view last = std::string_view(value).substr(slash + 1);
-        scheme.protect_first =
-            scheme_integer<int>(first, "protect first", text_in, 0, kMaxProtectedLayers);
-        scheme.protect_last =
-            scheme_integer<int>(last, "protect last", text_in, 0, kMaxProtectedLayers);
-      } else if (key == "window") {
-        scheme.window = scheme_integer<int>(value, "window", text_in, 0, INT_MAX);
-      } else if (key == "normcorr") {
-        scheme.norm_correction = scheme_integer<int>(value, "normcorr", text_in, 0, 1) != 0;
-      } else if (key == "center") {
-        if (value != "0" && value != "k" && value != "v" && value != "kv") {
-          throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': center='" + value +
-                                      "'; expected 0, k, v or kv");
-        }
-        scheme.center_keys = value == "k" || value == "kv";
-        scheme.center_values = value == "v" || value == "kv";
-      } else if (key == "seed") {
-        scheme.seed = scheme_integer<std::uint64_t>(value, "seed", text_in, 0, UINT64_MAX);
-      } else {
-        throw std::invalid_argument("kv scheme '" + std::string(text_in) + "': unknown option '" +
-                                    key +
-                                    "'; expected kcodec, vcodec, rot, protect, window, "
-                                    "normcorr, center or seed");
-      }
-    }
+  KvScheme defaults = scheme;
+  if (!plan_base.empty()) {
+    // The plan was measured with these options (tq calibrate --options): they are its defaults,
+    // and the scheme string's own options come on top.
+    apply_options(scheme, plan_base, text_in, "the plan's base options");
+    defaults = scheme;
   }
+  if (colon != std::string::npos) apply_options(scheme, text.substr(colon + 1), text_in, "");
   // prod needs b = 1 or b >= 2 (b−1 mse bits); validate each TurboQuant side now (every
   // layer's widths for a plan).
   const int n_specs = std::max<int>(1, static_cast<int>(scheme.layer_bits.size()));
@@ -290,7 +308,7 @@ KvScheme parse_kv_scheme(std::string_view text_in) {
       }
     }
   }
-  scheme.name = canonical_name(scheme);
+  scheme.name = canonical_name(scheme, defaults);
   return scheme;
 }
 

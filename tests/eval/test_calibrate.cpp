@@ -194,6 +194,30 @@ TEST_F(PlanFile, RoundTripAndPerLayerCaches) {
   EXPECT_EQ(kv_cache_size(shape, s, 100).bytes, expect * 3);  // center=k: one fp16 μ per head
 }
 
+// The plan's base options (the sensitivity runs', e.g. window=0) are the scheme's defaults: a
+// plain plan=FILE gets them, options in the scheme string override them, and the canonical name
+// parses back to the same scheme either way. Bad base options are an error naming the plan.
+TEST_F(PlanFile, BaseOptionsApplyOnLoad) {
+  KvPlan p = plan(4);
+  p.base = "window=0,normcorr=1";
+  write(kv_plan_json(p));
+  const KvScheme s = parse_kv_scheme("plan=" + path);
+  EXPECT_EQ(s.window, 0);
+  EXPECT_TRUE(s.norm_correction);
+  EXPECT_EQ(s.name, "plan=" + path);
+  const KvScheme wide = parse_kv_scheme("plan=" + path + ",window=128,normcorr=0");
+  EXPECT_EQ(wide.window, 128);
+  EXPECT_FALSE(wide.norm_correction);
+  const KvScheme again = parse_kv_scheme(wide.name);
+  EXPECT_EQ(again.window, 128) << wide.name;
+  EXPECT_FALSE(again.norm_correction) << wide.name;
+  EXPECT_EQ(again.name, wide.name);
+  p.base = "window=-1";
+  write(kv_plan_json(p));
+  EXPECT_NE(error_of("plan=" + path).find("the plan's base options"), std::string::npos)
+      << error_of("plan=" + path);
+}
+
 TEST_F(PlanFile, BadFiles) {
   EXPECT_NE(error_of("plan=/nonexistent/p.json").find("cannot be read"), std::string::npos);
   EXPECT_NE(error_of("plan=").find("expects a plan file"), std::string::npos);
