@@ -33,14 +33,14 @@ bool has_kernel(TensorType type) {
 
 bool has_avx2_kernel(TensorType type) {
   return type == TensorType::kF32 || type == TensorType::kF16 || type == TensorType::kQ4_0 ||
-         type == TensorType::kQ4_1 || type == TensorType::kQ8_0;
+         type == TensorType::kQ4_1 || type == TensorType::kQ5_0 || type == TensorType::kQ8_0;
 }
 
 WeightMatrix allocate_matrix(TensorType type, int rows, int cols) {
   if (!has_kernel(type)) {
     throw std::invalid_argument("qmatmul: cannot store a matrix as " +
                                 gguf::tensor_type_name(type) +
-                                " (expected F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K or Q6_K)");
+                                " (expected F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K)");
   }
   if (rows < 0 || cols < 0) {
     throw std::invalid_argument("qmatmul: bad matrix shape " + std::to_string(rows) + "x" +

@@ -1,11 +1,12 @@
 // Matrix products against weights kept in their GGUF block format (tq::WeightMatrix): F32, F16,
-// BF16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K rows are dequantized on the fly with fp32 activations and
-// fp32 accumulation, so results equal the dequantize-then-fp32 path up to summation order. F32,
-// F16, Q4_0, Q4_1 and Q8_0 have AVX2 kernels; BF16, Q4_K and Q6_K are kept raw (so that the GPU
-// runner can upload their GGUF bytes) and use the scalar dequantize-then-dot path on the CPU.
-// Decode (one token) runs a gemv split over output rows; prefill dequantizes a tile of weight rows
-// into a small per-thread fp32 buffer once and multiplies it with every token of the chunk
-// (sgemm), so no fp32 copy of the model is kept. Private to tq_model; tests include it directly.
+// BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K rows are dequantized on the fly with fp32
+// activations and fp32 accumulation, so results equal the dequantize-then-fp32 path up to
+// summation order. F32, F16, Q4_0, Q4_1, Q5_0 and Q8_0 have AVX2 kernels; BF16, Q4_K and Q6_K are
+// kept raw (so that the GPU runner can upload their GGUF bytes) and use the scalar
+// dequantize-then-dot path on the CPU. Decode (one token) runs a gemv split over output rows;
+// prefill dequantizes a tile of weight rows into a small per-thread fp32 buffer once and multiplies
+// it with every token of the chunk (sgemm), so no fp32 copy of the model is kept. Private to
+// tq_model; tests include it directly.
 #pragma once
 
 #include "turboquant/base/simd.hpp"
@@ -18,9 +19,10 @@
 namespace tq::qmm {
 
 // True for storage types with an on-the-fly kernel (kept quantized at load): F32, F16, BF16, Q4_0,
-// Q4_1, Q8_0, Q4_K, Q6_K.
+// Q4_1, Q5_0, Q8_0, Q4_K, Q6_K.
 bool has_kernel(gguf::TensorType type);
-// The subset with AVX2 kernels (F32, F16, Q4_0, Q4_1, Q8_0); the others run the scalar reference.
+// The subset with AVX2 kernels (F32, F16, Q4_0, Q4_1, Q5_0, Q8_0); the others run the scalar
+// reference.
 bool has_avx2_kernel(gguf::TensorType type);
 
 // A matrix of `rows` rows of `cols` values stored as `type` (bytes copied from `src`, rows ×

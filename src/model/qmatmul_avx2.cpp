@@ -1,6 +1,6 @@
 // AVX2/FMA/F16C kernels of the quantized matmul (qmatmul.hpp): per-row dot products of GGUF
-// blocks (F16, Q4_0, Q4_1, Q8_0) with an fp32 vector, and block → fp32 row dequantization for the
-// prefill tiles. Weights are widened to fp32 in registers (never the activations quantized), so
+// blocks (F16, Q4_0, Q4_1, Q5_0, Q8_0) with an fp32 vector, and block → fp32 row dequantization for
+// the prefill tiles. Weights are widened to fp32 in registers (never the activations quantized), so
 // only the order of the fp32 sums differs from the scalar reference.
 #include "qmatmul.hpp"
 
@@ -60,6 +60,32 @@ inline void q4_unpack(const std::uint8_t* qs, __m256 out[4]) {
   }
 }
 
+// The 32 weights of a Q5_0 block (p: after d; 4 bytes of fifth bits, then nibbles as Q4_x) as
+// four vectors of eight, minus 16. Element i's fifth bit is bit i of the little-endian word, in
+// the same element order as the nibbles (low nibbles 0..15, high 16..31), so each byte of the
+// word is broadcast over its eight elements and tested against one bit per element.
+inline void q5_0_unpack(const std::uint8_t* p, __m256 out[4]) {
+  std::uint32_t qh;
+  std::memcpy(&qh, p, 4);
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 4));
+  const __m256i nib =
+      _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)),
+                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  const __m256i fifth =
+      _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+  const __m256i v = _mm256_sub_epi8(_mm256_or_si256(nib, fifth), _mm256_set1_epi8(16));
+  const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  out[0] = i8_to_ps(lo);
+  out[1] = i8_to_ps(_mm_srli_si128(lo, 8));
+  out[2] = i8_to_ps(hi);
+  out[3] = i8_to_ps(_mm_srli_si128(hi, 8));
+}
+
 inline void q8_unpack(const std::uint8_t* qs, __m256 out[4]) {
   for (int j = 0; j < 4; ++j) {
     out[j] = i8_to_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * j)));
@@ -102,8 +128,8 @@ void gemv_q4_1(const std::uint8_t* data, std::size_t rb, int cols, const float* 
   }
 }
 
-// Q4_0 and Q8_0 rows: blocks of an fp16 scale d then 32 codes, w = q·d, so Σ w·x is
-// Σ over blocks of d·Σ q·x. The two differ only in block size and in how codes unpack.
+// Q4_0, Q5_0 and Q8_0 rows: blocks of an fp16 scale d then 32 codes, w = q·d, so Σ w·x is
+// Σ over blocks of d·Σ q·x. They differ only in block size and in how codes unpack.
 template <int kBlockBytes, typename Unpack>
 void gemv_scaled_blocks(const std::uint8_t* data, std::size_t rb, int cols, const float* x, int r0,
                         int r1, float* out, Unpack unpack) {
@@ -172,6 +198,9 @@ void gemv_rows_avx2(TensorType type, const std::uint8_t* data, std::size_t row_b
       return gemv_scaled_blocks<18>(
           data, row_bytes, cols, x, r0, r1, out,
           [](const std::uint8_t* qs, __m256 q[4]) { q4_unpack<true>(qs, q); });
+    case TensorType::kQ5_0:
+      return gemv_scaled_blocks<22>(data, row_bytes, cols, x, r0, r1, out,
+                                    [](const std::uint8_t* p, __m256 q[4]) { q5_0_unpack(p, q); });
     case TensorType::kQ8_0:
       return gemv_scaled_blocks<34>(data, row_bytes, cols, x, r0, r1, out,
                                     [](const std::uint8_t* qs, __m256 q[4]) { q8_unpack(qs, q); });
@@ -200,6 +229,14 @@ void dequantize_row_avx2(TensorType type, const std::uint8_t* row, int cols, flo
         const __m256 d = _mm256_set1_ps(half_at(row));
         __m256 q[4];
         q4_unpack<true>(row + 2, q);
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(q[j], d));
+      }
+      return;
+    case TensorType::kQ5_0:
+      for (int b = 0; b < nb; ++b, row += 22, dst += kQK) {
+        const __m256 d = _mm256_set1_ps(half_at(row));
+        __m256 q[4];
+        q5_0_unpack(row + 2, q);
         for (int j = 0; j < 4; ++j) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(q[j], d));
       }
       return;

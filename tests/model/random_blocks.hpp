@@ -1,6 +1,6 @@
 // Random, valid GGUF rows of every block type the matrix kernels store (F32, F16, BF16, Q4_0,
-// Q4_1, Q8_0, Q4_K, Q6_K, plus Q5_0 for the fp32 fallback), shared by the CPU (test_qmatmul) and
-// GPU (test_gpu_weights) matmul tests. Scales are finite fp16 of a size that keeps the weights
+// Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, plus Q5_K for the fp32 fallback), shared by the CPU (test_qmatmul)
+// and GPU (test_gpu_weights) matmul tests. Scales are finite fp16 of a size that keeps the weights
 // around O(0.1), as in real checkpoints; quants are uniform random bytes.
 #pragma once
 

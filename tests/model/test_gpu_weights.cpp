@@ -1,5 +1,6 @@
 // GPU weight matrices (src/model/cuda/gpu_weights.cuh, gpu_matmul.cuh) against the CPU references
-// on fresh random GGUF rows of every device type (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K):
+// on fresh random GGUF rows of every device type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
+// Q6_K):
 // fp16 dequantization, the direct gemv at 1, 2, 5 and 8 tokens (tolerance 1e-5 of Σ|x·w|: fp32
 // products and sums; Q4_0's tensor-core gemv rounds the activations to fp16 once, so 2^-11 of
 // Σ|x·w| plus fp32 sums: 6e-4), with activations 16-byte aligned and not, MatmulEngine at 1 (gemv),
@@ -74,10 +75,10 @@ struct TypeCase {
   TensorType type;
   const char* name;
 };
-const TypeCase kTypes[] = {{TensorType::kF32, "F32"},   {TensorType::kF16, "F16"},
-                           {TensorType::kBF16, "BF16"}, {TensorType::kQ4_0, "Q4_0"},
-                           {TensorType::kQ4_1, "Q4_1"}, {TensorType::kQ8_0, "Q8_0"},
-                           {TensorType::kQ4_K, "Q4_K"}, {TensorType::kQ6_K, "Q6_K"}};
+const TypeCase kTypes[] = {
+    {TensorType::kF32, "F32"},   {TensorType::kF16, "F16"},   {TensorType::kBF16, "BF16"},
+    {TensorType::kQ4_0, "Q4_0"}, {TensorType::kQ4_1, "Q4_1"}, {TensorType::kQ5_0, "Q5_0"},
+    {TensorType::kQ8_0, "Q8_0"}, {TensorType::kQ4_K, "Q4_K"}, {TensorType::kQ6_K, "Q6_K"}};
 
 struct Shape {
   int rows, cols;
@@ -285,16 +286,16 @@ TEST_F(GpuWeights, ProductsCaptureInAGraph) {
 
 TEST_F(GpuWeights, BadInputsThrow) {
   tq::WeightMatrix q5;
-  q5.type = TensorType::kQ5_0;
+  q5.type = TensorType::kQ5_K;
   q5.rows = 2;
-  q5.cols = 32;
-  q5.row_bytes = tq::gguf::row_bytes(TensorType::kQ5_0, 32);
+  q5.cols = 256;
+  q5.row_bytes = tq::gguf::row_bytes(TensorType::kQ5_K, 256);
   q5.data.resize(q5.row_bytes * 2);
   try {
     tq::gpu::DeviceMatrix bad(q5);
-    ADD_FAILURE() << "Q5_0 accepted";
+    ADD_FAILURE() << "Q5_K accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("Q5_0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Q5_K"), std::string::npos) << e.what();
   }
   tq::WeightMatrix short_data = tq::qmm::allocate_matrix(TensorType::kQ4_0, 4, 64);
   short_data.data.pop_back();

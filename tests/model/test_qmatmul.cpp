@@ -1,9 +1,9 @@
 // Quantized matmul (src/model/qmatmul.*) against dequantize-then-fp64 references on random GGUF
-// blocks of every kernel type (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; the last three only
-// have the scalar path, so their AVX2 level must route there): gemv (one token) and the tiled gemm
-// (several tokens, leading dimensions, bias, accumulation, two threads), scalar == AVX2, block
-// dequantization, the fp32 fallback for a type without a kernel (Q5_0), and a corrupted kernel
-// result that the comparison must catch.
+// blocks of every kernel type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K; BF16, Q4_K and
+// Q6_K only have the scalar path, so their AVX2 level must route there): gemv (one token) and the
+// tiled gemm (several tokens, leading dimensions, bias, accumulation, two threads), scalar == AVX2,
+// block dequantization, the fp32 fallback for a type without a kernel (Q5_K), and a corrupted
+// kernel result that the comparison must catch.
 #include <gtest/gtest.h>
 
 #include "random_blocks.hpp"
@@ -29,15 +29,11 @@ struct Case {
   const char* name;
 };
 
-const Case kCases[] = {{TensorType::kF32, "F32"},
-                       {TensorType::kF16, "F16"},
-                       {TensorType::kBF16, "BF16"},
-                       {TensorType::kQ4_0, "Q4_0"},
-                       {TensorType::kQ4_1, "Q4_1"},
-                       {TensorType::kQ8_0, "Q8_0"},
-                       {TensorType::kQ4_K, "Q4_K"},
-                       {TensorType::kQ6_K, "Q6_K"},
-                       {TensorType::kQ5_0, "Q5_0 (fp32 fallback)"}};
+const Case kCases[] = {{TensorType::kF32, "F32"},   {TensorType::kF16, "F16"},
+                       {TensorType::kBF16, "BF16"}, {TensorType::kQ4_0, "Q4_0"},
+                       {TensorType::kQ4_1, "Q4_1"}, {TensorType::kQ8_0, "Q8_0"},
+                       {TensorType::kQ4_K, "Q4_K"}, {TensorType::kQ6_K, "Q6_K"},
+                       {TensorType::kQ5_0, "Q5_0"}, {TensorType::kQ5_K, "Q5_K (fp32 fallback)"}};
 
 using tq::testing::max_rel_error;
 using tq::testing::reference_matmul;
@@ -56,7 +52,7 @@ TEST(QMatmul, MakeMatrixKeepsKernelTypesAndDequantizesOthers) {
   for (const Case& c : kCases) {
     const auto raw = random_blocks(c.type, kRows, kCols, 7);
     const tq::WeightMatrix w = tq::qmm::make_matrix(c.type, kRows, kCols, raw.data());
-    const bool kernel = c.type != TensorType::kQ5_0;
+    const bool kernel = c.type != TensorType::kQ5_K;
     EXPECT_EQ(tq::qmm::has_kernel(c.type), kernel) << c.name;
     EXPECT_EQ(w.type, kernel ? c.type : TensorType::kF32) << c.name;
     EXPECT_EQ(w.bytes(), kernel ? raw.size() : sizeof(float) * kRows * kCols) << c.name;
@@ -73,6 +69,7 @@ TEST(QMatmul, MakeMatrixKeepsKernelTypesAndDequantizesOthers) {
   }
   EXPECT_THROW(tq::qmm::allocate_matrix(TensorType::kQ5_K, 4, 256), std::invalid_argument);
   EXPECT_FALSE(tq::qmm::has_kernel(TensorType::kQ5_K));
+  EXPECT_TRUE(tq::qmm::has_avx2_kernel(TensorType::kQ5_0));
   EXPECT_FALSE(tq::qmm::has_avx2_kernel(TensorType::kQ4_K));
 }
 

@@ -9,8 +9,8 @@
 // dequantizer (gpu_weights.cu) writes a·q + b. Layouts follow the scalar references in
 // src/model/dequantize.cpp, except Q4_0's, which DeviceMatrix regroups on upload (below). Rows
 // start at a multiple of row_bytes from a cudaMalloc base, so Q4_K (144-byte blocks), Q4_0's
-// groups (144) and Q4_1 (20) are 16- / 4-byte aligned, the 34- and 210-byte blocks only 2-byte
-// aligned (read in 2-byte pieces), and the dense types load 16 bytes at a time when
+// groups (144) and Q4_1 (20) are 16- / 4-byte aligned, the 22-, 34- and 210-byte blocks only
+// 2-byte aligned (read in 2-byte pieces), and the dense types load 16 bytes at a time when
 // the row length allows it (else their kNarrow unit of one element).
 #pragma once
 
@@ -26,7 +26,7 @@
 namespace tq::gpu::blocks {
 
 // The types with a device decoder, as template tags.
-enum class Kind { kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ8_0, kQ4_K, kQ6_K };
+enum class Kind { kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ8_0, kQ4_K, kQ6_K };
 
 // 4 bytes from a 2-byte aligned address (the classic blocks are 18 / 34 / 210 bytes long, so
 // their fields are only 2-byte aligned).
@@ -203,6 +203,37 @@ struct Unit<Kind::kQ4_1> : UnitBase<Unit<Kind::kQ4_1>> {
   }
 };
 
+// Q5_0 (22 bytes: fp16 d, a 32-bit word of fifth bits, 16 nibble bytes as Q4_0's; weight
+// (q − 16)·d, q = nibble | bit i of the word << 4 for element i). Unit j: nibble bytes 4j..4j+3,
+// i.e. columns 4j..4j+3 (low nibbles) and 16 + 4j.. (high), with their four fifth bits each.
+template <>
+struct Unit<Kind::kQ5_0> : UnitBase<Unit<Kind::kQ5_0>> {
+  static constexpr int kElems = 8, kGroups = 2, kWidth = 4, kUnroll = 16;
+  static constexpr bool kHasMin = false, kScaled = true;
+  struct Raw {
+    unsigned short d;
+    std::uint32_t qh, w;
+  };
+  __device__ __forceinline__ static Raw load(const std::uint8_t* row, int u) {
+    const std::uint8_t* p = row + (u >> 2) * 22;
+    return {__ldg(reinterpret_cast<const unsigned short*>(p)), u32_a2(p + 2),
+            u32_a2(p + 6 + 4 * (u & 3))};
+  }
+  __device__ __forceinline__ static void unpack(const Raw& r, int u, TQ_UNIT_OUTPUTS) {
+    const int c0 = 4 * (u & 3);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const std::uint32_t lo = ((r.w >> (8 * i)) & 0xfu) | (((r.qh >> (c0 + i)) & 1u) << 4);
+      const std::uint32_t hi =
+          ((r.w >> (8 * i + 4)) & 0xfu) | (((r.qh >> (16 + c0 + i)) & 1u) << 4);
+      q[0][i] = small_uint(lo, 16.0f);
+      q[1][i] = small_uint(hi, 16.0f);
+    }
+    a[0] = a[1] = __half2float(__ushort_as_half(r.d)), b[0] = b[1] = 0.0f;
+    col[0] = (u >> 2) * 32 + c0, col[1] = col[0] + 16;
+  }
+};
+
 // Q8_0 (34 bytes: fp16 d, 32 int8; weight q·d). Unit j: columns 8j..8j+7 of the block.
 template <>
 struct Unit<Kind::kQ8_0> : UnitBase<Unit<Kind::kQ8_0>> {
@@ -351,6 +382,8 @@ void with_unit(gguf::TensorType type, int cols, F&& f) {
       return f(Unit<Kind::kQ4_0>{});
     case TensorType::kQ4_1:
       return f(Unit<Kind::kQ4_1>{});
+    case TensorType::kQ5_0:
+      return f(Unit<Kind::kQ5_0>{});
     case TensorType::kQ8_0:
       return f(Unit<Kind::kQ8_0>{});
     case TensorType::kQ4_K:
@@ -358,9 +391,9 @@ void with_unit(gguf::TensorType type, int cols, F&& f) {
     case TensorType::kQ6_K:
       return f(Unit<Kind::kQ6_K>{});
     default:
-      throw std::invalid_argument("gpu weights: no device kernel for tensor type " +
-                                  gguf::tensor_type_name(type) +
-                                  " (expected F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K or Q6_K)");
+      throw std::invalid_argument(
+          "gpu weights: no device kernel for tensor type " + gguf::tensor_type_name(type) +
+          " (expected F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K)");
   }
 }
 

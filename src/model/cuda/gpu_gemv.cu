@@ -266,6 +266,7 @@ const DeviceState& device_state() {
     prepare_unit<Unit<Kind::kBF16, true>>();
     st.q4_0_smem = detail::prepare_gemv_q4_0();
     prepare_unit<Unit<Kind::kQ4_1>>();
+    prepare_unit<Unit<Kind::kQ5_0>>();
     prepare_unit<Unit<Kind::kQ8_0>>();
     prepare_unit<Unit<Kind::kQ4_K>>();
     prepare_unit<Unit<Kind::kQ6_K>>();

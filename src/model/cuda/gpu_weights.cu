@@ -52,6 +52,7 @@ bool device_supported(gguf::TensorType type) {
     case TensorType::kBF16:
     case TensorType::kQ4_0:
     case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
     case TensorType::kQ8_0:
     case TensorType::kQ4_K:
     case TensorType::kQ6_K:
@@ -63,9 +64,10 @@ bool device_supported(gguf::TensorType type) {
 
 DeviceMatrix::DeviceMatrix(const WeightMatrix& w) {
   if (!device_supported(w.type)) {
-    throw std::invalid_argument("DeviceMatrix: tensor type " + gguf::tensor_type_name(w.type) +
-                                " has no GPU kernel (expected F32, F16, BF16, Q4_0, Q4_1, Q8_0, "
-                                "Q4_K or Q6_K)");
+    throw std::invalid_argument(
+        "DeviceMatrix: tensor type " + gguf::tensor_type_name(w.type) +
+        " has no GPU kernel (expected F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, "
+        "Q4_K or Q6_K)");
   }
   if (w.rows < 0 || w.cols < 0) {
     throw std::invalid_argument("DeviceMatrix: bad shape " + std::to_string(w.rows) + "x" +
