@@ -146,6 +146,17 @@ void gemv_scaled_blocks(const std::uint8_t* data, std::size_t rb, int cols, cons
   }
 }
 
+// The same blocks dequantized: each of the row's blocks written as d·q.
+template <int kBlockBytes, typename Unpack>
+void dequantize_scaled_blocks(const std::uint8_t* row, int cols, float* dst, Unpack unpack) {
+  for (int b = 0; b < cols / kQK; ++b, row += kBlockBytes, dst += kQK) {
+    const __m256 d = _mm256_set1_ps(half_at(row));
+    __m256 q[4];
+    unpack(row + 2, q);
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(q[j], d));
+  }
+}
+
 void gemv_f16(const std::uint8_t* data, std::size_t rb, int cols, const float* x, int r0, int r1,
               float* out) {
   for (int r = r0; r < r1; ++r) {
@@ -225,29 +236,14 @@ void dequantize_row_avx2(TensorType type, const std::uint8_t* row, int cols, flo
       }
       return;
     case TensorType::kQ4_0:
-      for (int b = 0; b < nb; ++b, row += 18, dst += kQK) {
-        const __m256 d = _mm256_set1_ps(half_at(row));
-        __m256 q[4];
-        q4_unpack<true>(row + 2, q);
-        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(q[j], d));
-      }
-      return;
+      return dequantize_scaled_blocks<18>(
+          row, cols, dst, [](const std::uint8_t* qs, __m256 q[4]) { q4_unpack<true>(qs, q); });
     case TensorType::kQ5_0:
-      for (int b = 0; b < nb; ++b, row += 22, dst += kQK) {
-        const __m256 d = _mm256_set1_ps(half_at(row));
-        __m256 q[4];
-        q5_0_unpack(row + 2, q);
-        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(q[j], d));
-      }
-      return;
+      return dequantize_scaled_blocks<22>(
+          row, cols, dst, [](const std::uint8_t* p, __m256 q[4]) { q5_0_unpack(p, q); });
     case TensorType::kQ8_0:
-      for (int b = 0; b < nb; ++b, row += 34, dst += kQK) {
-        const __m256 d = _mm256_set1_ps(half_at(row));
-        __m256 q[4];
-        q8_unpack(row + 2, q);
-        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(q[j], d));
-      }
-      return;
+      return dequantize_scaled_blocks<34>(
+          row, cols, dst, [](const std::uint8_t* qs, __m256 q[4]) { q8_unpack(qs, q); });
     case TensorType::kF16: {
       int i = 0;
       for (; i + 8 <= cols; i += 8) {
