@@ -37,9 +37,10 @@ void bind_testing(nb::module_& m) {
 }  // namespace tq::python
 
 NB_MODULE(_core, m) {
-  m.doc() = "turboquant C++ core (tq_codec, tq_cache) on DLPack arrays; use the turboquant package";
+  m.doc() = "turboquant C++ core (tq_codec, tq_cache, tq_index) on DLPack arrays; use the turboquant package";
   tq::python::bind_codec(m);
   tq::python::bind_kv(m);
   tq::python::bind_cache(m);
+  tq::python::bind_index(m);
   tq::python::bind_testing(m);
 }

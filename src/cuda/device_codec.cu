@@ -176,8 +176,12 @@ GpuKvCacheStorage::GpuKvCacheStorage(const CodeLayout& key, const CodeLayout& va
       static_cast<std::size_t>(batch) * kv_heads * window_capacity * key.dim * 2;
   add(reinterpret_cast<void**>(&cache_.key_window), window);
   add(reinterpret_cast<void**>(&cache_.value_window), window);
-  TQ_CUDA_CHECK(cudaMalloc(&block_, offset > 0 ? offset : 256));
+  int* overflow = nullptr;
+  add(reinterpret_cast<void**>(&overflow), sizeof(int));
+  TQ_CUDA_CHECK(cudaMalloc(&block_, offset));
   for (auto& [where, off] : parts) *where = static_cast<char*>(block_) + off;
+  TQ_CUDA_CHECK(cudaMemset(overflow, 0, sizeof(int)));
+  cache_.key.overflow = cache_.value.overflow = overflow;
 }
 
 GpuKvCacheStorage::~GpuKvCacheStorage() {

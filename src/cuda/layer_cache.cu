@@ -86,20 +86,29 @@ struct StepSides {
 // Decode step, W > 0: the new token of sequence b into ring slot pos mod W (the token it
 // replaces was encoded from there by encode_evicted_step first).
 __global__ void ring_write_step_kernel(const int* __restrict__ positions, const StepSides sides,
-                                       int W, int kv_heads, int d) {
+                                       int W, int kv_heads, int d, int capacity,
+                                       int* overflow) {
   const int b = blockIdx.x, h = blockIdx.y, side = blockIdx.z, j = threadIdx.x;
   const int pos = positions[b];
   if (pos < 0) return;  // inactive sequence
+  if (pos >= capacity) {  // past the cache: dropped, reported
+    if (j == 0) atomicMax(overflow, pos + 1);
+    return;
+  }
   const long long head = static_cast<long long>(b) * kv_heads + h;
   sides.dst[side][(head * W + pos % W) * d + j] = __float2half_rn(sides.x[side][head * d + j]);
 }
 
 // Decode step, fp16 layers: the new token of sequence b at its position.
 __global__ void fp16_append_step_kernel(const int* __restrict__ positions, const StepSides sides,
-                                        int capacity, int kv_heads, int d) {
+                                        int capacity, int kv_heads, int d, int* overflow) {
   const int b = blockIdx.x, h = blockIdx.y, side = blockIdx.z, j = threadIdx.x;
   const int pos = positions[b];
   if (pos < 0) return;
+  if (pos >= capacity) {  // would land in the next sequence's rows: dropped, reported
+    if (j == 0) atomicMax(overflow, pos + 1);
+    return;
+  }
   const long long row = (static_cast<long long>(b) * kv_heads + h) * capacity + pos;
   sides.dst[side][row * d + j] =
       __float2half_rn(sides.x[side][(static_cast<long long>(b) * kv_heads + h) * d + j]);
@@ -157,6 +166,7 @@ struct GpuLayerKvCache::Impl {
   std::unique_ptr<GpuKvCacheStorage> storage;           // TurboQuant layers
   std::uint16_t* fp16_keys = nullptr;                   // fp16 layers [batch][kvh][cap][d]
   std::uint16_t* fp16_values = nullptr;
+  int* fp16_overflow = nullptr;    // fp16 layers: GpuCacheSide::overflow's word
   std::vector<std::size_t> sizes;  // tokens held per sequence
   // The key side, then the value side, of a TurboQuant layer: codec, arrays and window ring.
   struct SideArrays {
@@ -172,7 +182,9 @@ struct GpuLayerKvCache::Impl {
   ~Impl() {
     if (fp16_keys) cudaFree(fp16_keys);
     if (fp16_values) cudaFree(fp16_values);
+    if (fp16_overflow) cudaFree(fp16_overflow);
   }
+  int* overflow() const { return storage ? storage->cache().key.overflow : fp16_overflow; }
 };
 
 GpuLayerKvCache::GpuLayerKvCache(const KvScheme& scheme, const LayerKvShape& shape, int batch,
@@ -211,6 +223,8 @@ GpuLayerKvCache::GpuLayerKvCache(const KvScheme& scheme, const LayerKvShape& sha
     const std::size_t bytes = slots * d * sizeof(std::uint16_t);
     TQ_CUDA_CHECK(cudaMalloc(&impl_->fp16_keys, bytes));
     TQ_CUDA_CHECK(cudaMalloc(&impl_->fp16_values, bytes));
+    TQ_CUDA_CHECK(cudaMalloc(&impl_->fp16_overflow, sizeof(int)));
+    TQ_CUDA_CHECK(cudaMemset(impl_->fp16_overflow, 0, sizeof(int)));
     return;
   }
   impl_->key_codec =
@@ -279,7 +293,8 @@ void GpuLayerKvCache::write_step(const float* k, const float* v, const int* posi
     const StepSides sides{{k, v},
                           {reinterpret_cast<__half*>(impl_->fp16_keys),
                            reinterpret_cast<__half*>(impl_->fp16_values)}};
-    fp16_append_step_kernel<<<grid, d, 0, stream>>>(positions, sides, capacity_, H, d);
+    fp16_append_step_kernel<<<grid, d, 0, stream>>>(positions, sides, capacity_, H, d,
+                                                    impl_->fp16_overflow);
     TQ_CUDA_CHECK(cudaGetLastError());
     return;
   }
@@ -292,8 +307,14 @@ void GpuLayerKvCache::write_step(const float* k, const float* v, const int* posi
   }
   const StepSides sides{
       {k, v}, {reinterpret_cast<__half*>(all[0].ring), reinterpret_cast<__half*>(all[1].ring)}};
-  ring_write_step_kernel<<<grid, d, 0, stream>>>(positions, sides, W, H, d);
+  ring_write_step_kernel<<<grid, d, 0, stream>>>(positions, sides, W, H, d, capacity_,
+                                                   impl_->overflow());
   TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void GpuLayerKvCache::check_capacity(void* stream) const {
+  cuda::check_capacity(impl_->overflow(), capacity_,
+                       "GPU layer cache of layer " + std::to_string(shape_.layer), stream);
 }
 
 void GpuLayerKvCache::append_step(const float* k, const float* v, const int* positions,

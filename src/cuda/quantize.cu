@@ -77,7 +77,11 @@ __device__ __forceinline__ void quantize_token(const T* __restrict__ x, const Qu
     start = start < 0 ? -1 : W == 0 ? start : (start >= W ? start - W : -1);
   }
   const int pos = start + t;
-  if (pos < 0 || pos >= p.capacity) return;  // whole CTA leaves together
+  if (pos < 0) return;  // whole CTA leaves together
+  if (pos >= p.capacity) {  // dropped: tell the host through the side's overflow word
+    if (j == 0 && p.side.overflow) atomicMax(p.side.overflow, pos + 1);
+    return;
+  }
   // The codebook's thresholds and centroids into shared memory first (their loads overlap the
   // row's; the barriers below publish them), so that the binary search waits on shared memory.
   __shared__ float thr[2][kMaxLevels], cent[2][kMaxLevels];
@@ -319,6 +323,21 @@ void quantize_ring_evicted_pair(const DeviceCodec& key_codec, const std::uint16_
   pk.step_window = pv.step_window = window;
   pk.ring_window = pv.ring_window = window;
   launch_quantize(key_ring, value_ring, pk, pv, InputType::F16, batch, 2, stream);
+}
+
+void check_capacity(int* overflow, int capacity, const std::string& who, void* stream) {
+  if (!overflow) return;
+  cudaStream_t s = as_stream(stream);
+  int reached = 0;
+  TQ_CUDA_CHECK(cudaMemcpyAsync(&reached, overflow, sizeof(int), cudaMemcpyDeviceToHost, s));
+  TQ_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (reached == 0) return;
+  TQ_CUDA_CHECK(cudaMemsetAsync(overflow, 0, sizeof(int), s));
+  TQ_CUDA_CHECK(cudaStreamSynchronize(s));
+  throw std::out_of_range(who + ": tokens up to position " + std::to_string(reached - 1) +
+                          " were dropped; the cache holds " + std::to_string(capacity) +
+                          " tokens per sequence (positions 0.." + std::to_string(capacity - 1) +
+                          ")");
 }
 
 void quantize_append(const DeviceCodec& codec, const void* x, InputType type, int batch, int count,

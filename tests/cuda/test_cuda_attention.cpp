@@ -134,6 +134,47 @@ TEST(CudaQuantize, BitExactWithCpuEncoder) {
   check_quantize({spec(128, 4, CodecKind::Mse, 11), tc::InputType::BF16}, 5);
 }
 
+// Tokens past the capacity are dropped and recorded in the storage's overflow word: positions
+// 4 and 5 of a 4-token cache are not written (the next head's slots keep their poison), and
+// check_capacity names the furthest one, once.
+TEST(CudaQuantize, PastCapacityIsRecordedNotWritten) {
+  REQUIRE_GPU();
+  const int d = 64, heads = 2, cap = 4, count = 4;
+  tc::DeviceCodec dev(spec(d, 4, CodecKind::Mse, 3));
+  const tq::CodeLayout& L = dev.host_codec().layout();
+  tc::GpuKvCacheStorage store(L, L, 1, heads, cap);
+  const tc::GpuCacheSide& side = store.cache().key;
+  ASSERT_NE(side.overflow, nullptr);
+  EXPECT_EQ(side.overflow, store.cache().value.overflow);
+  poison(side.norms, static_cast<std::size_t>(heads) * cap * 2);
+  const std::vector<float> x = gaussian(static_cast<std::size_t>(count) * heads * d, 9);
+  DevBuf<float> dx(x.size());
+  CK(cudaMemcpy(dx.p, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+  DevBuf<int> dstart(1);
+  const int start = 2;
+  CK(cudaMemcpy(dstart.p, &start, sizeof start, cudaMemcpyHostToDevice));
+  EXPECT_NO_THROW(tc::check_capacity(side.overflow, cap, "fresh cache"));
+  tc::quantize_append(dev, dx.p, tc::InputType::F32, 1, count, heads, side, cap, dstart.p);
+  try {
+    tc::check_capacity(side.overflow, cap, "test cache");
+    FAIL() << "tokens at positions 4 and 5 of a 4-token cache were not reported";
+  } catch (const std::out_of_range& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("test cache: tokens up to position 5"), std::string::npos) << m;
+    EXPECT_NE(m.find("holds 4 tokens"), std::string::npos) << m;
+  }
+  EXPECT_NO_THROW(tc::check_capacity(side.overflow, cap, "after the report"));
+  std::vector<std::uint16_t> norms(static_cast<std::size_t>(heads) * cap);
+  CK(cudaMemcpy(norms.data(), side.norms, norms.size() * 2, cudaMemcpyDeviceToHost));
+  for (int h = 0; h < heads; ++h) {
+    for (int t = 0; t < cap; ++t) {
+      const bool written = t >= start;
+      EXPECT_EQ(norms[static_cast<std::size_t>(h) * cap + t] != 0xffffu, written)
+          << "head " << h << " slot " << t;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- attention
 struct ACase {
   CodecSpec k, v;

@@ -259,4 +259,56 @@ TEST(GpuLayerKvCache, RefusesWhatItCannotStore) {
   EXPECT_THROW(cache.append(1, x.p, x.p, 1, scratch, nullptr), std::invalid_argument);
 }
 
+// A decode step whose device position is past the capacity writes nothing (the fp16 rows would
+// belong to the next sequence) and check_capacity reports it once; in-capacity steps stay
+// silent. Every layer kind: fp16 rows, a window ring with evictions, no window.
+TEST(GpuLayerKvCache, DecodeStepPastCapacityIsReportedNotWritten) {
+  REQUIRE_GPU();
+  const tq::LayerKvShape shape{
+      .layer = 0, .n_layers = 2, .n_q_heads = 4, .n_kv_heads = 2, .head_dim = 64};
+  const int B = 2, capacity = 6, d = 64, H = 2;
+  for (const std::string scheme : {"fp16", "tq4:window=2", "tq4:window=0"}) {
+    SCOPED_TRACE(scheme);
+    tc::GpuLayerKvCache cache(tq::parse_kv_scheme(scheme), shape, B, capacity);
+    DevBuf<float> x(static_cast<std::size_t>(B) * H * d);
+    DevBuf<int> dpos(B);
+    std::vector<float> ones(static_cast<std::size_t>(B) * H * d, 1.0f);
+    ASSERT_EQ(cudaMemcpy(x.p, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    for (int p = 0; p < capacity; ++p) {  // sequence 0 fills its rows, sequence 1 sits out
+      const int pos[B] = {p, -1};
+      ASSERT_EQ(cudaMemcpy(dpos.p, pos, sizeof pos, cudaMemcpyHostToDevice), cudaSuccess);
+      cache.append_step(x.p, x.p, dpos.p, nullptr);
+      cache.advance({true, false});
+    }
+    EXPECT_NO_THROW(cache.check_capacity(nullptr));
+    // What sequence 0 holds, in both heads (a stray fp16 row at position 9 of head 0 would land
+    // in head 1's rows) and in the ring; the past-capacity step writes other values.
+    auto snapshot = [&] {
+      std::vector<std::vector<std::uint16_t>> all;
+      for (int h = 0; h < H; ++h) {
+        const tq::cuda::HostEncodedTokens t = cache.download(tq::KvSide::Key, 0, h);
+        all.push_back(t.norms);
+        all.emplace_back(t.codes.begin(), t.codes.end());
+        all.push_back(cache.download_window(tq::KvSide::Key, 0, h));
+      }
+      return all;
+    };
+    const auto held = snapshot();
+    std::vector<float> twos(ones.size(), 2.0f);
+    ASSERT_EQ(cudaMemcpy(x.p, twos.data(), twos.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    const int past[B] = {capacity + 3, -1};
+    ASSERT_EQ(cudaMemcpy(dpos.p, past, sizeof past, cudaMemcpyHostToDevice), cudaSuccess);
+    cache.append_step(x.p, x.p, dpos.p, nullptr);
+    try {
+      cache.check_capacity(nullptr);
+      FAIL() << "a step at position " << past[0] << " of a " << capacity << "-token cache passed";
+    } catch (const std::out_of_range& e) {
+      EXPECT_NE(std::string(e.what()).find("position 9"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("holds 6 tokens"), std::string::npos) << e.what();
+    }
+    EXPECT_NO_THROW(cache.check_capacity(nullptr)) << "the record was not cleared";
+    EXPECT_EQ(snapshot(), held) << "the dropped token overwrote stored ones";
+  }
+}
+
 }  // namespace

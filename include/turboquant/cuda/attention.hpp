@@ -68,6 +68,10 @@ struct GpuCacheSide {
   std::uint8_t* signs = nullptr;  // prod only
   std::uint16_t* norms = nullptr;
   std::uint16_t* residual_norms = nullptr;  // prod only
+  // Optional device int (0 = nothing dropped). A write at a position >= capacity is not made;
+  // instead it raises the word to that position + 1 (atomicMax), so the host can tell that
+  // tokens were lost (check_capacity) without a synchronization in the launch path.
+  int* overflow = nullptr;
 };
 
 // A whole cache for one layer: compressed K and V plus the optional exact fp16 window.
@@ -90,6 +94,7 @@ class GpuKvCacheStorage {
   ~GpuKvCacheStorage();
   GpuKvCacheStorage(const GpuKvCacheStorage&) = delete;
   GpuKvCacheStorage& operator=(const GpuKvCacheStorage&) = delete;
+  // Both sides' `overflow` point at one zeroed device word of this allocation.
   const GpuKvCache& cache() const { return cache_; }
   std::size_t compressed_bytes() const { return compressed_bytes_; }
 
@@ -101,10 +106,16 @@ class GpuKvCacheStorage {
 
 enum class InputType { F32, F16, BF16 };
 
+// Reads a GpuCacheSide::overflow word after `stream`'s work (synchronizes it) and, when a write
+// was dropped, clears the word and throws std::out_of_range naming the furthest position reached
+// and the capacity. `who` starts the message. A null word checks nothing.
+void check_capacity(int* overflow, int capacity, const std::string& who, void* stream = nullptr);
+
 // Encodes `count` new tokens per sequence (rotate, bucket, pack, norms; prod: QJL signs) and
 // writes them at positions start_positions[b] + t of `side`. x: device
-// [batch][count][kv_heads][head_dim] of `type`. start_positions: device int[batch]; the caller
-// guarantees start + count <= capacity (tokens past capacity are not written).
+// [batch][count][kv_heads][head_dim] of `type`. start_positions: device int[batch]. Tokens at
+// positions >= capacity are not written; they raise side.overflow when it is set (see
+// check_capacity), since the positions live on the device and the host cannot check them.
 // Codes, signs and norms are bit-exact with tq::Codec::encode on the same float inputs (each
 // packed 32-bit word is written by exactly one thread).
 void quantize_append(const DeviceCodec& codec, const void* x, InputType type, int batch, int count,

@@ -81,10 +81,10 @@ class GpuLayerKvCache {
               LayerCacheScratch& scratch, void* stream);
   // One decode step for the whole batch, capturable in a CUDA graph: sequence b appends its
   // token (k, v: device fp32 [batch][kv_heads][head_dim]) at device position positions[b]
-  // (tokens it held before the step), or sits the step out when positions[b] < 0. Nothing is
-  // checked on the device: positions must stay below the capacity. The host mirror of the sizes
-  // is not touched; call advance() once the step is issued. It is encode_evicted_step, then
-  // write_step, on one stream.
+  // (tokens it held before the step), or sits the step out when positions[b] < 0. A token at
+  // a position >= capacity is not written: the device records it and check_capacity() throws.
+  // The host mirror of the sizes is not touched; call advance() once the step is issued. It is
+  // encode_evicted_step, then write_step, on one stream.
   void append_step(const float* k, const float* v, const int* positions, void* stream);
   // The two halves of append_step, for a caller that runs the first on a side stream (it reads
   // only the ring and the positions, not this step's keys and values, so it can overlap the
@@ -103,6 +103,9 @@ class GpuLayerKvCache {
   // Capturable once the workspace has been sized by an uncaptured call with the same bound.
   void attend_step(const float* q, const int* positions, int max_tokens, float* out,
                    AttentionWorkspace& workspace, LayerCacheScratch& scratch, void* stream);
+  // Throws std::out_of_range (and clears the record) when a step since the last check dropped a
+  // token past the capacity. Synchronizes `stream`: call it where the caller waits anyway.
+  void check_capacity(void* stream) const;
   // Adds one token to the host-side size of every sequence whose entry of `active` is true.
   void advance(const std::vector<bool>& active);
   void clear();
