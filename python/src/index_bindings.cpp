@@ -128,52 +128,49 @@ Index load_index(const std::string& path) {
   }
 }
 
-}  // namespace
+// The flat (codec and scoring) options of either index kind.
+const index::FlatIndexOptions& flat_of(const index::FlatIndex& i) {
+  return i.options();
+}
+const index::FlatIndexOptions& flat_of(const index::IvfIndex& i) {
+  return i.options().flat;
+}
 
-void bind_index(nb::module_& m) {
-  nb::class_<PyFlat>(m, "FlatIndex",
-                     "tq::index::FlatIndex (include/turboquant/index/flat_index.hpp) on DLPack "
-                     "arrays; use turboquant.FlatIndex")
-      .def(
-          "__init__",
-          [](PyFlat* self, int dim, double bits, const std::string& kind, std::uint64_t seed,
-             const std::string& metric, bool center, bool norm_correction, int rerank,
-             bool fast_scan, int threads) {
-            new (self)
-                PyFlat(index::FlatIndex(flat_options(dim, bits, kind, seed, metric, center,
-                                                     norm_correction, rerank, fast_scan, threads)));
-          },
-          nb::arg("dim"), nb::arg("bits"), nb::arg("kind"), nb::arg("seed"), nb::arg("metric"),
-          nb::arg("center"), nb::arg("norm_correction"), nb::arg("rerank"), nb::arg("fast_scan"),
-          nb::arg("threads"))
-      .def_static(
-          "load",
-          [](const std::string& path) { return new PyFlat(load_index<index::FlatIndex>(path)); },
-          nb::arg("path"))
+// The methods and properties both index classes share; `name` starts their error messages.
+template <typename Index>
+void bind_shared(nb::class_<PyIndex<Index>>& c, const std::string& name) {
+  using Py = PyIndex<Index>;
+  c.def_static(
+       "load", [](const std::string& path) { return new Py(load_index<Index>(path)); },
+       nb::arg("path"))
       .def(
           "add",
-          [](PyFlat& s, const InArray& x, const std::optional<InArray>& ids) {
-            s.add(x, ids, "FlatIndex.add");
+          [where = name + ".add"](Py& s, const InArray& x, const std::optional<InArray>& ids) {
+            s.add(x, ids, where.c_str());
           },
           nb::arg("x"), nb::arg("ids") = nb::none())
       .def(
           "search_into",
-          [](PyFlat& s, const InArray& q, int k, const OutArray& d, const OutArray& i) {
-            s.search_into(q, k, d, i, "FlatIndex.search");
+          [where = name + ".search"](Py& s, const InArray& q, int k, const OutArray& d,
+                                     const OutArray& i) {
+            s.search_into(q, k, d, i, where.c_str());
           },
           nb::arg("queries"), nb::arg("k"), nb::arg("distances"), nb::arg("ids"))
       .def(
-          "remove", [](PyFlat& s, const InArray& ids) { return s.remove(ids, "FlatIndex.remove"); },
+          "remove",
+          [where = name + ".remove"](Py& s, const InArray& ids) {
+            return s.remove(ids, where.c_str());
+          },
           nb::arg("ids"))
-      .def("save", &PyFlat::save, nb::arg("path"))
-      .def_prop_ro("size", &PyFlat::size)
-      .def_prop_ro("dim", [](PyFlat& s) { return s.index().dim(); })
-      .def_prop_ro("bytes_per_vector", [](PyFlat& s) { return s.index().bytes_per_vector(); })
-      .def_prop_ro("bits", [](PyFlat& s) { return s.index().options().bits; })
-      .def_prop_ro("metric", [](PyFlat& s) { return index::to_string(s.index().options().metric); })
+      .def("save", &Py::save, nb::arg("path"))
+      .def_prop_ro("size", &Py::size)
+      .def_prop_ro("dim", [](Py& s) { return s.index().dim(); })
+      .def_prop_ro("bytes_per_vector", [](Py& s) { return s.index().bytes_per_vector(); })
+      .def_prop_ro("bits", [](Py& s) { return flat_of(s.index()).bits; })
+      .def_prop_ro("metric", [](Py& s) { return index::to_string(flat_of(s.index()).metric); })
       .def_prop_rw(
-          "threads", [](PyFlat& s) { return s.index().options().threads; },
-          [](PyFlat& s, int threads) {
+          "threads", [](Py& s) { return flat_of(s.index()).threads; },
+          [](Py& s, int threads) {
             if (threads < 0) {
               throw std::invalid_argument("threads must be >= 0 (0: all), got " +
                                           std::to_string(threads));
@@ -181,31 +178,48 @@ void bind_index(nb::module_& m) {
             std::lock_guard<std::mutex> lock(s.mutex());
             s.index().set_threads(threads);
           });
+}
 
-  nb::class_<PyIvf>(m, "IvfIndex",
-                    "tq::index::IvfIndex (include/turboquant/index/ivf_index.hpp) on DLPack "
-                    "arrays; use turboquant.IvfIndex")
-      .def(
-          "__init__",
-          [](PyIvf* self, int dim, int nlist, int nprobe, double bits, const std::string& kind,
-             std::uint64_t seed, const std::string& metric, bool norm_correction, int rerank,
-             bool fast_scan, int threads, int kmeans_iters, std::size_t max_train) {
-            index::IvfIndexOptions o;
-            o.flat = flat_options(dim, bits, kind, seed, metric, true, norm_correction, rerank,
-                                  fast_scan, threads);
-            o.nlist = nlist;
-            o.nprobe = nprobe;
-            o.kmeans_iters = kmeans_iters;
-            o.max_train = max_train;
-            new (self) PyIvf(index::IvfIndex(o));
-          },
-          nb::arg("dim"), nb::arg("nlist"), nb::arg("nprobe"), nb::arg("bits"), nb::arg("kind"),
-          nb::arg("seed"), nb::arg("metric"), nb::arg("norm_correction"), nb::arg("rerank"),
-          nb::arg("fast_scan"), nb::arg("threads"), nb::arg("kmeans_iters"), nb::arg("max_train"))
-      .def_static(
-          "load",
-          [](const std::string& path) { return new PyIvf(load_index<index::IvfIndex>(path)); },
-          nb::arg("path"))
+}  // namespace
+
+void bind_index(nb::module_& m) {
+  nb::class_<PyFlat> flat(
+      m, "FlatIndex",
+      "tq::index::FlatIndex (include/turboquant/index/flat_index.hpp) on DLPack "
+      "arrays; use turboquant.FlatIndex");
+  flat.def(
+      "__init__",
+      [](PyFlat* self, int dim, double bits, const std::string& kind, std::uint64_t seed,
+         const std::string& metric, bool center, bool norm_correction, int rerank, bool fast_scan,
+         int threads) {
+        new (self) PyFlat(index::FlatIndex(flat_options(
+            dim, bits, kind, seed, metric, center, norm_correction, rerank, fast_scan, threads)));
+      },
+      nb::arg("dim"), nb::arg("bits"), nb::arg("kind"), nb::arg("seed"), nb::arg("metric"),
+      nb::arg("center"), nb::arg("norm_correction"), nb::arg("rerank"), nb::arg("fast_scan"),
+      nb::arg("threads"));
+  bind_shared(flat, "FlatIndex");
+
+  nb::class_<PyIvf> ivf(m, "IvfIndex",
+                        "tq::index::IvfIndex (include/turboquant/index/ivf_index.hpp) on DLPack "
+                        "arrays; use turboquant.IvfIndex");
+  ivf.def(
+         "__init__",
+         [](PyIvf* self, int dim, int nlist, int nprobe, double bits, const std::string& kind,
+            std::uint64_t seed, const std::string& metric, bool norm_correction, int rerank,
+            bool fast_scan, int threads, int kmeans_iters, std::size_t max_train) {
+           index::IvfIndexOptions o;
+           o.flat = flat_options(dim, bits, kind, seed, metric, true, norm_correction, rerank,
+                                 fast_scan, threads);
+           o.nlist = nlist;
+           o.nprobe = nprobe;
+           o.kmeans_iters = kmeans_iters;
+           o.max_train = max_train;
+           new (self) PyIvf(index::IvfIndex(o));
+         },
+         nb::arg("dim"), nb::arg("nlist"), nb::arg("nprobe"), nb::arg("bits"), nb::arg("kind"),
+         nb::arg("seed"), nb::arg("metric"), nb::arg("norm_correction"), nb::arg("rerank"),
+         nb::arg("fast_scan"), nb::arg("threads"), nb::arg("kmeans_iters"), nb::arg("max_train"))
       .def(
           "train",
           [](PyIvf& s, const InArray& x) {
@@ -217,46 +231,15 @@ void bind_index(nb::module_& m) {
             s.index().train(xp, n);
           },
           nb::arg("x"))
-      .def(
-          "add",
-          [](PyIvf& s, const InArray& x, const std::optional<InArray>& ids) {
-            s.add(x, ids, "IvfIndex.add");
-          },
-          nb::arg("x"), nb::arg("ids") = nb::none())
-      .def(
-          "search_into",
-          [](PyIvf& s, const InArray& q, int k, const OutArray& d, const OutArray& i) {
-            s.search_into(q, k, d, i, "IvfIndex.search");
-          },
-          nb::arg("queries"), nb::arg("k"), nb::arg("distances"), nb::arg("ids"))
-      .def(
-          "remove", [](PyIvf& s, const InArray& ids) { return s.remove(ids, "IvfIndex.remove"); },
-          nb::arg("ids"))
-      .def("save", &PyIvf::save, nb::arg("path"))
-      .def_prop_ro("size", &PyIvf::size)
-      .def_prop_ro("dim", [](PyIvf& s) { return s.index().dim(); })
       .def_prop_ro("nlist", [](PyIvf& s) { return s.index().nlist(); })
       .def_prop_ro("trained", [](PyIvf& s) { return s.index().trained(); })
-      .def_prop_ro("bytes_per_vector", [](PyIvf& s) { return s.index().bytes_per_vector(); })
-      .def_prop_ro("bits", [](PyIvf& s) { return s.index().options().flat.bits; })
-      .def_prop_ro("metric",
-                   [](PyIvf& s) { return index::to_string(s.index().options().flat.metric); })
       .def_prop_rw(
           "nprobe", [](PyIvf& s) { return s.index().options().nprobe; },
           [](PyIvf& s, int nprobe) {
             std::lock_guard<std::mutex> lock(s.mutex());
             s.index().set_nprobe(nprobe);
-          })
-      .def_prop_rw(
-          "threads", [](PyIvf& s) { return s.index().options().flat.threads; },
-          [](PyIvf& s, int threads) {
-            if (threads < 0) {
-              throw std::invalid_argument("threads must be >= 0 (0: all), got " +
-                                          std::to_string(threads));
-            }
-            std::lock_guard<std::mutex> lock(s.mutex());
-            s.index().set_threads(threads);
           });
+  bind_shared(ivf, "IvfIndex");
 }
 
 }  // namespace tq::python

@@ -78,6 +78,15 @@ class _Index:
 
     _name = "Index"
 
+    @classmethod
+    def load(cls, path):
+        """Reads an index ``save`` wrote (a missing file: ``FileNotFoundError``; a truncated,
+        corrupted or other kind of file: ``ValueError`` naming what is wrong)."""
+        where = f"{cls._name}.load"
+        self = cls.__new__(cls)
+        self._impl = getattr(_core, cls._name).load(_existing(path, where))
+        return self
+
     def add(self, x, ids=None) -> None:
         """Encodes and adds vectors ``x`` (float32 ``[n, dim]``) under ``ids`` (int64 ``[n]``;
         default: consecutive ids from 0 in order of addition). A duplicate id is an error."""
@@ -172,14 +181,6 @@ class FlatIndex(_Index):
         self._impl = _core.FlatIndex(center=bool(center), norm_correction=bool(norm_correction),
                                      fast_scan=bool(fast_scan), **o)
 
-    @classmethod
-    def load(cls, path) -> "FlatIndex":
-        """Reads an index ``save`` wrote (a missing file: ``FileNotFoundError``; a truncated,
-        corrupted or other kind of file: ``ValueError`` naming what is wrong)."""
-        self = cls.__new__(cls)
-        self._impl = _core.FlatIndex.load(_existing(path, "FlatIndex.load"))
-        return self
-
     def __repr__(self) -> str:
         return (f"FlatIndex(dim={self.dim}, bits={self.bits:g}, metric={self.metric!r}, "
                 f"ntotal={self.ntotal})")
@@ -205,13 +206,6 @@ class IvfIndex(_Index):
                                     kmeans_iters=_int(where, "kmeans_iters", kmeans_iters, 1),
                                     max_train=_int(where, "max_train", max_train, 1, 2**62),
                                     **o)
-
-    @classmethod
-    def load(cls, path) -> "IvfIndex":
-        """Reads an index ``save`` wrote; errors as ``FlatIndex.load``."""
-        self = cls.__new__(cls)
-        self._impl = _core.IvfIndex.load(_existing(path, "IvfIndex.load"))
-        return self
 
     def train(self, x) -> None:
         """Trains the coarse centroids on ``x`` (float32 ``[n, dim]``, n >= nlist)."""
