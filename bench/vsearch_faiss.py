@@ -4,7 +4,8 @@
 For each data set (scripts/vsearch_data.py) and each index: bytes per vector, encode time
 (train + add) per million vectors, recall@1/10/100 against exact inner-product ground truth
 (|returned top-n ∩ true top-n| / n) and queries/s at 1 and 2 threads with k = 100.
-Writes bench/results/vector_search.json and .md.
+Writes bench/results/vector_search_flat.json, .md (the table) and .png (recall@10 against
+queries/s at 1 thread, one panel per data set); bench/results/vector_search.md reads them.
 """
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ TQ_CONFIGS: dict[str, list[str]] = {
     "tq mse 4bit": [],
     "tq mse 4bit +center": ["--center"],
     "tq mse 4bit +center +fast-scan": ["--center", "--fast-scan"],
+    "tq mse 4bit +center +fast-scan +norm-correction": ["--center", "--fast-scan",
+                                                        "--norm-correction"],
     "tq mse 4bit +center +fast-scan +rerank 200": ["--center", "--fast-scan", "--rerank", "200"],
     "tq mse 2bit +center": ["--center", "--bits", "2"],
 }
@@ -104,7 +107,7 @@ def main() -> None:
     ap.add_argument("--tq", type=Path, default=REPO / "build" / "vsearch" / "tools" / "tq")
     ap.add_argument("--sets", nargs="+", default=["smollm2", "gaussian"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vector_search")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vector_search_flat")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     for s in args.sets:
@@ -142,6 +145,30 @@ def main() -> None:
             cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.sets, args.out.with_suffix(".png"), meta["machine"])
+
+
+def plot(rows: list[dict[str, Any]], sets: list[str], path: Path, machine: str) -> None:
+    """recall@10 against queries/s at 1 thread, one panel per data set (log x)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 5.5), squeeze=False)
+    for ax, s in zip(axes[0], sets):
+        for r in (r for r in rows if r["dataset"] == s and r.get("qps_1t")):
+            ours = r["library"] == "turboquant"
+            ax.scatter(r["qps_1t"], r["recall@10"], marker="o" if ours else "s",
+                       color="tab:red" if ours else "tab:blue", s=30)
+            ax.annotate(f"{r['index']} ({r['bytes_per_vector']} B)", (r["qps_1t"], r["recall@10"]),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("queries/s, 1 thread (k = 100)")
+        ax.set_ylabel("recall@10")
+        ax.set_title(f"{s}: turboquant (red) vs faiss-cpu (blue)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Flat indexes, same run ({machine})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
 
 
 if __name__ == "__main__":

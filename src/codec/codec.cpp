@@ -189,18 +189,49 @@ double Codec::expected_unit_vector_mse() const {
   return total / spec_.dim;
 }
 
-void Codec::encode(const float* x, std::size_t count, EncodedView out) const {
-  const int d = spec_.dim;
+void Codec::check_output(EncodedView out, std::size_t count) const {
   const CodeLayout& L = layout_;
   if (count > 0 && (!out.norms || (L.code_bytes && !out.codes) || (L.sign_bytes && !out.signs) ||
                     (L.has_residual_norm && !out.residual_norms))) {
     throw std::invalid_argument("codec encode: the output view lacks a buffer this codec writes");
   }
+}
+
+void Codec::encode(const float* x, std::size_t count, EncodedView out) const {
+  encode_chunks(x, count, out, /*gemm_rotation=*/false);
+}
+
+void Codec::encode_batch(const float* x, std::size_t count, EncodedView out) const {
+  encode_chunks(x, count, out, /*gemm_rotation=*/true);
+}
+
+void Codec::encode_chunks(const float* x, std::size_t count, EncodedView out,
+                          bool gemm_rotation) const {
+  check_output(out, count);
+  const std::size_t d = static_cast<std::size_t>(spec_.dim);
+  // Chunks keep the rotated block in cache for the tail that reads it right after.
+  constexpr std::size_t kChunk = 256;
+  std::vector<float> y(std::min(count, kChunk) * d);
+  for (std::size_t t0 = 0; t0 < count; t0 += kChunk) {
+    const std::size_t n = std::min(kChunk, count - t0);
+    if (gemm_rotation) {
+      rotation_.apply_batch(x + t0 * d, y.data(), n);
+    } else {
+      rotation_.apply(x + t0 * d, y.data(), n);
+    }
+    encode_rotated(y.data(), n, out.offset(t0, layout_));
+  }
+}
+
+void Codec::encode_rotated(const float* rotated, std::size_t count, EncodedView out) const {
+  const int d = spec_.dim;
+  const CodeLayout& L = layout_;
+  check_output(out, count);
   std::vector<float> y(d), recon(d), residual(d), projected(d);
   std::vector<std::uint8_t> idx(d);
   const auto quantize = use_avx2(simd_) ? kernels::quantize_avx2 : kernels::quantize_scalar;
   for (std::size_t t = 0; t < count; ++t) {
-    rotation_.apply(x + t * d, y.data());
+    std::copy(rotated + t * d, rotated + (t + 1) * d, y.begin());
     double norm_sq = 0.0;
     for (int j = 0; j < d; ++j) norm_sq += static_cast<double>(y[j]) * y[j];
     const float norm = static_cast<float>(std::sqrt(norm_sq));

@@ -7,6 +7,8 @@
 #include "turboquant/base/math.hpp"
 #include "turboquant/base/random.hpp"
 
+#include <cblas.h>
+
 #include <cmath>
 #include <stdexcept>
 
@@ -117,6 +119,20 @@ void Rotation::apply(const float* in, float* out, std::size_t count) const {
     }
     if (aliased) std::copy(staging.begin(), staging.end(), out + v * d);
   }
+}
+
+void Rotation::apply_batch(const float* in, float* out, std::size_t count) const {
+  const std::size_t d = static_cast<std::size_t>(dim_);
+  if (kind_ == RotationKind::Hadamard || count == 0) {
+    apply(in, out, count);
+    return;
+  }
+  if (in < out + count * d && out < in + count * d) {
+    throw std::invalid_argument("rotation: apply_batch needs separate input and output buffers");
+  }
+  // Y = X·Πᵀ (row-major X: count × d).
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(count), dim_, dim_, 1.0f,
+              in, dim_, matrix_.data(), dim_, 0.0f, out, dim_);
 }
 
 void Rotation::apply_inverse(const float* in, float* out, std::size_t count) const {

@@ -481,17 +481,27 @@ __device__ __forceinline__ void issue_tile(const SplitParams& p, const TcThread&
           cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
         }
       }
-      if (full) {
-        cp_async4(sa + 16 * (KR + VR) + lane * 4, r.n_src0 + tile * 16);
+      // Each lane reads the aligned pair (tok & ~1, tok | 1) holding its token's norm. The
+      // partner lies outside the sequence's written tokens at two places only: below token 0
+      // of an odd base (the previous head's unwritten tail) and past the split's last token
+      // when that is even. Tiles touching neither take the one-address path.
+      const uint32_t nsa = sa + 16 * (KR + VR) + lane * 4;
+      const bool odd_first = t0 == 0 && (tokens.base & 1);
+      const bool even_last = t0 + 15 >= last && ((tokens.base + last) & 1) == 0;
+      if (full && !odd_first && !even_last) {
+        cp_async4(nsa, r.n_src0 + tile * 16);
       } else {
         const long long tok = tokens.base + min(t0 + (lane & 15), last);
         const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
-        // The pair (tok & ~1, tok | 1); when tok is the split's last token and even, its
-        // partner is past the tokens written (and, for an odd-length array, past its end), so
-        // only tok's 2 bytes are read.
-        const long long end = tokens.base + last;
-        cp_async4_zfill(sa + 16 * (KR + VR) + lane * 4, nrm + (tok & ~1LL),
-                        (tok & 1) == 0 && tok == end ? 2 : 4);
+        if ((tok & 1) && tok == tokens.base) {
+          // Only tok's 2 bytes, into the upper half where the consumer looks for odd tokens
+          // (a plain store: the closing __syncwarp orders it like the group's copies).
+          const uint32_t hi = static_cast<uint32_t>(__half_as_ushort(__ldg(nrm + tok))) << 16;
+          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(nsa), "r"(hi));
+        } else {
+          cp_async4_zfill(nsa, nrm + (tok & ~1LL),
+                          (tok & 1) == 0 && tok == tokens.base + last ? 2 : 4);
+        }
       }
     }
     cp_async_commit();

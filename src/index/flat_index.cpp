@@ -170,7 +170,7 @@ void FlatIndex::add(const float* x, std::size_t n, const std::int64_t* ids) {
   out.signs = L.sign_bytes ? signs_.data() + first * L.sign_bytes : nullptr;
   out.norms = norms_.data() + first;
   out.residual_norms = L.has_residual_norm ? residual_norms_.data() + first : nullptr;
-  codec_.encode(y.data(), n, out);
+  codec_.encode_batch(y.data(), n, out);
   if (options_.fast_scan) {
     blocks_.resize((first + n + 31) / 32 * fast_scan_block_bytes(options_.dim), 0);
     for (std::size_t i = 0; i < n; ++i) store_fast_scan(first + i);

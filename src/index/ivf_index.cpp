@@ -2,6 +2,7 @@
 #include "turboquant/index/ivf_index.hpp"
 
 #include "index_file.hpp"
+#include "kmeans.hpp"
 
 #include <omp.h>
 #include <algorithm>
@@ -107,53 +108,12 @@ void IvfIndex::train(const float* x, std::size_t n) {
     std::copy_n(x + rows[i] * du, du, t.data() + i * du);
   }
   t = prepare(t.data(), rows.size(), d, options_.flat.metric);
-  const std::size_t m = rows.size();
-  std::vector<float> c(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(k * du));
-  std::vector<int> assign(m, 0);
-  for (int it = 0; it < options_.kmeans_iters; ++it) {
-#pragma omp parallel for schedule(static)
-    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(m); ++i) {
-      double best = std::numeric_limits<double>::infinity();
-      for (std::size_t j = 0; j < k; ++j) {
-        const double e = l2_sq(t.data() + static_cast<std::size_t>(i) * du, c.data() + j * du, d);
-        if (e < best) best = e, assign[static_cast<std::size_t>(i)] = static_cast<int>(j);
-      }
-    }
-    std::vector<double> sum(k * du, 0.0);
-    std::vector<std::size_t> count(k, 0);
-    for (std::size_t i = 0; i < m; ++i) {
-      const auto j = static_cast<std::size_t>(assign[i]);
-      ++count[j];
-      for (std::size_t q = 0; q < du; ++q) sum[j * du + q] += t[i * du + q];
-    }
-    std::uniform_int_distribution<std::size_t> pick(0, m - 1);
-    for (std::size_t j = 0; j < k; ++j) {
-      if (count[j] == 0) {  // empty partition: restart it at a random training row
-        std::copy_n(t.data() + pick(rng) * du, du, c.data() + j * du);
-        continue;
-      }
-      for (std::size_t q = 0; q < du; ++q) {
-        c[j * du + q] = static_cast<float>(sum[j * du + q] / static_cast<double>(count[j]));
-      }
-    }
-  }
-  centroids_ = std::move(c);
+  centroids_ = kmeans(t.data(), rows.size(), d, k, options_.kmeans_iters, rng());
   lists_.clear();
   for (std::size_t j = 0; j < k; ++j) {
     lists_.emplace_back(list_options(options_.flat));
     lists_.back().set_mean(centroids_.data() + j * du);
   }
-}
-
-int IvfIndex::nearest_centroid(const float* x) const {
-  const int d = dim();
-  int best_j = 0;
-  double best = std::numeric_limits<double>::infinity();
-  for (int j = 0; j < options_.nlist; ++j) {
-    const double e = l2_sq(x, centroids_.data() + static_cast<std::size_t>(j) * d, d);
-    if (e < best) best = e, best_j = j;
-  }
-  return best_j;
 }
 
 void IvfIndex::add(const float* x, std::size_t n, const std::int64_t* ids) {
@@ -185,11 +145,7 @@ void IvfIndex::add(const float* x, std::size_t n, const std::int64_t* ids) {
   }
   const std::vector<float> v = prepare(x, n, d, options_.flat.metric);
   std::vector<int> assign(n);
-#pragma omp parallel for schedule(static)
-  for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) {
-    assign[static_cast<std::size_t>(i)] =
-        nearest_centroid(v.data() + static_cast<std::size_t>(i) * du);
-  }
+  assign_nearest(v.data(), n, centroids_.data(), lists_.size(), d, assign.data());
   std::vector<std::vector<std::size_t>> members(lists_.size());
   for (std::size_t i = 0; i < n; ++i) members[static_cast<std::size_t>(assign[i])].push_back(i);
   for (std::size_t j = 0; j < lists_.size(); ++j) {

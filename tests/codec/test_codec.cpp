@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace tq {
@@ -198,6 +200,44 @@ TEST(Codec, ScoreEqualsDotWithDecodedVector) {
               << to_string(kind) << " b=" << bits << " d=" << dim << " t=" << t;
         }
       }
+    }
+  }
+}
+
+// encode_batch (GEMM rotation) writes the records encode() writes, except for the rare
+// coordinate within fp32 rounding of a codebook threshold; encode_rotated on Π·x is encode().
+TEST(Codec, EncodeBatchMatchesEncode) {
+  for (const auto& [dim, rot] :
+       {std::pair{576, RotationKind::Haar}, {128, RotationKind::Hadamard}}) {
+    for (CodecKind kind : {CodecKind::Mse, CodecKind::Prod}) {
+      const Codec codec(spec(dim, 4.0, kind, rot));
+      const std::size_t n = 700;  // more than one chunk
+      Xoshiro256 rng(77 + dim);
+      std::vector<float> x(n * dim);
+      for (auto& v : x) v = static_cast<float>(rng.gaussian() * 2.0);
+      EncodedBatch ref(codec.layout(), n), fast(codec.layout(), n), pre(codec.layout(), n);
+      codec.encode(x.data(), n, ref.view());
+      codec.encode_batch(x.data(), n, fast.view());
+      std::vector<float> y(n * dim);
+      codec.rotation().apply(x.data(), y.data(), n);
+      codec.encode_rotated(y.data(), n, pre.view());
+      const CodeLayout& L = codec.layout();
+      const EncodedView r = ref.view(), f = fast.view(), p = pre.view();
+      ASSERT_EQ(0, std::memcmp(r.codes, p.codes, n * L.code_bytes)) << "encode_rotated codes";
+      ASSERT_EQ(0, std::memcmp(r.norms, p.norms, n * sizeof(half_bits))) << "encode_rotated norms";
+      std::size_t code_bytes_differ = 0, sign_bytes_differ = 0;
+      for (std::size_t i = 0; i < n * L.code_bytes; ++i)
+        code_bytes_differ += r.codes[i] != f.codes[i];
+      for (std::size_t i = 0; i < n * L.sign_bytes; ++i)
+        sign_bytes_differ += r.signs[i] != f.signs[i];
+      for (std::size_t t = 0; t < n; ++t) {
+        const float nr = half_to_float(r.norms[t]), nf = half_to_float(f.norms[t]);
+        ASSERT_NEAR(nf, nr, 2e-3 * nr) << "norm of token " << t;
+      }
+      // A code differs only where a rotated coordinate sits within fp32 rounding of a
+      // threshold; a QJL sign where S·r is within rounding of zero.
+      EXPECT_LT(code_bytes_differ, n * L.code_bytes / 500) << to_string(kind) << " d=" << dim;
+      EXPECT_LE(sign_bytes_differ, n * L.sign_bytes / 50) << to_string(kind) << " d=" << dim;
     }
   }
 }

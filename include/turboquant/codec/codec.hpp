@@ -128,8 +128,16 @@ class Codec {
   void set_simd(SimdLevel level);
   SimdLevel simd() const { return simd_; }  // the level actually used (never Auto)
 
-  // x: count × dim row-major floats. Writes count token records into `out`.
+  // x: count × dim row-major floats. Writes count token records into `out`. The rotation is
+  // Rotation::apply (double accumulation), so the codes are the same whatever count is and
+  // match the CUDA quantize kernel's.
   void encode(const float* x, std::size_t count, EncodedView out) const;
+  // The same records for bulk loads (vector-search indexes): the rotation runs as one fp32 GEMM
+  // per chunk (Rotation::apply_batch), many times faster for a dense Haar rotation; a code may
+  // differ from encode()'s where a rotated coordinate lies within rounding of a threshold.
+  void encode_batch(const float* x, std::size_t count, EncodedView out) const;
+  // Records of vectors already rotated (rotated = Π·x, count × dim).
+  void encode_rotated(const float* rotated, std::size_t count, EncodedView out) const;
   // Full reconstruction (for tests and the reference path): x̂, or x̃ for prod.
   void decode(ConstEncodedView in, std::size_t count, float* x) const;
 
@@ -159,6 +167,9 @@ class Codec {
   void finish(const ValueAccumulator& acc, float* out) const;
 
  private:
+  void check_output(EncodedView out, std::size_t count) const;
+  void encode_chunks(const float* x, std::size_t count, EncodedView out, bool gemm_rotation) const;
+
   CodecSpec spec_;
   CodeLayout layout_;
   Rotation rotation_;

@@ -50,7 +50,6 @@ class IvfIndex {
   static IvfIndex load(const std::string& path);
 
  private:
-  int nearest_centroid(const float* x) const;
   std::vector<int> probe_lists(const float* query) const;
 
   IvfIndexOptions options_;
