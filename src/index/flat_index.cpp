@@ -3,6 +3,7 @@
 // selection, re-ranking and the file format (index_file.hpp).
 #include "turboquant/index/flat_index.hpp"
 
+#include "index/dot.hpp"
 #include "index/index_file.hpp"
 #include "turboquant/base/math.hpp"
 #include "turboquant/codec/bitpack.hpp"
@@ -64,12 +65,6 @@ CodecSpec codec_spec(const FlatIndexOptions& o) {
   spec.rotation = is_power_of_two(o.dim) ? RotationKind::Hadamard : RotationKind::Haar;
   spec.norm_correction = o.norm_correction;
   return spec;
-}
-
-double dot(const float* a, const float* b, int d) {
-  double s = 0.0;
-  for (int i = 0; i < d; ++i) s += static_cast<double>(a[i]) * b[i];
-  return s;
 }
 
 // Min-heap of (score, slot) keeping the best `cap` (highest score).

@@ -1,6 +1,7 @@
 // IvfIndex: k-means coarse quantizer + one residual-coded FlatIndex per partition.
 #include "turboquant/index/ivf_index.hpp"
 
+#include "dot.hpp"
 #include "index_file.hpp"
 #include "kmeans.hpp"
 
@@ -25,12 +26,6 @@ double l2_sq(const float* a, const float* b, int d) {
     const double t = static_cast<double>(a[j]) - b[j];
     s += t * t;
   }
-  return s;
-}
-
-double dot(const float* a, const float* b, int d) {
-  double s = 0.0;
-  for (int j = 0; j < d; ++j) s += static_cast<double>(a[j]) * b[j];
   return s;
 }
 

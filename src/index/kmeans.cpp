@@ -1,6 +1,8 @@
 // k-means and GEMM-based nearest-centroid assignment (see kmeans.hpp).
 #include "kmeans.hpp"
 
+#include "dot.hpp"
+
 #include <cblas.h>
 #include <omp.h>
 
@@ -15,9 +17,7 @@ std::vector<float> row_norms_sq(const float* x, std::size_t n, int d) {
   std::vector<float> out(n);
   for (std::size_t i = 0; i < n; ++i) {
     const float* r = x + i * static_cast<std::size_t>(d);
-    double s = 0.0;
-    for (int j = 0; j < d; ++j) s += static_cast<double>(r[j]) * r[j];
-    out[i] = static_cast<float>(s);
+    out[i] = static_cast<float>(dot(r, r, d));
   }
   return out;
 }
