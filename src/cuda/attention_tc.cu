@@ -51,7 +51,6 @@ namespace {
 
 using ptx::cp_async16;
 using ptx::cp_async4;
-using ptx::cp_async4_zfill;
 using ptx::cp_async_commit;
 using ptx::cp_async_n;
 using ptx::cp_async_wait;
@@ -481,10 +480,13 @@ __device__ __forceinline__ void issue_tile(const SplitParams& p, const TcThread&
           cp_async_n<VA>(sa + 16 * KR + row * VR + col * VA, vc + tok * VR + col * VA);
         }
       }
-      // Each lane reads the aligned pair (tok & ~1, tok | 1) holding its token's norm. The
-      // partner lies outside the sequence's written tokens at two places only: below token 0
-      // of an odd base (the previous head's unwritten tail) and past the split's last token
-      // when that is even. Tiles touching neither take the one-address path.
+      // Each lane needs its token's norm, the half of the aligned pair (tok & ~1, tok | 1) that
+      // its parity picks. Where the partner is not a written token of this split (below token 0
+      // of an odd base: the previous head's tail; past the split's last when that is even) the
+      // lane loads only its own 2 bytes and stores them into the half the consumer reads, so no
+      // lane ever reads an unwritten word (a zero-filled partial cp.async still counts as a
+      // 4-byte read for compute-sanitizer's initcheck). Tiles touching neither place take the
+      // one-address path.
       const uint32_t nsa = sa + 16 * (KR + VR) + lane * 4;
       const bool odd_first = t0 == 0 && (tokens.base & 1);
       const bool even_last = t0 + 15 >= last && ((tokens.base + last) & 1) == 0;
@@ -493,14 +495,14 @@ __device__ __forceinline__ void issue_tile(const SplitParams& p, const TcThread&
       } else {
         const long long tok = tokens.base + min(t0 + (lane & 15), last);
         const __half* nrm = lane < 16 ? p.k_norms : p.v_norms;
-        if ((tok & 1) && tok == tokens.base) {
-          // Only tok's 2 bytes, into the upper half where the consumer looks for odd tokens
-          // (a plain store: the closing __syncwarp orders it like the group's copies).
-          const uint32_t hi = static_cast<uint32_t>(__half_as_ushort(__ldg(nrm + tok))) << 16;
-          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(nsa), "r"(hi));
+        const bool partner_written = (tok & 1) ? tok > tokens.base : tok < tokens.base + last;
+        if (partner_written) {
+          cp_async4(nsa, nrm + (tok & ~1LL));
         } else {
-          cp_async4_zfill(nsa, nrm + (tok & ~1LL),
-                          (tok & 1) == 0 && tok == tokens.base + last ? 2 : 4);
+          // A plain store: the closing __syncwarp orders it like the group's copies.
+          const uint32_t h = __half_as_ushort(__ldg(nrm + tok));
+          const uint32_t word = (tok & 1) ? h << 16 : h;
+          asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(nsa), "r"(word));
         }
       }
     }

@@ -44,12 +44,6 @@ __device__ __forceinline__ void cp_async8(uint32_t saddr, const void* g) {
 __device__ __forceinline__ void cp_async4(uint32_t saddr, const void* g) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(saddr), "l"(g));
 }
-// 4 bytes of shared memory from the first `src_bytes` (0..4) bytes at g, the rest zero-filled:
-// nothing past g + src_bytes is read (the last norm of an odd-length array has no pair).
-__device__ __forceinline__ void cp_async4_zfill(uint32_t saddr, const void* g, int src_bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(saddr), "l"(g),
-               "r"(src_bytes));
-}
 // The copy of A = 16, 8 or 4 bytes.
 template <int A>
 __device__ __forceinline__ void cp_async_n(uint32_t saddr, const void* g) {
