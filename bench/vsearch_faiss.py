@@ -86,6 +86,8 @@ TQ_CONFIGS: dict[str, list[str]] = {
     "tq mse 4bit +center +fast-scan": ["--center", "--fast-scan"],
     "tq mse 4bit +center +fast-scan +norm-correction": ["--center", "--fast-scan",
                                                         "--norm-correction"],
+    "tq mse 4bit +center +fast-scan, haar rotation": ["--center", "--fast-scan", "--rotation",
+                                                      "haar"],
     "tq mse 4bit +center +fast-scan +rerank 200": ["--center", "--fast-scan", "--rerank", "200"],
     "tq mse 2bit +center": ["--center", "--bits", "2"],
 }

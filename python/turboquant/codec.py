@@ -119,8 +119,9 @@ class Codec:
     ``kind="prod"``: a ``(b-1)``-bit mse code plus a 1-bit QJL sketch of the residual, which makes
     inner-product estimates unbiased. ``bits`` may be fractional (2.5, 3.5, ...) when
     ``(bits - floor(bits)) * dim`` is an integer. ``rotation`` is ``"hadamard"`` (randomized
-    Hadamard, power-of-two ``dim``) or ``"haar"`` (dense random orthogonal). Invalid arguments raise
-    ``ValueError`` with the C++ library's message.
+    Hadamard, power-of-two ``dim``), ``"haar"`` (dense random orthogonal) or
+    ``"overlap-hadamard"`` (three overlapped Hadamard rounds, any ``dim``, O(d log d)). Invalid
+    arguments raise ``ValueError`` with the C++ library's message.
     """
 
     def __init__(self, dim: int, bits: float, kind: str = "mse", rotation: str = "hadamard",
@@ -181,7 +182,7 @@ class Codec:
 
     @property
     def bits_per_value(self) -> float:
-        """Stored bits per coordinate, norms included (8 · bytes_per_token / dim; DESIGN.md §2.8)."""
+        """Stored bits per coordinate, norms included (8 · bytes_per_token / dim; DESIGN §2.8)."""
         return self._layout.bits_per_value
 
     def expected_mse(self) -> float:

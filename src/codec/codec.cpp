@@ -211,15 +211,24 @@ void Codec::encode_chunks(const float* x, std::size_t count, EncodedView out,
   const std::size_t d = static_cast<std::size_t>(spec_.dim);
   // Chunks keep the rotated block in cache for the tail that reads it right after.
   constexpr std::size_t kChunk = 256;
-  std::vector<float> y(std::min(count, kChunk) * d);
-  for (std::size_t t0 = 0; t0 < count; t0 += kChunk) {
-    const std::size_t n = std::min(kChunk, count - t0);
-    if (gemm_rotation) {
-      rotation_.apply_batch(x + t0 * d, y.data(), n);
-    } else {
-      rotation_.apply(x + t0 * d, y.data(), n);
+  const auto chunks = static_cast<std::ptrdiff_t>((count + kChunk - 1) / kChunk);
+  // Bulk encodes with an O(d log d) rotation run chunks in parallel threads (every token's
+  // codes are the same either way). A haar GEMM stays on one caller thread: BLAS threads it.
+  const bool threaded = gemm_rotation && rotation_.kind() != RotationKind::Haar && chunks > 1;
+#pragma omp parallel if (threaded)
+  {
+    std::vector<float> y(std::min(count, kChunk) * d);
+#pragma omp for schedule(static)
+    for (std::ptrdiff_t c = 0; c < chunks; ++c) {
+      const std::size_t t0 = static_cast<std::size_t>(c) * kChunk;
+      const std::size_t n = std::min(kChunk, count - t0);
+      if (gemm_rotation) {
+        rotation_.apply_batch(x + t0 * d, y.data(), n);
+      } else {
+        rotation_.apply(x + t0 * d, y.data(), n);
+      }
+      encode_rotated(y.data(), n, out.offset(t0, layout_));
     }
-    encode_rotated(y.data(), n, out.offset(t0, layout_));
   }
 }
 

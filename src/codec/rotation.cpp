@@ -1,11 +1,14 @@
-// Haar and randomized-Hadamard rotations (see include/turboquant/codec/rotation.hpp).
+// Haar, randomized-Hadamard and overlapped-Hadamard rotations (include/turboquant/codec/
+// rotation.hpp).
 // Haar: modified Gram-Schmidt, run twice in double precision, on the columns of a seeded Gaussian
 // matrix. Gram-Schmidt produces R with a positive diagonal, which is exactly the sign-fixed QR
 // Q·diag(sign(diag R)) that makes Q Haar-distributed.
 #include "turboquant/codec/rotation.hpp"
 
+#include "hadamard_kernels.hpp"
 #include "turboquant/base/math.hpp"
 #include "turboquant/base/random.hpp"
+#include "turboquant/base/simd.hpp"
 
 #include <cblas.h>
 
@@ -46,20 +49,42 @@ std::vector<float> haar_matrix(int d, std::uint64_t seed) {
   return pi;
 }
 
+// The largest power of two <= d: the Hadamard window of the overlapped rotation.
+int hadamard_window(int d) {
+  int p = 1;
+  while (p * 2 <= d) p *= 2;
+  return p;
+}
+
+void scale(float* x, int n, float s) {
+  for (int i = 0; i < n; ++i) x[i] *= s;
+}
+
 }  // namespace
 
 RotationKind parse_rotation_kind(std::string_view name) {
   if (name == "haar") return RotationKind::Haar;
   if (name == "hadamard") return RotationKind::Hadamard;
+  if (name == "overlap-hadamard") return RotationKind::OverlapHadamard;
   throw std::invalid_argument("rotation kind '" + std::string(name) +
-                              "' is unknown; expected 'haar' or 'hadamard'");
+                              "' is unknown; expected 'haar', 'hadamard' or 'overlap-hadamard'");
 }
 
 std::string to_string(RotationKind kind) {
-  return kind == RotationKind::Haar ? "haar" : "hadamard";
+  switch (kind) {
+    case RotationKind::Haar:
+      return "haar";
+    case RotationKind::Hadamard:
+      return "hadamard";
+    case RotationKind::OverlapHadamard:
+      return "overlap-hadamard";
+  }
+  return "unknown";
 }
 
-void fast_walsh_hadamard(float* x, int n) {
+namespace kernels {
+
+void fast_walsh_hadamard_scalar(float* x, int n) {
   for (int half = 1; half < n; half <<= 1) {
     for (int start = 0; start < n; start += 2 * half) {
       for (int i = start; i < start + half; ++i) {
@@ -69,6 +94,17 @@ void fast_walsh_hadamard(float* x, int n) {
         x[i + half] = a - b;
       }
     }
+  }
+}
+
+}  // namespace kernels
+
+void fast_walsh_hadamard(float* x, int n) {
+  static const bool avx2 = cpu_has_avx2();
+  if (avx2) {
+    kernels::fast_walsh_hadamard_avx2(x, n);
+  } else {
+    kernels::fast_walsh_hadamard_scalar(x, n);
   }
 }
 
@@ -86,6 +122,10 @@ Rotation::Rotation(RotationKind kind, int dim, std::uint64_t seed)
     Xoshiro256 rng(seed);
     signs_.resize(dim);
     for (auto& s : signs_) s = rng.coin() ? -1.0f : 1.0f;
+  } else if (kind == RotationKind::OverlapHadamard) {
+    Xoshiro256 rng(seed);
+    signs_.resize(3 * static_cast<std::size_t>(dim));  // D1, D2, D3
+    for (auto& s : signs_) s = rng.coin() ? -1.0f : 1.0f;
   } else {
     matrix_ = haar_matrix(dim, seed);
   }
@@ -101,6 +141,24 @@ void Rotation::apply(const float* in, float* out, std::size_t count) const {
       for (std::size_t i = 0; i < d; ++i) o[i] = x[i] * signs_[i];  // D first
       fast_walsh_hadamard(o, dim_);                                 // then H
       for (std::size_t i = 0; i < d; ++i) o[i] *= scale;
+    }
+    return;
+  }
+  if (kind_ == RotationKind::OverlapHadamard) {
+    // Round r: signs D_r on all d coordinates, then H/√p on window r ([0,p), [d−p,d), [0,p)).
+    const int p = hadamard_window(dim_);
+    const float s = 1.0f / std::sqrt(static_cast<float>(p));
+    for (std::size_t v = 0; v < count; ++v) {
+      float* o = out + v * d;
+      const float* x = in + v * d;
+      for (int r = 0; r < 3; ++r) {
+        const float* sg = &signs_[static_cast<std::size_t>(r) * d];
+        const float* src = r == 0 ? x : o;
+        for (std::size_t i = 0; i < d; ++i) o[i] = src[i] * sg[i];
+        float* w = o + (r == 1 ? dim_ - p : 0);
+        fast_walsh_hadamard(w, p);
+        scale(w, p, s);
+      }
     }
     return;
   }
@@ -123,12 +181,15 @@ void Rotation::apply(const float* in, float* out, std::size_t count) const {
 
 void Rotation::apply_batch(const float* in, float* out, std::size_t count) const {
   const std::size_t d = static_cast<std::size_t>(dim_);
-  if (kind_ == RotationKind::Hadamard || count == 0) {
-    apply(in, out, count);
-    return;
-  }
   if (in < out + count * d && out < in + count * d) {
     throw std::invalid_argument("rotation: apply_batch needs separate input and output buffers");
+  }
+  if (kind_ != RotationKind::Haar) {
+    // O(d log d) per vector: thread-parallel over vectors (each vector's result is apply()'s).
+    const auto n = static_cast<std::ptrdiff_t>(count);
+#pragma omp parallel for schedule(static) if (count >= 64)
+    for (std::ptrdiff_t v = 0; v < n; ++v) apply(in + v * d, out + v * d, 1);
+    return;
   }
   // Y = X·Πᵀ (row-major X: count × d).
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(count), dim_, dim_, 1.0f,
@@ -145,6 +206,23 @@ void Rotation::apply_inverse(const float* in, float* out, std::size_t count) con
       if (o != in + v * d) std::copy(in + v * d, in + (v + 1) * d, o);
       fast_walsh_hadamard(o, dim_);
       for (std::size_t i = 0; i < d; ++i) o[i] *= scale * signs_[i];
+    }
+    return;
+  }
+  if (kind_ == RotationKind::OverlapHadamard) {
+    // The rounds in reverse: H/√p is its own inverse, then the signs again.
+    const int p = hadamard_window(dim_);
+    const float s = 1.0f / std::sqrt(static_cast<float>(p));
+    for (std::size_t v = 0; v < count; ++v) {
+      float* o = out + v * d;
+      if (o != in + v * d) std::copy(in + v * d, in + (v + 1) * d, o);
+      for (int r = 2; r >= 0; --r) {
+        float* w = o + (r == 1 ? dim_ - p : 0);
+        fast_walsh_hadamard(w, p);
+        scale(w, p, s);
+        const float* sg = &signs_[static_cast<std::size_t>(r) * d];
+        for (std::size_t i = 0; i < d; ++i) o[i] *= sg[i];
+      }
     }
     return;
   }

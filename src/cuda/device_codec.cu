@@ -180,7 +180,14 @@ GpuKvCacheStorage::GpuKvCacheStorage(const CodeLayout& key, const CodeLayout& va
   add(reinterpret_cast<void**>(&overflow), sizeof(int));
   TQ_CUDA_CHECK(cudaMalloc(&block_, offset));
   for (auto& [where, off] : parts) *where = static_cast<char*>(block_) + off;
-  TQ_CUDA_CHECK(cudaMemset(overflow, 0, sizeof(int)));
+  // All of it zeroed (the overflow word must be; the rest costs one memset per cache): slots
+  // not yet written read as zeros, never as whatever the allocator left there.
+  const cudaError_t zeroed = cudaMemset(block_, 0, offset);
+  if (zeroed != cudaSuccess) {
+    cudaFree(block_);
+    block_ = nullptr;
+    TQ_CUDA_CHECK(zeroed);
+  }
   cache_.key.overflow = cache_.value.overflow = overflow;
 }
 

@@ -61,8 +61,7 @@ CodecSpec codec_spec(const FlatIndexOptions& o) {
   spec.bits = o.bits;
   spec.kind = o.kind;
   spec.seed = o.seed;
-  // The fast Hadamard transform needs d = 2^k; other widths (576, 384) use a dense Haar matrix.
-  spec.rotation = is_power_of_two(o.dim) ? RotationKind::Hadamard : RotationKind::Haar;
+  spec.rotation = o.rotation.value_or(default_rotation(o.dim));
   spec.norm_correction = o.norm_correction;
   return spec;
 }
@@ -73,8 +72,13 @@ using MinHeap = std::priority_queue<Hit, std::vector<Hit>, std::greater<Hit>>;
 
 }  // namespace
 
+RotationKind default_rotation(int dim) {
+  return is_power_of_two(dim) ? RotationKind::Hadamard : RotationKind::OverlapHadamard;
+}
+
 FlatIndex::FlatIndex(const FlatIndexOptions& options)
     : options_(options), codec_(codec_spec(options)), mean_(options.dim, 0.0f) {
+  options_.rotation = codec_.spec().rotation;
   const CodeLayout& L = codec_.layout();
   if (options.fast_scan && (options.kind != CodecKind::Mse || (L.hi_count > 0 && L.hi_bits != 4) ||
                             (L.lo_count() > 0 && L.lo_bits != 4))) {
@@ -84,14 +88,16 @@ FlatIndex::FlatIndex(const FlatIndexOptions& options)
   }
 }
 
-void FlatIndex::store_fast_scan(std::size_t slot) {
+void FlatIndex::store_fast_scan(std::size_t first, std::size_t count) {
   const CodeLayout& L = codec_.layout();
   std::vector<std::uint8_t> c(static_cast<std::size_t>(L.dim));
-  const std::uint8_t* rec = codes_.data() + slot * L.code_bytes;
-  if (L.hi_count > 0) unpack_codes(rec, L.hi_count, L.hi_bits, c.data());
-  if (L.lo_count() > 0)
-    unpack_codes(rec + L.hi_bytes, L.lo_count(), L.lo_bits, c.data() + L.hi_count);
-  fast_scan_set(blocks_.data(), slot, L.dim, c.data());
+  for (std::size_t slot = first; slot < first + count; ++slot) {
+    const std::uint8_t* rec = codes_.data() + slot * L.code_bytes;
+    if (L.hi_count > 0) unpack_codes(rec, L.hi_count, L.hi_bits, c.data());
+    if (L.lo_count() > 0)
+      unpack_codes(rec + L.hi_bytes, L.lo_count(), L.lo_bits, c.data() + L.hi_count);
+    fast_scan_set(blocks_.data(), slot, L.dim, c.data());
+  }
 }
 
 std::size_t FlatIndex::bytes_per_vector() const {
@@ -168,7 +174,7 @@ void FlatIndex::add(const float* x, std::size_t n, const std::int64_t* ids) {
   codec_.encode_batch(y.data(), n, out);
   if (options_.fast_scan) {
     blocks_.resize((first + n + 31) / 32 * fast_scan_block_bytes(options_.dim), 0);
-    for (std::size_t i = 0; i < n; ++i) store_fast_scan(first + i);
+    store_fast_scan(first, n);
   }
   for (std::size_t i = 0; i < n; ++i) {
     const std::int64_t id = ids ? ids[i] : next_id_ + static_cast<std::int64_t>(i);
@@ -203,7 +209,7 @@ std::size_t FlatIndex::remove(const std::int64_t* ids, std::size_t n) {
       }
       ids_[slot] = ids_[last];
       slot_of_[ids_[slot]] = slot;
-      if (options_.fast_scan) store_fast_scan(slot);
+      if (options_.fast_scan) store_fast_scan(slot, 1);
     }
     if (options_.fast_scan) blocks_.resize((last + 31) / 32 * fast_scan_block_bytes(options_.dim));
     codes_.resize(last * L.code_bytes);
@@ -399,7 +405,7 @@ void FlatIndex::save(const std::string& path) const {
 }
 
 FlatIndex FlatIndex::load(const std::string& path) {
-  FileReader r(path, kFlatIndexMagic, kFlatIndexVersion);
+  FileReader r(path, kFlatIndexMagic, 1, kFlatIndexVersion);
   FlatIndex idx = read(r);
   r.finish();
   return idx;
@@ -415,6 +421,7 @@ void FlatIndex::write(FileWriter& w) const {
   w.put_u32(options_.norm_correction ? 1u : 0u);
   w.put_u32(static_cast<std::uint32_t>(options_.rerank));
   w.put_u32(options_.fast_scan ? 1u : 0u);
+  w.put_u32(static_cast<std::uint32_t>(*options_.rotation));
   w.put_u32(mean_fixed_ ? 1u : 0u);
   w.put_u64(static_cast<std::uint64_t>(next_id_));
   w.put_u64(ids_.size());
@@ -443,6 +450,14 @@ FlatIndex FlatIndex::read(FileReader& r) {
   o.norm_correction = r.get_u32() != 0;
   o.rerank = static_cast<int>(r.get_u32());
   o.fast_scan = r.get_u32() != 0;
+  if (r.version() >= 2) {
+    const std::uint32_t rot = r.get_u32();
+    if (rot > 2) r.fail("rotation kind " + std::to_string(rot) + " (expected 0..2)");
+    o.rotation = static_cast<RotationKind>(rot);
+  } else {
+    // Version 1 had no field: hadamard for d = 2^k, haar otherwise.
+    o.rotation = is_power_of_two(o.dim) ? RotationKind::Hadamard : RotationKind::Haar;
+  }
   FlatIndex idx = [&] {
     try {
       return FlatIndex(o);
@@ -465,7 +480,7 @@ FlatIndex FlatIndex::read(FileReader& r) {
   r.get_array(idx.ids_, n, "ids");
   if (o.fast_scan) {
     idx.blocks_.assign((n + 31) / 32 * fast_scan_block_bytes(o.dim), 0);
-    for (std::size_t i = 0; i < n; ++i) idx.store_fast_scan(i);
+    idx.store_fast_scan(0, n);
   }
   for (std::size_t i = 0; i < idx.ids_.size(); ++i) {
     if (!idx.slot_of_.emplace(idx.ids_[i], i).second) {

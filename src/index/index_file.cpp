@@ -22,7 +22,8 @@ void FileWriter::write_file(const std::string& path, const char* magic,
   if (!f) throw std::runtime_error("index file " + path + ": write failed");
 }
 
-FileReader::FileReader(const std::string& path, const char* magic, std::uint32_t version)
+FileReader::FileReader(const std::string& path, const char* magic, std::uint32_t oldest,
+                       std::uint32_t newest)
     : path_(path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("index file " + path + ": cannot open for reading");
@@ -38,9 +39,11 @@ FileReader::FileReader(const std::string& path, const char* magic, std::uint32_t
   }
   std::uint32_t v;
   std::memcpy(&v, all.data() + 8, 4);
-  if (v != version) {
-    fail("version " + std::to_string(v) + ", this build reads version " + std::to_string(version));
+  if (v < oldest || v > newest) {
+    fail("version " + std::to_string(v) + ", this build reads versions " + std::to_string(oldest) +
+         " to " + std::to_string(newest));
   }
+  version_ = v;
   std::uint64_t len;
   std::memcpy(&len, all.data() + 12, 8);
   if (len != all.size() - head - 8) {

@@ -14,7 +14,9 @@
 namespace tq::index {
 
 inline constexpr char kFlatIndexMagic[9] = "TQVFLAT1";
-inline constexpr std::uint32_t kFlatIndexVersion = 1;
+// Version 2 records the rotation kind; version 1 files (no field) implied hadamard for d = 2^k
+// and haar otherwise, and still load.
+inline constexpr std::uint32_t kFlatIndexVersion = 2;
 
 class FileWriter {
  public:
@@ -39,8 +41,10 @@ class FileWriter {
 
 class FileReader {
  public:
-  // Reads the whole file and checks magic, version, length and checksum.
-  FileReader(const std::string& path, const char* magic, std::uint32_t version);
+  // Reads the whole file and checks magic, version (oldest..newest), length and checksum.
+  FileReader(const std::string& path, const char* magic, std::uint32_t oldest,
+             std::uint32_t newest);
+  std::uint32_t version() const { return version_; }
   std::uint32_t get_u32() { return get<std::uint32_t>(); }
   std::uint64_t get_u64() { return get<std::uint64_t>(); }
   // The next u64 without consuming it (an array's length, to check before get_array).
@@ -81,6 +85,7 @@ class FileReader {
   std::string path_;
   std::vector<std::uint8_t> payload_;
   std::size_t pos_ = 0;
+  std::uint32_t version_ = 0;
 };
 
 }  // namespace tq::index

@@ -18,7 +18,8 @@ namespace tq::index {
 namespace {
 
 inline constexpr char kIvfIndexMagic[9] = "TQVIVF01";
-inline constexpr std::uint32_t kIvfIndexVersion = 1;
+// The IVF version is its lists' flat-record version (2 records the rotation; 1 still loads).
+inline constexpr std::uint32_t kIvfIndexVersion = kFlatIndexVersion;
 
 double l2_sq(const float* a, const float* b, int d) {
   double s = 0.0;
@@ -247,7 +248,7 @@ void IvfIndex::save(const std::string& path) const {
 }
 
 IvfIndex IvfIndex::load(const std::string& path) {
-  FileReader r(path, kIvfIndexMagic, kIvfIndexVersion);
+  FileReader r(path, kIvfIndexMagic, 1, kIvfIndexVersion);
   IvfIndexOptions o;
   o.nlist = static_cast<int>(r.get_u32());
   o.nprobe = static_cast<int>(r.get_u32());
@@ -283,7 +284,7 @@ IvfIndex IvfIndex::load(const std::string& path) {
   for (int j = 0; j < o.nlist; ++j) {
     const FlatIndexOptions& lo = lists[static_cast<std::size_t>(j)].options();
     if (lo.dim != o.flat.dim || lo.bits != o.flat.bits || lo.metric != o.flat.metric ||
-        lo.seed != o.flat.seed || !lo.center) {
+        lo.seed != o.flat.seed || lo.rotation != o.flat.rotation || !lo.center) {
       r.fail("list " + std::to_string(j) + " options differ from list 0's");
     }
     for (const std::int64_t id : lists[static_cast<std::size_t>(j)].ids()) {

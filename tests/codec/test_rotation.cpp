@@ -1,9 +1,13 @@
-// Rotations: orthogonality, inverse round trips, determinism, Haar sign fix, argument errors.
+// Rotations: orthogonality, inverse round trips, determinism, Haar sign fix, the overlapped
+// Hadamard's mixing, the AVX2 Walsh–Hadamard transform against the scalar one, argument errors.
+#include "codec/hadamard_kernels.hpp"
 #include "turboquant/base/random.hpp"
+#include "turboquant/base/simd.hpp"
 #include "turboquant/codec/rotation.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <utility>
@@ -39,8 +43,52 @@ TEST(Rotation, HadamardIsOrthogonal) {
   }
 }
 
+TEST(Rotation, OverlapHadamardIsOrthogonal) {
+  for (int d : {2, 3, 64, 96, 384, 576, 640}) {
+    EXPECT_LT(orthogonality_error(Rotation(RotationKind::OverlapHadamard, d, 5 + d)), 2e-5)
+        << "d=" << d;
+  }
+}
+
+// Every output depends on every input with its share of the energy: each 64×64 block of Π
+// holds close to its Haar expectation 64·64/d of ‖Π‖² = d. Two rounds instead of three leave
+// the block (outputs 0..63, inputs 512..575) of d = 576 empty; one window leaves d − p inputs
+// unmixed.
+TEST(Rotation, OverlapHadamardMixesEveryBlock) {
+  for (int d : {384, 576}) {
+    const std::vector<float> m = Rotation(RotationKind::OverlapHadamard, d, 21).dense_matrix();
+    const int b = 64;
+    double lowest = 1e9;
+    for (int bi = 0; bi < d / b; ++bi) {
+      for (int bj = 0; bj < d / b; ++bj) {
+        double e = 0.0;
+        for (int i = bi * b; i < (bi + 1) * b; ++i) {
+          for (int j = bj * b; j < (bj + 1) * b; ++j) e += double{m[i * d + j]} * m[i * d + j];
+        }
+        lowest = std::min(lowest, e);
+      }
+    }
+    EXPECT_GT(lowest, 0.5 * b * b / d) << "d=" << d;
+  }
+}
+
+// Same butterflies in the same order: the AVX2 transform is bit-identical to the scalar one.
+TEST(Rotation, FastWalshHadamardAvx2MatchesScalarBitForBit) {
+  if (!cpu_has_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  Xoshiro256 rng(77);
+  for (int n = 2; n <= 2048; n *= 2) {
+    std::vector<float> a(static_cast<std::size_t>(n));
+    for (auto& v : a) v = static_cast<float>(rng.gaussian() * 3.0);
+    std::vector<float> b = a;
+    kernels::fast_walsh_hadamard_scalar(a.data(), n);
+    kernels::fast_walsh_hadamard_avx2(b.data(), n);
+    for (int i = 0; i < n; ++i) ASSERT_EQ(a[i], b[i]) << "n=" << n << " i=" << i;
+  }
+}
+
 TEST(Rotation, InverseUndoesApplyOnBatches) {
-  for (RotationKind kind : {RotationKind::Haar, RotationKind::Hadamard}) {
+  for (RotationKind kind :
+       {RotationKind::Haar, RotationKind::Hadamard, RotationKind::OverlapHadamard}) {
     const int d = 128;
     const std::size_t n = 17;
     Rotation rot(kind, d, 99);
@@ -51,7 +99,7 @@ TEST(Rotation, InverseUndoesApplyOnBatches) {
     rot.apply_inverse(y.data(), back.data(), n);
     for (std::size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(back[i], x[i], 1e-4) << to_string(kind);
     // The forward map must not be its own inverse for hadamard (H·D ≠ D·H): a classic bug.
-    if (kind == RotationKind::Hadamard) {
+    if (kind != RotationKind::Haar) {
       std::vector<float> twice(n * d);
       rot.apply(y.data(), twice.data(), n);
       double diff = 0.0;
@@ -70,7 +118,8 @@ TEST(Rotation, InverseUndoesApplyOnBatches) {
 TEST(Rotation, ApplyBatchMatchesApply) {
   for (const auto& [kind, d] : {std::pair{RotationKind::Haar, 576},
                                 {RotationKind::Haar, 96},
-                                {RotationKind::Hadamard, 128}}) {
+                                {RotationKind::Hadamard, 128},
+                                {RotationKind::OverlapHadamard, 576}}) {
     const std::size_t n = 300;
     Rotation rot(kind, d, 7);
     Xoshiro256 rng(11);
@@ -81,6 +130,8 @@ TEST(Rotation, ApplyBatchMatchesApply) {
     for (std::size_t i = 0; i < x.size(); ++i) {
       ASSERT_NEAR(fast[i], ref[i], 2e-5 * std::sqrt(static_cast<double>(d)))
           << to_string(kind) << " d=" << d << " i=" << i;
+      // The Hadamard kinds run apply() per vector (in threads): bit-identical.
+      if (kind != RotationKind::Haar) ASSERT_EQ(fast[i], ref[i]) << to_string(kind);
     }
   }
   Rotation haar(RotationKind::Haar, 64, 3);
@@ -123,7 +174,10 @@ TEST(Rotation, DerivedSeedsDifferPerLayerAndSide) {
 TEST(Rotation, RejectsInvalidArguments) {
   EXPECT_THROW(Rotation(RotationKind::Hadamard, 96, 1), std::invalid_argument);
   EXPECT_THROW(Rotation(RotationKind::Haar, 0, 1), std::invalid_argument);
+  EXPECT_THROW(Rotation(RotationKind::OverlapHadamard, 1, 1), std::invalid_argument);
   EXPECT_THROW(parse_rotation_kind("givens"), std::invalid_argument);
+  EXPECT_EQ(parse_rotation_kind("overlap-hadamard"), RotationKind::OverlapHadamard);
+  EXPECT_EQ(to_string(RotationKind::OverlapHadamard), "overlap-hadamard");
   try {
     Rotation(RotationKind::Hadamard, 96, 1);
   } catch (const std::invalid_argument& e) {

@@ -3,7 +3,9 @@
 // arguments and bad files.
 #include "turboquant/index/flat_index.hpp"
 
+#include "index/index_file.hpp"
 #include "thrown_message.hpp"
+#include "turboquant/base/hash.hpp"
 #include "turboquant/base/random.hpp"
 
 #include <gtest/gtest.h>
@@ -11,9 +13,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -287,14 +291,19 @@ TEST(FlatIndex, SaveLoadGivesIdenticalResults) {
   const int d = 48;
   const auto x = gaussian(800, d, 12);
   const auto q = gaussian(10, d, 13);
-  for (CodecKind kind : {CodecKind::Mse, CodecKind::Prod}) {
+  for (const auto& [kind, rotation] :
+       {std::pair{CodecKind::Mse, std::optional<RotationKind>{}},
+        {CodecKind::Mse, std::optional<RotationKind>{RotationKind::Haar}},
+        {CodecKind::Prod, std::optional<RotationKind>{}}}) {
     FlatIndexOptions o;
     o.dim = d;
     o.kind = kind;
     o.metric = Metric::L2;
     o.center = true;
     o.rerank = kind == CodecKind::Prod ? 50 : 0;
+    o.rotation = rotation;
     FlatIndex index(o);
+    EXPECT_EQ(*index.options().rotation, rotation.value_or(RotationKind::OverlapHadamard));
     index.add(x.data(), 800);
     const std::int64_t drop[] = {3, 99};
     index.remove(drop, 2);
@@ -302,12 +311,43 @@ TEST(FlatIndex, SaveLoadGivesIdenticalResults) {
     index.save(p);
     const FlatIndex back = FlatIndex::load(p);
     EXPECT_EQ(back.size(), index.size());
+    EXPECT_EQ(back.options().rotation, index.options().rotation);
     const SearchResult a = index.search(q.data(), 10, 20);
     const SearchResult b = back.search(q.data(), 10, 20);
     EXPECT_EQ(a.ids, b.ids);
     EXPECT_EQ(a.distances, b.distances);
     std::remove(p.c_str());
   }
+}
+
+// A version-1 file (no rotation field: hadamard for d = 2^k, haar otherwise) still loads and
+// answers as the index that wrote it. Made from a version-2 haar file by dropping the field.
+TEST(FlatIndex, VersionOneFilesStillLoad) {
+  const int d = 48;
+  const auto x = gaussian(300, d, 31);
+  const auto q = gaussian(5, d, 32);
+  FlatIndexOptions o;
+  o.dim = d;
+  o.rotation = RotationKind::Haar;
+  FlatIndex index(o);
+  index.add(x.data(), 300);
+  const std::string p = temp_path("v2.tqv");
+  index.save(p);
+  std::vector<char> f = read_all(p);
+  constexpr std::size_t kHead = 8 + 4 + 8;
+  constexpr std::size_t kRotationField = 4 + 8 + 4 + 8 + 4 + 4 + 4 + 4 + 4;  // after fast_scan
+  f.erase(f.begin() + kHead + kRotationField, f.begin() + kHead + kRotationField + 4);
+  const std::uint32_t v1 = 1;
+  const std::uint64_t len = f.size() - kHead - 8;
+  std::memcpy(f.data() + 8, &v1, 4);
+  std::memcpy(f.data() + 12, &len, 8);
+  const std::uint64_t sum = fnv1a64(reinterpret_cast<const std::uint8_t*>(f.data()) + kHead, len);
+  std::memcpy(f.data() + kHead + len, &sum, 8);
+  write_all(p, f);
+  const FlatIndex back = FlatIndex::load(p);
+  EXPECT_EQ(*back.options().rotation, RotationKind::Haar);
+  EXPECT_EQ(back.search(q.data(), 5, 10).ids, index.search(q.data(), 5, 10).ids);
+  std::remove(p.c_str());
 }
 
 TEST(FlatIndex, BadFilesAreClearErrors) {

@@ -37,6 +37,7 @@ struct IndexArgs {
   double bits = 4.0;
   std::string kind = "mse";
   std::string metric = "ip";
+  std::string rotation;  // empty: the index's default for the dimension
   bool center = false, norm_correction = false, fast_scan = false;
   int rerank = 0;
   std::uint64_t seed = 0;
@@ -68,6 +69,7 @@ FlatIndexOptions index_options(const IndexArgs& a, int dim) {
   o.fast_scan = a.fast_scan;
   o.rerank = a.rerank;
   o.seed = a.seed;
+  if (!a.rotation.empty()) o.rotation = parse_rotation_kind(a.rotation);
   return o;
 }
 
@@ -175,23 +177,25 @@ void run_bench_ivf(const VsearchOptions& o, const VectorSet& data, const VectorS
   const auto truth = ground_truth(data, q, 100, io.flat.metric);
   for (const int np : o.index.nprobe) {
     idx.set_nprobe(np);
-    nlohmann::json row = {{"data", o.data},
-                          {"n", data.rows},
-                          {"dim", data.dim},
-                          {"queries", q.rows},
-                          {"bits", o.index.bits},
-                          {"kind", o.index.kind},
-                          {"metric", o.index.metric},
-                          {"center", true},
-                          {"norm_correction", o.index.norm_correction},
-                          {"fast_scan", o.index.fast_scan},
-                          {"rerank", o.index.rerank},
-                          {"nlist", o.index.ivf},
-                          {"nprobe", np},
-                          {"bytes_per_vector", idx.bytes_per_vector()},
-                          {"train_s", train_s},
-                          {"encode_s", encode_s},
-                          {"encode_s_per_million", encode_s * 1e6 / data.rows}};
+    nlohmann::json row = {
+        {"data", o.data},
+        {"n", data.rows},
+        {"dim", data.dim},
+        {"queries", q.rows},
+        {"bits", o.index.bits},
+        {"kind", o.index.kind},
+        {"metric", o.index.metric},
+        {"center", true},
+        {"norm_correction", o.index.norm_correction},
+        {"fast_scan", o.index.fast_scan},
+        {"rotation", to_string(io.flat.rotation.value_or(index::default_rotation(data.dim)))},
+        {"rerank", o.index.rerank},
+        {"nlist", o.index.ivf},
+        {"nprobe", np},
+        {"bytes_per_vector", idx.bytes_per_vector()},
+        {"train_s", train_s},
+        {"encode_s", encode_s},
+        {"encode_s_per_million", encode_s * 1e6 / data.rows}};
     SearchResult r;
     for (int t : o.threads) {
       idx.set_threads(t);
@@ -229,6 +233,7 @@ void run_bench(const VsearchOptions& o) {
                         {"center", o.index.center},
                         {"norm_correction", o.index.norm_correction},
                         {"fast_scan", o.index.fast_scan},
+                        {"rotation", to_string(*idx.options().rotation)},
                         {"rerank", o.index.rerank},
                         {"bytes_per_vector", idx.bytes_per_vector()},
                         {"encode_s", encode_s},
@@ -268,6 +273,9 @@ void add_index_args(CLI::App* cmd, IndexArgs& a) {
   cmd->add_option("--rerank", a.rerank, "Keep exact vectors, re-rank this many candidates")
       ->check(CLI::Range(0, 100000));
   cmd->add_option("--seed", a.seed, "Rotation seed");
+  cmd->add_option("--rotation", a.rotation,
+                  "haar | hadamard | overlap-hadamard (default: hadamard for d = 2^k, else "
+                  "overlap-hadamard)");
 }
 
 const CommandRegistrar registrar([](CLI::App& root) {

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,7 +42,14 @@ struct FlatIndexOptions {
   // Score with the 4-bit fast-scan kernel (fast_scan.hpp; mse codec at 4 bits only), then
   // re-score the best max(2k, rerank) candidates with the codec's float scores (or exactly).
   bool fast_scan = false;
+  // The codec's rotation; unset = default_rotation(dim). The index's options() always hold the
+  // resolved kind, and index files record it.
+  std::optional<RotationKind> rotation;
 };
+
+// hadamard for d = 2^k, else overlap-hadamard: O(d log d) per vector where haar is a d×d
+// product (bench/results/vector_search.md compares their recall and encode time).
+RotationKind default_rotation(int dim);
 
 struct SearchResult {
   std::size_t n_queries = 0;
@@ -91,7 +99,7 @@ class FlatIndex {
   void search_one(const float* query, int k, float* dist, std::int64_t* ids,
                   std::vector<float>& scratch) const;
   ConstEncodedView view() const;
-  void store_fast_scan(std::size_t slot);  // slot's codes into blocks_
+  void store_fast_scan(std::size_t first, std::size_t count);  // those slots' codes into blocks_
 
   FlatIndexOptions options_;
   Codec codec_;
