@@ -42,6 +42,29 @@ void fast_scan_get(const std::uint8_t* blocks, std::size_t v, int dim, std::uint
   }
 }
 
+void fast_scan_set_block(std::uint8_t* block, int dim, const std::uint8_t* codes) {
+  const auto du = static_cast<std::size_t>(dim);
+  std::uint8_t any = 0;
+  for (std::size_t i = 0; i < 32 * du; ++i) any |= codes[i];
+  if (any > 15) {
+    for (std::size_t i = 0; i < 32 * du; ++i) {
+      if (codes[i] > 15) {
+        throw std::invalid_argument("fast scan: code " + std::to_string(codes[i]) +
+                                    " of block vector " + std::to_string(i / du) +
+                                    " is not 4-bit (expected 0..15)");
+      }
+    }
+  }
+  for (std::size_t j = 0; j < du; ++j) {
+    std::uint8_t* row = block + j * 16;
+    for (std::size_t i = 0; i < 16; ++i) {
+      row[i] = static_cast<std::uint8_t>(codes[i * du + j] | (codes[(i + 16) * du + j] << 4));
+    }
+  }
+  // The padding dimension of an odd dim scores nothing: code 0 for every vector.
+  std::fill(block + du * 16, block + fast_scan_block_bytes(dim), std::uint8_t{0});
+}
+
 std::vector<std::uint8_t> pack_fast_scan_blocks(const std::uint8_t* codes, std::size_t n, int dim) {
   std::vector<std::uint8_t> out((n + 31) / 32 * fast_scan_block_bytes(dim), 0);
   for (std::size_t v = 0; v < n; ++v) {

@@ -90,12 +90,28 @@ FlatIndex::FlatIndex(const FlatIndexOptions& options)
 
 void FlatIndex::store_fast_scan(std::size_t first, std::size_t count) {
   const CodeLayout& L = codec_.layout();
-  std::vector<std::uint8_t> c(static_cast<std::size_t>(L.dim));
-  for (std::size_t slot = first; slot < first + count; ++slot) {
+  const auto du = static_cast<std::size_t>(L.dim);
+  const std::size_t end = first + count;
+  std::vector<std::uint8_t> c(32 * du);
+  auto unpack = [&](std::size_t slot, std::uint8_t* dst) {
     const std::uint8_t* rec = codes_.data() + slot * L.code_bytes;
-    if (L.hi_count > 0) unpack_codes(rec, L.hi_count, L.hi_bits, c.data());
-    if (L.lo_count() > 0)
-      unpack_codes(rec + L.hi_bytes, L.lo_count(), L.lo_bits, c.data() + L.hi_count);
+    if (L.hi_count > 0) unpack_codes(rec, L.hi_count, L.hi_bits, dst);
+    if (L.lo_count() > 0) unpack_codes(rec + L.hi_bytes, L.lo_count(), L.lo_bits, dst + L.hi_count);
+  };
+  // Whole blocks are written in one pass; the slots before the first and after the last block
+  // boundary go one vector at a time into the bytes they share with their neighbours.
+  std::size_t slot = first;
+  for (; slot < end && (slot % 32 != 0 || end - slot < 32); ++slot) {
+    unpack(slot, c.data());
+    fast_scan_set(blocks_.data(), slot, L.dim, c.data());
+  }
+  const std::size_t bb = fast_scan_block_bytes(L.dim);
+  for (; slot + 32 <= end; slot += 32) {
+    for (std::size_t i = 0; i < 32; ++i) unpack(slot + i, c.data() + i * du);
+    fast_scan_set_block(blocks_.data() + slot / 32 * bb, L.dim, c.data());
+  }
+  for (; slot < end; ++slot) {
+    unpack(slot, c.data());
     fast_scan_set(blocks_.data(), slot, L.dim, c.data());
   }
 }
@@ -136,42 +152,59 @@ void FlatIndex::add(const float* x, std::size_t n, const std::int64_t* ids) {
     }
   }
   // Cosine works on unit vectors; IP / L2 on the raw ones.
-  std::vector<float> v(x, x + n * du);
-  if (options_.metric == Metric::Cosine) {
-    for (std::size_t i = 0; i < n; ++i) {
-      float* r = v.data() + i * du;
-      const double nn = std::sqrt(dot(r, r, d));
-      if (nn > 0.0) {
-        for (int j = 0; j < d; ++j) r[j] = static_cast<float>(r[j] / nn);
-      }
+  const bool cosine = options_.metric == Metric::Cosine;
+  auto prepare_row = [&](const float* src, float* dst) {
+    std::copy(src, src + du, dst);
+    if (!cosine) return;
+    const double nn = std::sqrt(dot(dst, dst, d));
+    if (nn > 0.0) {
+      for (std::size_t j = 0; j < du; ++j) dst[j] = static_cast<float>(dst[j] / nn);
     }
-  }
+  };
   if (options_.center && !mean_fixed_) {
     std::vector<double> m(du, 0.0);
+    std::vector<float> row(du);
     for (std::size_t i = 0; i < n; ++i) {
-      for (std::size_t j = 0; j < du; ++j) m[j] += v[i * du + j];
+      prepare_row(x + i * du, row.data());
+      for (std::size_t j = 0; j < du; ++j) m[j] += row[j];
     }
     for (std::size_t j = 0; j < du; ++j) mean_[j] = static_cast<float>(m[j] / n);
     mean_fixed_ = true;
   }
   const std::size_t first = ids_.size();
-  if (options_.rerank > 0) exact_.insert(exact_.end(), v.begin(), v.end());
-  std::vector<float> y = std::move(v);
-  for (std::size_t i = 0; i < n; ++i) {
-    for (std::size_t j = 0; j < du; ++j) y[i * du + j] -= mean_[j];
-    y_norm_sq_.push_back(static_cast<float>(dot(y.data() + i * du, y.data() + i * du, d)));
-  }
   const CodeLayout& L = codec_.layout();
   codes_.resize((first + n) * L.code_bytes);
   signs_.resize((first + n) * L.sign_bytes);
   norms_.resize(first + n);
   if (L.has_residual_norm) residual_norms_.resize(first + n);
-  EncodedView out;
-  out.codes = codes_.data() + first * L.code_bytes;
-  out.signs = L.sign_bytes ? signs_.data() + first * L.sign_bytes : nullptr;
-  out.norms = norms_.data() + first;
-  out.residual_norms = L.has_residual_norm ? residual_norms_.data() + first : nullptr;
-  codec_.encode_batch(y.data(), n, out);
+  y_norm_sq_.resize(first + n);
+  if (options_.rerank > 0) exact_.resize((first + n) * du);
+  EncodedView all;
+  all.codes = codes_.data();
+  all.signs = L.sign_bytes ? signs_.data() : nullptr;
+  all.norms = norms_.data();
+  all.residual_norms = L.has_residual_norm ? residual_norms_.data() : nullptr;
+  // Chunks of rows in parallel threads, each through a small buffer it reuses: prepare, keep the
+  // exact copy (re-rank), subtract μ, ‖y‖², encode (the codec's own threading is nested, so off).
+  constexpr std::size_t kAddChunk = 256;
+  const auto chunks = static_cast<std::ptrdiff_t>((n + kAddChunk - 1) / kAddChunk);
+#pragma omp parallel if (chunks > 1)
+  {
+    std::vector<float> y(std::min(n, kAddChunk) * du);
+#pragma omp for schedule(static)
+    for (std::ptrdiff_t c = 0; c < chunks; ++c) {
+      const std::size_t r0 = static_cast<std::size_t>(c) * kAddChunk;
+      const std::size_t m = std::min(kAddChunk, n - r0);
+      for (std::size_t i = 0; i < m; ++i) {
+        float* r = y.data() + i * du;
+        prepare_row(x + (r0 + i) * du, r);
+        if (options_.rerank > 0) std::copy(r, r + du, exact_.data() + (first + r0 + i) * du);
+        for (std::size_t j = 0; j < du; ++j) r[j] -= mean_[j];
+        y_norm_sq_[first + r0 + i] = static_cast<float>(dot(r, r, d));
+      }
+      codec_.encode_batch(y.data(), m, all.offset(first + r0, L));
+    }
+  }
   if (options_.fast_scan) {
     blocks_.resize((first + n + 31) / 32 * fast_scan_block_bytes(options_.dim), 0);
     store_fast_scan(first, n);

@@ -68,6 +68,25 @@ TEST(FastScan, Avx2MatchesScalar) {
   }
 }
 
+// The whole-block writer gives the bytes of 32 single-vector writes (odd dim: the padding
+// dimension zero), whatever the block held before.
+TEST(FastScan, SetBlockMatchesPerVectorSets) {
+  for (int dim : {33, 64, 577}) {
+    const Case c = random_case(32, dim, 40 + dim);
+    const std::size_t bb = fast_scan_block_bytes(dim);
+    std::vector<std::uint8_t> ref(bb, 0), fast(bb, 0xA5);
+    for (std::size_t v = 0; v < 32; ++v)
+      fast_scan_set(ref.data(), v, dim, c.codes.data() + v * dim);
+    fast_scan_set_block(fast.data(), dim, c.codes.data());
+    EXPECT_EQ(fast, ref) << "dim=" << dim;
+  }
+  std::vector<std::uint8_t> codes(32 * 8, 3), block(fast_scan_block_bytes(8));
+  codes[5 * 8 + 2] = 16;
+  const std::string e =
+      tq::tests::thrown_message([&] { fast_scan_set_block(block.data(), 8, codes.data()); });
+  EXPECT_NE(e.find("code 16 of block vector 5"), std::string::npos) << e;
+}
+
 TEST(FastScan, BadInputsAreClearErrors) {
   const std::vector<std::uint8_t> codes = {3, 16};
   EXPECT_NE(

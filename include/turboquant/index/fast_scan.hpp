@@ -32,6 +32,9 @@ std::vector<std::uint8_t> pack_fast_scan_blocks(const std::uint8_t* codes, std::
 // Writes / reads vector v's dim codes in place in a block array (it must hold v's block).
 void fast_scan_set(std::uint8_t* blocks, std::size_t v, int dim, const std::uint8_t* codes);
 void fast_scan_get(const std::uint8_t* blocks, std::size_t v, int dim, std::uint8_t* codes);
+// Writes one whole block (fast_scan_block_bytes(dim) bytes) from its 32 vectors' codes
+// (32 × dim, one code per byte): the bulk form of 32 fast_scan_set calls, byte for byte the same.
+void fast_scan_set_block(std::uint8_t* block, int dim, const std::uint8_t* codes);
 
 // lut: dim × 16 floats. Throws std::invalid_argument on a non-finite entry.
 QuantizedLut quantize_lut(const float* lut, int dim);
