@@ -159,6 +159,27 @@ double recall_at(const SearchResult& r, const std::vector<std::int64_t>& truth, 
   return hit / (static_cast<double>(r.n_queries) * at);
 }
 
+// The fields every bench row carries: the data, the index's settings, its size and encode time.
+nlohmann::json bench_row(const VsearchOptions& o, const VectorSet& data, const VectorSet& q,
+                         bool center, RotationKind rotation, std::size_t bytes_per_vector,
+                         double encode_s) {
+  return {{"data", o.data},
+          {"n", data.rows},
+          {"dim", data.dim},
+          {"queries", q.rows},
+          {"bits", o.index.bits},
+          {"kind", o.index.kind},
+          {"metric", o.index.metric},
+          {"center", center},
+          {"norm_correction", o.index.norm_correction},
+          {"fast_scan", o.index.fast_scan},
+          {"rotation", to_string(rotation)},
+          {"rerank", o.index.rerank},
+          {"bytes_per_vector", bytes_per_vector},
+          {"encode_s", encode_s},
+          {"encode_s_per_million", encode_s * 1e6 / data.rows}};
+}
+
 // IVF bench: k-means on (a sample of) the data, add in batches; one JSON row per nprobe.
 void run_bench_ivf(const VsearchOptions& o, const VectorSet& data, const VectorSet& q) {
   IvfIndexOptions io;
@@ -177,25 +198,12 @@ void run_bench_ivf(const VsearchOptions& o, const VectorSet& data, const VectorS
   const auto truth = ground_truth(data, q, 100, io.flat.metric);
   for (const int np : o.index.nprobe) {
     idx.set_nprobe(np);
-    nlohmann::json row = {
-        {"data", o.data},
-        {"n", data.rows},
-        {"dim", data.dim},
-        {"queries", q.rows},
-        {"bits", o.index.bits},
-        {"kind", o.index.kind},
-        {"metric", o.index.metric},
-        {"center", true},
-        {"norm_correction", o.index.norm_correction},
-        {"fast_scan", o.index.fast_scan},
-        {"rotation", to_string(io.flat.rotation.value_or(index::default_rotation(data.dim)))},
-        {"rerank", o.index.rerank},
-        {"nlist", o.index.ivf},
-        {"nprobe", np},
-        {"bytes_per_vector", idx.bytes_per_vector()},
-        {"train_s", train_s},
-        {"encode_s", encode_s},
-        {"encode_s_per_million", encode_s * 1e6 / data.rows}};
+    nlohmann::json row = bench_row(o, data, q, /*center=*/true,
+                                   io.flat.rotation.value_or(index::default_rotation(data.dim)),
+                                   idx.bytes_per_vector(), encode_s);
+    row["nlist"] = o.index.ivf;
+    row["nprobe"] = np;
+    row["train_s"] = train_s;
     SearchResult r;
     for (int t : o.threads) {
       idx.set_threads(t);
@@ -223,21 +231,8 @@ void run_bench(const VsearchOptions& o) {
   double encode_s = 0.0;
   FlatIndex idx = build_index(o, data, encode_s);
   const auto truth = ground_truth(data, q, 100, idx.options().metric);
-  nlohmann::json row = {{"data", o.data},
-                        {"n", data.rows},
-                        {"dim", data.dim},
-                        {"queries", q.rows},
-                        {"bits", o.index.bits},
-                        {"kind", o.index.kind},
-                        {"metric", o.index.metric},
-                        {"center", o.index.center},
-                        {"norm_correction", o.index.norm_correction},
-                        {"fast_scan", o.index.fast_scan},
-                        {"rotation", to_string(*idx.options().rotation)},
-                        {"rerank", o.index.rerank},
-                        {"bytes_per_vector", idx.bytes_per_vector()},
-                        {"encode_s", encode_s},
-                        {"encode_s_per_million", encode_s * 1e6 / data.rows}};
+  nlohmann::json row = bench_row(o, data, q, o.index.center, *idx.options().rotation,
+                                 idx.bytes_per_vector(), encode_s);
   SearchResult r;
   for (int t : o.threads) {
     idx.set_threads(t);
